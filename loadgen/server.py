@@ -1,0 +1,188 @@
+"""The embedded server: the Triton binary bundled in nvidia-pytriton, run on a model repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadgen.errors import ServerError, UsageError
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server answers, as host:port (the form perf_analyzer's -u takes)."""
+
+    http: str
+    grpc: str
+    metrics: str
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics}/metrics"
+
+
+def _triton_dist() -> tuple[Path, Path]:
+    """The bundled server's directory and its shared libraries' directory."""
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerError("nvidia-pytriton is not installed: install loadgen with pip to get the embedded server") from exc
+    root = Path(pytriton.__file__).resolve().parent
+    return root / "tritonserver", root.parent / "nvidia_pytriton.libs"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return True
+    return False
+
+
+def _backend_directory(dist: Path, workspace: Path) -> Path:
+    """A backend directory whose python/ holds the stub built for this interpreter's version."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"nvidia-pytriton has no Python backend stub for Python {version}: use Python 3.8 to 3.13")
+    backends = workspace / "backends"
+    shutil.copytree(dist / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(stub, backends / "python" / "triton_python_backend_stub")
+    return backends
+
+
+def _server_environment(libs: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    # The stub embeds an isolated interpreter that finds its prefix from the first python3 on
+    # PATH: putting ours first makes every model's stub run in loadgen's environment (numpy<2).
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+class EmbeddedServer:
+    """Starts tritonserver on a model repository; stops it, and its backend stubs, by process id."""
+
+    def __init__(
+        self,
+        model_repository: Path,
+        log_path: Path,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        startup_timeout_s: float = 180.0,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.log_path = Path(log_path)
+        self._ports = (http_port, grpc_port, metrics_port)
+        self.startup_timeout_s = startup_timeout_s
+        self.endpoints: Endpoints | None = None
+        self._process: subprocess.Popen | None = None
+        self._workspace: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> Endpoints:
+        if not self.model_repository.is_dir():
+            raise UsageError(f"model repository {self.model_repository} is not a directory: pass --model-repository DIR")
+        for port in self._ports:
+            if port is not None and _port_in_use(port):
+                raise UsageError(f"port {port} is in use: choose another one or leave the port flag out")
+        http, grpc, metrics = (port if port is not None else free_port() for port in self._ports)
+        dist, libs = _triton_dist()
+        self._workspace = Path(tempfile.mkdtemp(prefix="loadgen-triton-"))
+        backends = _backend_directory(dist, self._workspace)
+        command = [
+            str(dist / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={LOOPBACK}",
+            f"--http-port={http}",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={grpc}",
+            f"--metrics-address={LOOPBACK}",
+            f"--metrics-port={metrics}",
+            "--allow-metrics=true",
+            "--exit-timeout-secs=10",
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_server_environment(libs),
+                start_new_session=True,  # its own process group, so the stubs can be reaped with it
+            )
+        self.endpoints = Endpoints(f"{LOOPBACK}:{http}", f"{LOOPBACK}:{grpc}", f"{LOOPBACK}:{metrics}")
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    def _wait_ready(self) -> None:
+        url = f"http://{self.endpoints.http}/v2/health/ready"
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self._process.poll()
+            if code is not None:
+                raise ServerError(f"tritonserver exited with code {code} during startup: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready after {self.startup_timeout_s:.0f} s: see {self.log_path}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM lets Triton unload its models and end its stubs; SIGKILL to the group if it hangs."""
+        process, self._process = self._process, None
+        if process is not None:
+            pgid = process.pid  # start_new_session made it the leader of its own group
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(pgid, signal.SIGKILL)  # stubs left behind by a crash or a hang
+            except ProcessLookupError:
+                pass
+            process.wait()
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -1,0 +1,74 @@
+"""The transport interface that HTTP and gRPC implement."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input of a request, already serialized the way both protocols carry it.
+
+    `data` is the raw tensor bytes in row-major order; for BYTES tensors each element is a
+    4-byte little-endian length followed by its bytes (KServe v2's binary form).
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InferOutcome:
+    """What one request cost on the wire. Durations in ns; `error` is None on success.
+
+    send_ns: from the start of the request until its last byte was handed to the socket
+    (gRPC: request marshalling). recv_ns: from the first byte of the response until it was
+    fully read and parsed (gRPC: response unmarshalling). The rest of the request's time is
+    response wait.
+    """
+
+    send_ns: int
+    recv_ns: int
+    error: str | None = None
+
+
+class Transport(ABC):
+    """A connection to one Triton server: control calls plus the hot inference path.
+
+    Control calls return Triton's JSON documents as dicts (the HTTP API's shape, whichever
+    protocol carried them). `prepare` builds a request once; `infer` sends it and never
+    raises for a failed request: the failure is data, in `InferOutcome.error`.
+    """
+
+    @abstractmethod
+    async def server_metadata(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def model_metadata(self, model: str, version: str = "") -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def model_config(self, model: str, version: str = "") -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def model_statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
+        """`{"model_stats": [...]}`; an empty model name asks for every model at once."""
+
+    @abstractmethod
+    def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> Any:
+        """A request built once and sent many times (outputs requested in binary form)."""
+
+    @abstractmethod
+    async def infer(self, prepared: Any) -> InferOutcome: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
