@@ -1,0 +1,215 @@
+"""A run's configuration: perf_analyzer's options, from flags and an optional YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadgen.errors import UsageError
+from loadgen.windows import WindowPolicy
+
+DEFAULT_MODEL = "centernet-ensemble"
+
+
+@dataclass(frozen=True)
+class Range:
+    """perf_analyzer's start:end:step. end == 0 means: keep stepping until the latency threshold."""
+
+    start: int
+    end: int
+    step: int
+
+    def values(self) -> list[int] | None:
+        """The levels, or None for an open-ended range."""
+        if self.end == 0:
+            return None
+        return list(range(self.start, self.end + 1, self.step))
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.end}:{self.step}"
+
+
+def parse_range(text: str, flag: str) -> Range:
+    parts = str(text).split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not start[:end[:step]] of whole numbers, e.g. 1:8:1") from None
+    if not 1 <= len(numbers) <= 3:
+        raise UsageError(f"{flag} {text!r} has {len(numbers)} parts: use start[:end[:step]], e.g. 1:8:1")
+    start = numbers[0]
+    end = numbers[1] if len(numbers) > 1 else start
+    step = numbers[2] if len(numbers) > 2 else 1
+    if start < 1:
+        raise UsageError(f"{flag} {text!r} starts below 1: the smallest level is 1")
+    if step < 1:
+        raise UsageError(f"{flag} {text!r} has step {step}: the step must be at least 1")
+    if end != 0 and end < start:
+        raise UsageError(f"{flag} {text!r} ends before it starts: write start:end with end >= start")
+    return Range(start, end, step)
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """`NAME:d1,d2` → (name, dims). The name may itself contain colons; the dims follow the last one."""
+    name, sep, dims = str(text).rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d < 1 for d in shape):
+        raise UsageError(f"--shape {text!r} is not NAME:d1,d2,... with positive dimensions, e.g. INPUT0:3,224,224")
+    return name, shape
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = str(text).partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"-H {text!r} is not Header:Value, e.g. -H 'Authorization: Bearer TOKEN'")
+    return name.strip(), value.strip()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. Field names follow perf_analyzer's long flags."""
+
+    model_name: str = DEFAULT_MODEL
+    model_version: str = ""
+    batch_size: int = 1
+    url: str | None = None
+    protocol: str = "http"
+    concurrency_range: Range = Range(1, 1, 1)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_data: str | None = None
+    string_length: int = 128
+    windows: WindowPolicy = WindowPolicy()
+    latency_threshold_ms: float | None = None
+    csv_file: Path | None = None
+    verbose_csv: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    report_dir: Path | None = None
+    model_repository: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("http", "grpc"):
+            raise UsageError(f"unknown protocol {self.protocol!r}: use -i http or -i grpc")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {self.batch_size}: fix -b")
+        if self.string_length < 1:
+            raise UsageError(f"string length must be at least 1, got {self.string_length}: fix --string-length")
+        if self.latency_threshold_ms is not None and self.latency_threshold_ms <= 0:
+            raise UsageError(f"latency threshold must be positive, got {self.latency_threshold_ms} ms: fix -l")
+        if self.concurrency_range.end == 0 and self.latency_threshold_ms is None:
+            raise UsageError("an open-ended --concurrency-range (end 0) needs -l/--latency-threshold to stop it")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, header values left out (they may carry credentials)."""
+        data = dataclasses.asdict(self)
+        data["concurrency_range"] = str(self.concurrency_range)
+        data["headers"] = sorted(self.headers)
+        for key in ("csv_file", "report_dir", "model_repository"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        data["shapes"] = {k: list(v) for k, v in self.shapes.items()}
+        return data
+
+
+# Options settable from a config file or flags, by their long flag name, and how to read each.
+OPTIONS: dict[str, Any] = {
+    "model-name": str,
+    "model-version": str,
+    "batch-size": int,
+    "url": str,
+    "protocol": str,
+    "concurrency-range": str,
+    "shape": list,
+    "input-data": str,
+    "string-length": int,
+    "measurement-interval": int,
+    "measurement-mode": str,
+    "measurement-request-count": int,
+    "stability-percentage": float,
+    "max-trials": int,
+    "percentile": int,
+    "latency-threshold": float,
+    "filename": str,
+    "verbose-csv": bool,
+    "header": list,
+    "report-dir": str,
+    "model-repository": str,
+}
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML scenario; keys are the long flag names (dashes or underscores)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise UsageError(f"config file {path} must be a mapping of option: value, e.g. 'concurrency-range: 1:4'")
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("_", "-")
+        if name not in OPTIONS:
+            raise UsageError(f"config file {path} has unknown key {key!r}: use the long flag names, e.g. concurrency-range")
+        kind = OPTIONS[name]
+        if kind is list and not isinstance(value, list):
+            value = [value]
+        if kind is bool and not isinstance(value, bool):
+            raise UsageError(f"config file {path}: {key} must be true or false, got {value!r}")
+        options[name] = value
+    return options
+
+
+def _as(kind: type, name: str, value: Any) -> Any:
+    if kind in (list, bool) or value is None:
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}") from None
+
+
+def build_config(options: Mapping[str, Any]) -> RunConfig:
+    """Turn merged options (long flag name → value) into a validated RunConfig."""
+    o = {name: _as(OPTIONS[name], name, value) for name, value in options.items() if value is not None}
+    windows = WindowPolicy(
+        mode=o.get("measurement-mode", WindowPolicy.mode),
+        interval_ms=o.get("measurement-interval", WindowPolicy.interval_ms),
+        request_count=o.get("measurement-request-count", WindowPolicy.request_count),
+        stability_pct=o.get("stability-percentage", WindowPolicy.stability_pct),
+        max_trials=o.get("max-trials", WindowPolicy.max_trials),
+        percentile=o.get("percentile"),
+    )
+    if "url" in o and "model-name" not in o:
+        raise UsageError("-m/--model-name is required with -u: name the model to load test")
+    return RunConfig(
+        model_name=o.get("model-name", DEFAULT_MODEL),
+        model_version=o.get("model-version", ""),
+        batch_size=o.get("batch-size", 1),
+        url=o.get("url"),
+        protocol=o.get("protocol", "http"),
+        concurrency_range=parse_range(o.get("concurrency-range", "1"), "--concurrency-range"),
+        shapes=dict(parse_shape(s) for s in o.get("shape", [])),
+        input_data=o.get("input-data"),
+        string_length=o.get("string-length", 128),
+        windows=windows,
+        latency_threshold_ms=o.get("latency-threshold"),
+        csv_file=Path(o["filename"]) if "filename" in o else None,
+        verbose_csv=o.get("verbose-csv", False),
+        headers=dict(parse_header(h) for h in o.get("header", [])),
+        report_dir=Path(o["report-dir"]) if "report-dir" in o else None,
+        model_repository=Path(o["model-repository"]) if "model-repository" in o else None,
+    )

@@ -1,0 +1,56 @@
+"""The load engine: sends prepared requests when a schedule says so and records every outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from time import monotonic_ns
+from typing import Any
+
+from loadgen.samples import SampleRecorder
+from loadgen.schedule.base import Schedule
+from loadgen.transport.base import Transport
+
+
+class LoadEngine:
+    """Runs one schedule at a time over a fixed set of prepared requests, taken round robin."""
+
+    def __init__(self, transport: Transport, requests: Sequence[Any]) -> None:
+        if not requests:
+            raise ValueError("the engine needs at least one prepared request")
+        self._transport = transport
+        self._requests = list(requests)
+        self._next = 0
+        self.in_flight = 0
+        self.completed = 0
+        self.recorder: SampleRecorder | None = None
+        self._stop = asyncio.Event()
+        self._driving: asyncio.Task | None = None
+
+    async def _fire(self, intended_ns: int | None) -> None:
+        prepared = self._requests[self._next]
+        self._next = (self._next + 1) % len(self._requests)
+        self.in_flight += 1
+        start_ns = monotonic_ns()
+        outcome = await self._transport.infer(prepared)
+        end_ns = monotonic_ns()
+        self.in_flight -= 1
+        self.completed += 1
+        self.recorder.record(start_ns if intended_ns is None else intended_ns, end_ns, outcome)
+
+    def start(self, schedule: Schedule, recorder: SampleRecorder) -> asyncio.Task:
+        """Start driving `schedule`; the returned task ends when the load has stopped (or failed)."""
+        if self._driving is not None:
+            raise RuntimeError("the engine is already running a schedule")
+        self.recorder = recorder
+        self._stop = asyncio.Event()
+        self._driving = asyncio.create_task(schedule.drive(self._fire, self._stop))
+        return self._driving
+
+    async def stop(self) -> None:
+        """Stop sending and wait for the requests in flight, as perf_analyzer does between levels."""
+        driving, self._driving = self._driving, None
+        if driving is None:
+            return
+        self._stop.set()
+        await driving

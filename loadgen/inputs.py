@@ -1,0 +1,230 @@
+"""Request inputs: the model's tensors filled from zeros, random data, perf_analyzer JSON, files or images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
+
+from loadgen.errors import UsageError
+from loadgen.transport.base import InputTensor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+RANDOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as the model declares it, without the batch dimension (-1 = variable)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    batched: bool
+
+
+def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_size: int) -> list[InputSpec]:
+    """The model's inputs; checks the batch size against what the model accepts."""
+    max_batch_size = int(config.get("max_batch_size", 0))
+    batched = max_batch_size > 0
+    name = metadata.get("name", "the model")
+    if not batched and batch_size > 1:
+        raise UsageError(f"model {name!r} does not support batching: use -b 1")
+    if batched and batch_size > max_batch_size:
+        raise UsageError(f"-b {batch_size} exceeds model {name!r}'s max_batch_size {max_batch_size}: use -b {max_batch_size} or less")
+    specs = []
+    for entry in metadata.get("inputs", []):
+        shape = tuple(int(d) for d in entry["shape"])
+        specs.append(InputSpec(entry["name"], entry["datatype"], shape[1:] if batched else shape, batched))
+    if not specs:
+        raise UsageError(f"model {name!r} declares no inputs")
+    return specs
+
+
+def _resolve_shape(spec: InputSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    if spec.name in shapes:
+        given = shapes[spec.name]
+        fits = len(given) == len(spec.shape) and all(d == -1 or d == g for d, g in zip(spec.shape, given))
+        if not fits:
+            raise UsageError(f"--shape {spec.name}:{','.join(map(str, given))} does not fit the model's shape {list(spec.shape)}")
+        return given
+    if any(d < 0 for d in spec.shape):
+        raise UsageError(f"input {spec.name!r} has a variable shape {list(spec.shape)}: give it with --shape {spec.name}:d1,d2,...")
+    return spec.shape
+
+
+def _numpy_dtype(datatype: str) -> Any:
+    dtype = triton_to_np_dtype(datatype)
+    if dtype is None:
+        raise UsageError(f"datatype {datatype} is not supported for generated input data")
+    return dtype
+
+
+def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length: int, rng: np.random.Generator) -> np.ndarray:
+    """perf_analyzer's zero/random data: zeros or uniform values; BYTES elements of string_length characters."""
+    if spec.datatype == "BYTES":
+        count = int(np.prod(shape))
+        if kind == "zero":
+            elements = [b"0" * string_length] * count
+        else:
+            letters = rng.integers(ord("a"), ord("z") + 1, size=(count, string_length), dtype=np.uint8)
+            elements = [row.tobytes() for row in letters]
+        return np.array(elements, dtype=np.object_).reshape(shape)
+    dtype = _numpy_dtype(spec.datatype)
+    if kind == "zero":
+        return np.zeros(shape, dtype=dtype)
+    if spec.datatype == "BOOL":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+    return rng.random(size=shape).astype(dtype)
+
+
+def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int, ...]], where: str) -> np.ndarray:
+    """One tensor of perf_analyzer's JSON: a flat list, {"content": [...], "shape": [...]}, or {"b64": ...}."""
+    shape = None
+    if isinstance(value, Mapping):
+        if "shape" in value:
+            shape = tuple(int(d) for d in value["shape"])
+        if "b64" in value:
+            try:
+                raw = base64.b64decode(value["b64"], validate=True)
+            except (binascii.Error, TypeError):
+                raise UsageError(f"{where}: {spec.name}.b64 is not valid base64") from None
+            if spec.datatype == "BYTES":
+                array = np.array([raw], dtype=np.object_)
+            else:
+                array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+        elif "content" in value:
+            array = _content_array(spec, value["content"], where)
+        else:
+            raise UsageError(f"{where}: {spec.name} needs a list, or an object with 'content' or 'b64'")
+    else:
+        array = _content_array(spec, value, where)
+    shape = shape or _resolve_shape(spec, shapes)
+    if array.size != int(np.prod(shape)):
+        raise UsageError(f"{where}: {spec.name} has {array.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
+    return array.reshape(shape)
+
+
+def _content_array(spec: InputSpec, content: Any, where: str) -> np.ndarray:
+    flat = np.asarray(content, dtype=np.object_).reshape(-1) if isinstance(content, list) else np.array([content], dtype=np.object_)
+    if spec.datatype == "BYTES":
+        return np.array([v.encode() if isinstance(v, str) else bytes(v) for v in flat], dtype=np.object_)
+    try:
+        return flat.astype(_numpy_dtype(spec.datatype))
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {spec.name} holds values that are not {spec.datatype}") from None
+
+
+def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read --input-data {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--input-data {path} is not valid JSON (line {exc.lineno}): fix the file") from None
+    data = document.get("data") if isinstance(document, Mapping) else None
+    if not isinstance(data, list) or not data:
+        raise UsageError(f'--input-data {path} needs a non-empty "data" list, as perf_analyzer reads it')
+    entries = []
+    for index, entry in enumerate(data):
+        where = f"--input-data {path}, data[{index}]"
+        if not isinstance(entry, Mapping):
+            raise UsageError(f"{where} is not an object of input name: value")
+        missing = [s.name for s in specs if s.name not in entry]
+        if missing:
+            raise UsageError(f"{where} lacks input {missing[0]!r}")
+        entries.append({s.name: _from_json_value(s, entry[s.name], shapes, where) for s in specs})
+    return entries
+
+
+def _directory_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
+    """perf_analyzer's directory form: one file per input, named after it, holding the raw tensor
+    (for BYTES: the file's bytes are the one element)."""
+    entry = {}
+    for spec in specs:
+        raw = (path / spec.name).read_bytes()
+        if spec.datatype == "BYTES":
+            array = np.array([raw], dtype=np.object_)
+        else:
+            array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+        shape = _resolve_shape(spec, shapes) if spec.name in shapes or all(d > 0 for d in spec.shape) else (array.size,)
+        if array.size != int(np.prod(shape)):
+            raise UsageError(f"--input-data {path / spec.name} holds {array.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
+        entry[spec.name] = array.reshape(shape)
+    return [entry]
+
+
+def image_input(specs: Sequence[InputSpec]) -> InputSpec | None:
+    """The input that takes encoded images: the model's only input, BYTES, one element per item."""
+    if len(specs) == 1 and specs[0].datatype == "BYTES" and int(np.prod([abs(d) for d in specs[0].shape] or [1])) == 1:
+        return specs[0]
+    return None
+
+
+def sample_photographs() -> list[Path]:
+    """Real photographs that are on every machine loadgen installs on: matplotlib's sample data."""
+    import matplotlib
+
+    return [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+
+
+def _image_entries(spec: InputSpec, images: Sequence[Path]) -> list[dict[str, np.ndarray]]:
+    shape = tuple(1 for _ in spec.shape) or (1,)
+    return [{spec.name: np.array([image.read_bytes()], dtype=np.object_).reshape(shape)} for image in images]
+
+
+def _entries(specs: Sequence[InputSpec], input_data: str | None, shapes: Mapping[str, tuple[int, ...]], string_length: int):
+    image_spec = image_input(specs)
+    if input_data is None and image_spec is not None:
+        return _image_entries(image_spec, sample_photographs())
+    if input_data in (None, "random", "zero"):
+        kind = input_data or "random"
+        rng = np.random.default_rng(RANDOM_SEED)
+        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in specs}]
+    path = Path(input_data)
+    if path.is_dir():
+        if all((path / s.name).is_file() for s in specs):
+            return _directory_entries(path, specs, shapes)
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if image_spec is not None and images:
+            return _image_entries(image_spec, images)
+        names = ", ".join(s.name for s in specs)
+        raise UsageError(f"--input-data {path} holds neither one file per input ({names}) nor images for an image model")
+    if path.is_file():
+        return _json_entries(path, specs, shapes)
+    raise UsageError(f"--input-data {input_data!r} is not zero, random, a JSON file or a directory: check the path")
+
+
+def _serialize(spec: InputSpec, array: np.ndarray) -> bytes:
+    if spec.datatype == "BYTES":
+        return serialize_byte_tensor(array).tobytes()
+    return np.ascontiguousarray(array).tobytes()
+
+
+def build_request_inputs(specs: Sequence[InputSpec], config) -> list[list[InputTensor]]:
+    """Every distinct request the run sends, in order. With -b N, each request batches N
+    consecutive data entries (wrapping around), so every entry is used."""
+    entries = _entries(specs, config.input_data, config.shapes, config.string_length)
+    batch = config.batch_size
+    requests = []
+    for first in range(0, len(entries), batch):
+        picked = [entries[(first + i) % len(entries)] for i in range(batch)]
+        tensors = []
+        for spec in specs:
+            arrays = [entry[spec.name] for entry in picked]
+            if any(a.shape != arrays[0].shape for a in arrays):
+                raise UsageError(f"input {spec.name!r} has entries of different shapes: they cannot form a batch of {batch}")
+            array = np.stack(arrays) if spec.batched else arrays[0]
+            tensors.append(InputTensor(spec.name, spec.datatype, tuple(int(d) for d in array.shape), _serialize(spec, array)))
+        requests.append(tensors)
+    return requests

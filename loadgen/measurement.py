@@ -1,0 +1,141 @@
+"""Measuring one load level: windows until stable, server snapshots at every boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import monotonic_ns
+
+from loadgen.engine import LoadEngine
+from loadgen.errors import ServerError
+from loadgen.samples import SampleRecorder, WindowSamples
+from loadgen.schedule.base import Schedule
+from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
+from loadgen.stats import ClientStats, client_stats
+from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
+
+# A count window that sees no completion for this long means the server has stopped answering.
+COUNT_WINDOW_STALL_S = 60.0
+
+
+@dataclass(frozen=True)
+class CountCheck:
+    """Client successes vs the server's success delta over the same windows.
+
+    The two sides are read at slightly different moments, so up to the requests in flight at
+    each of the two outer boundaries may fall on either side: `tolerance` allows for that. A
+    larger gap means other traffic reached the model during the measurement.
+    """
+
+    client_success: int
+    server_success: int
+    tolerance: int
+
+    @property
+    def mismatch(self) -> bool:
+        return abs(self.server_success - self.client_success) > self.tolerance
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """One window's figures, kept for the stability trace."""
+
+    duration_s: float
+    request_count: int
+    throughput_infer_per_s: float
+    latency_us: float
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """One level of a sweep: the merged last windows and how they were obtained."""
+
+    label: str
+    value: float
+    stable: bool
+    windows: tuple[WindowFigures, ...]
+    client: ClientStats
+    server: ServerFigures
+    count_check: CountCheck
+
+
+# Progress callback: (schedule, windows measured so far, the latest window's figures).
+OnWindow = Callable[[Schedule, int, WindowFigures], None]
+
+
+async def _window_end(policy: WindowPolicy, recorder: SampleRecorder, driving: asyncio.Task) -> None:
+    """Wait until the current window should close; raise if the load itself has failed."""
+    if policy.mode == COUNT_WINDOWS:
+        waiter = asyncio.ensure_future(recorder.window_full.wait())
+        timeout = COUNT_WINDOW_STALL_S
+    else:
+        remaining_s = policy.interval_ms / 1e3 - (monotonic_ns() - recorder.start_ns) / 1e9
+        waiter = asyncio.ensure_future(asyncio.sleep(max(0.0, remaining_s)))
+        timeout = None
+    done, _ = await asyncio.wait({waiter, driving}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        waiter.cancel()
+    if driving in done:
+        driving.result()  # re-raises the load's failure
+        raise ServerError("the load stopped before the measurement ended")
+    if not done:
+        raise ServerError(
+            f"no {policy.request_count} requests completed in {COUNT_WINDOW_STALL_S:.0f} s: the server has stopped answering"
+        )
+
+
+async def measure_level(
+    engine: LoadEngine,
+    schedule: Schedule,
+    policy: WindowPolicy,
+    snapshot: Callable[[], Awaitable[Snapshot]],
+    tree: ModelTree,
+    batch_size: int,
+    on_window: OnWindow | None = None,
+) -> LevelResult:
+    """Run `schedule` window after window until the last three agree, or `max_trials` is reached."""
+    count_target = policy.request_count if policy.mode == COUNT_WINDOWS else None
+    recorder = SampleRecorder(monotonic_ns(), count_target)
+    driving = engine.start(schedule, recorder)
+    percentiles = [policy.percentile] if policy.percentile is not None else []
+    windows: list[WindowSamples] = []
+    figures: list[WindowFigures] = []
+    snapshots: list[Snapshot] = []
+    try:
+        recorder.close_window(monotonic_ns())  # what completed before the first snapshot belongs to no window
+        snapshots.append(await snapshot())
+        stable = False
+        while len(windows) < policy.max_trials and not stable:
+            await _window_end(policy, recorder, driving)
+            windows.append(recorder.close_window(monotonic_ns()))
+            snapshots.append(await snapshot())
+            stats = client_stats(windows[-1:], batch_size, percentiles)
+            figures.append(
+                WindowFigures(
+                    duration_s=stats.duration_s,
+                    request_count=stats.request_count,
+                    throughput_infer_per_s=stats.throughput_infer_per_s,
+                    latency_us=stats.latency_us(policy.percentile),
+                )
+            )
+            stable = is_stable(
+                [f.throughput_infer_per_s for f in figures], [f.latency_us for f in figures], policy.stability_pct
+            )
+            if on_window is not None:
+                on_window(schedule, len(windows), figures[-1])
+    finally:
+        await engine.stop()
+    merged = windows[-STABLE_WINDOW_COUNT:]
+    client = client_stats(merged, batch_size, percentiles)
+    server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
+    in_flight_bound = getattr(schedule, "concurrency", 0) or engine.in_flight
+    return LevelResult(
+        label=schedule.label,
+        value=schedule.value,
+        stable=stable,
+        windows=tuple(figures),
+        client=client,
+        server=server,
+        count_check=CountCheck(client.request_count, server.success_count, 2 * in_flight_bound),
+    )

@@ -1,0 +1,58 @@
+"""A live progress display for the level being measured, on a stream the caller chooses."""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import TextIO
+
+from loadgen.engine import LoadEngine
+from loadgen.measurement import LevelResult, WindowFigures
+from loadgen.schedule.base import Schedule
+
+REFRESH_S = 0.5
+
+
+class Progress:
+    """On a terminal, one line redrawn twice a second; elsewhere (CI logs), one line per window."""
+
+    def __init__(self, stream: TextIO, max_trials: int) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+        self._max_trials = max_trials
+        self._ticker: asyncio.Task | None = None
+        self._status = ""
+
+    def _line(self, text: str, final: bool) -> None:
+        if self._live:
+            self._stream.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def level_start(self, schedule: Schedule, engine: LoadEngine) -> None:
+        self._status = f"{schedule.label.lower()} {schedule.value:g}: window 1/{self._max_trials}"
+        if self._live:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(engine))
+
+    async def _tick(self, engine: LoadEngine) -> None:
+        started, done_before = monotonic(), engine.completed
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            rate = (engine.completed - done_before) / (monotonic() - started)
+            self._line(f"{self._status} | {rate:,.0f} req/s | {engine.in_flight} in flight", final=False)
+
+    def window(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
+        text = (
+            f"{schedule.label.lower()} {schedule.value:g}: window {index}/{self._max_trials} "
+            f"{figures.throughput_infer_per_s:,.1f} infer/s, latency {figures.latency_us:,.0f} us"
+        )
+        self._line(text, final=True)
+        self._status = f"{schedule.label.lower()} {schedule.value:g}: window {index + 1}/{self._max_trials}"
+
+    def level_done(self, level: LevelResult) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        verdict = "stable" if level.stable else "NOT stable"
+        self._line(f"{level.label.lower()} {level.value:g}: {verdict} after {len(level.windows)} windows", final=True)

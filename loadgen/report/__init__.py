@@ -1,0 +1,5 @@
+"""Report writers: console, CSV and JSON."""
+
+from loadgen.report.base import ReportWriter
+
+__all__ = ["ReportWriter"]

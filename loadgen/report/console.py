@@ -1,0 +1,151 @@
+"""perf_analyzer's console report, so its users can read ours without relearning."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from loadgen.config import RunConfig
+from loadgen.measurement import LevelResult
+from loadgen.report.base import ReportWriter
+from loadgen.server_stats import ServerFigures
+from loadgen.stats import REPORTED_PERCENTILES
+from loadgen.sweep import RunResult
+from loadgen.windows import COUNT_WINDOWS
+
+
+def _num(value: float) -> str:
+    """C++ iostream's default formatting (6 significant digits), as perf_analyzer prints rates."""
+    return f"{value:.6g}"
+
+
+def _us(value: float) -> str:
+    return f"{int(value)} usec"
+
+
+def settings_lines(config: RunConfig) -> list[str]:
+    """perf_analyzer 2.51's settings header."""
+    policy = config.windows
+    latency = "average latency" if policy.percentile is None else f"p{policy.percentile} latency"
+    limit = config.concurrency_range.end or config.concurrency_range.start
+    lines = [
+        "*** Measurement Settings ***",
+        f"  Batch size: {config.batch_size}",
+        "  Service Kind: TRITON",
+        f'  Using "{policy.mode}" mode for stabilization',
+        f"  Stabilizing using {latency} and throughput",
+    ]
+    if policy.mode == COUNT_WINDOWS:
+        lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
+    else:
+        lines.append(f"  Measurement window: {policy.interval_ms} msec")
+    lines += [
+        f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
+        f"  Concurrency limit: {limit} concurrent requests",
+        "  Using asynchronous calls for inference",
+    ]
+    return lines
+
+
+def _server_lines(figures: ServerFigures, indent: str, breakdown: bool) -> list[str]:
+    if breakdown:
+        parts = (
+            f"overhead {_us(figures.overhead_us)} + queue {_us(figures.queue_us)} + "
+            f"compute input {_us(figures.compute_input_us)} + compute infer {_us(figures.compute_infer_us)} + "
+            f"compute output {_us(figures.compute_output_us)}"
+        )
+    else:
+        parts = f"overhead {_us(figures.overhead_us)} + queue {_us(figures.queue_us)} + compute {_us(figures.compute_us)}"
+    return [
+        f"{indent}Inference count: {figures.inference_count}",
+        f"{indent}Execution count: {figures.execution_count}",
+        f"{indent}Successful request count: {figures.success_count}",
+        f"{indent}Avg request latency: {_us(figures.avg_request_latency_us)} ({parts})",
+    ]
+
+
+def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
+    client, server = level.client, level.server
+    lines = [f"Request {level.label.lower()}: {_num(level.value)}", "  Client: "]
+    lines += [
+        f"    Request count: {client.request_count}",
+        f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
+    ]
+    if client.error_count:
+        lines.append(f"    Errors: {client.error_count} ({client.error_rate:.2%} of requests)")
+    if percentile is None:  # perf_analyzer shows the average only when it stabilizes on it
+        lines.append(f"    Avg latency: {_us(client.avg_latency_us)} (standard deviation {_us(client.std_latency_us)})")
+    shown = sorted(set(REPORTED_PERCENTILES) | ({percentile} if percentile is not None else set()))
+    lines += [f"    p{p} latency: {_us(client.percentile_latency_us[p])}" for p in shown]
+    if protocol == "grpc":
+        lines.append(
+            f"    Avg gRPC time: {_us(client.avg_latency_us)} ((un)marshal request/response "
+            f"{_us(client.avg_send_us + client.avg_recv_us)} + response wait {_us(client.avg_response_wait_us)})"
+        )
+    else:
+        lines.append(
+            f"    Avg HTTP time: {_us(client.avg_latency_us)} (send/recv {_us(client.avg_send_us + client.avg_recv_us)} "
+            f"+ response wait {_us(client.avg_response_wait_us)})"
+        )
+    lines.append("  Server: ")
+    lines += _server_lines(server, "    ", breakdown=not server.composing)
+    check = level.count_check
+    if check.mismatch:
+        lines.append(
+            f"    Warning: the server counted {check.server_success} successful requests and the client "
+            f"{check.client_success}: other traffic reached the model during the measurement"
+        )
+    composing = sorted(server.walk(), key=lambda f: (f.name, f.version))
+    if composing:
+        lines += ["", "  Composing models: "]
+        for figures in composing:
+            lines.append(f"  {figures.name}, version: {figures.version}")
+            lines += _server_lines(figures, "      ", breakdown=not figures.composing)
+            lines.append("")
+        lines.pop()
+    for message, count in client.error_messages.items():
+        lines.append(f"  Error ({count}x): {message}")
+    if not level.stable:
+        lines.append(
+            f"  Failed to obtain stable measurement within {len(level.windows)} measurement windows for "
+            f"{level.label.lower()} {_num(level.value)}: the figures above merge its last windows. "
+            "Increase --measurement-interval or --max-trials."
+        )
+    return lines
+
+
+def summary_lines(result: RunResult) -> list[str]:
+    percentile = result.config.windows.percentile
+    name = "Average" if percentile is None else f"p{percentile}"
+    lines = [f"Inferences/Second vs. Client {name} Batch Latency"]
+    for level in result.levels:
+        lines.append(
+            f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
+            f"latency {_us(level.client.latency_us(percentile))}"
+        )
+    if result.stop_reason:
+        lines.append(f"Stopped: {result.stop_reason}")
+    return lines
+
+
+class ConsoleReport(ReportWriter):
+    """Prints the settings, each level as it is measured, and the closing table."""
+
+    def __init__(self, stream: TextIO, protocol: str = "http") -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._percentile: int | None = None
+
+    def _print(self, lines: list[str]) -> None:
+        self._stream.write("\n".join(lines) + "\n")
+        self._stream.flush()
+
+    def start(self, config: RunConfig) -> None:
+        self._protocol = config.protocol
+        self._percentile = config.windows.percentile
+        self._print(settings_lines(config) + [""])
+
+    def level(self, level: LevelResult) -> None:
+        self._print(level_lines(level, self._protocol, self._percentile) + [""])
+
+    def finish(self, result: RunResult) -> None:
+        self._print(summary_lines(result))

@@ -1,0 +1,100 @@
+"""A run's lifecycle: the server (embedded or given), the sweep, and the report folder."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import uvloop
+
+from loadgen.config import RunConfig
+from loadgen.errors import UsageError
+from loadgen.progress import Progress
+from loadgen.report.base import ReportWriter
+from loadgen.report.csv_report import CsvReport
+from loadgen.report.json_report import JsonReport
+from loadgen.server import EmbeddedServer
+from loadgen.sweep import RunResult, run_sweep
+from loadgen.transport import open_transport
+
+SERVER_LOG = "server.log"
+
+
+def default_model_repository() -> Path:
+    """./model_repository, else the one shipped beside the loadgen package in its source tree."""
+    here = Path.cwd() / "model_repository"
+    if here.is_dir():
+        return here
+    shipped = Path(__file__).resolve().parent.parent / "model_repository"
+    if shipped.is_dir():
+        return shipped
+    raise UsageError("no model_repository/ here or beside loadgen: pass --model-repository DIR, or -u to use a running server")
+
+
+def default_report_dir(model: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    result: RunResult
+    report_dir: Path
+    files: tuple[Path, ...]
+
+
+async def _sweep(config: RunConfig, writers: Sequence[ReportWriter], progress: Progress | None) -> RunResult:
+    async with open_transport(config.protocol, config.url, config.headers) as transport:
+        for writer in writers:
+            writer.start(config)
+
+        def on_level(level):
+            if progress is not None:
+                progress.level_done(level)
+            for writer in writers:
+                writer.level(level)
+
+        result = await run_sweep(
+            config,
+            transport,
+            on_level_start=progress.level_start if progress else None,
+            on_window=progress.window if progress else None,
+            on_level=on_level,
+        )
+    for writer in writers:
+        writer.finish(result)
+    return result
+
+
+def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progress | None = None) -> RunOutput:
+    """Run a sweep, starting the embedded server when no URL is given, and write the report folder.
+
+    The folder holds summary.json, the CSVs and (embedded server) the server's log. The server
+    is stopped whatever happens, interruptions included.
+    """
+    report_dir = config.report_dir or default_report_dir(config.model_name)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    csv_report = CsvReport(report_dir / "results.csv", config.verbose_csv)
+    all_writers: list[ReportWriter] = [*writers, JsonReport(report_dir / "summary.json"), csv_report]
+    extra_csv = CsvReport(config.csv_file, config.verbose_csv) if config.csv_file is not None else None
+    if extra_csv is not None:
+        all_writers.append(extra_csv)
+    server = None
+    if config.url is None:
+        server = EmbeddedServer(config.model_repository or default_model_repository(), report_dir / SERVER_LOG)
+        endpoints = server.start()
+        config = replace(config, url=endpoints.http if config.protocol == "http" else endpoints.grpc)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(_sweep(config, all_writers, progress))
+    finally:
+        if server is not None:
+            server.stop()
+    files = [report_dir / "summary.json", *csv_report.written, *(extra_csv.written if extra_csv else [])]
+    if server is not None:
+        files.append(report_dir / SERVER_LOG)
+    return RunOutput(result, report_dir, tuple(files))

@@ -1,0 +1,88 @@
+"""Client-side arithmetic: percentiles and the figures of one or more merged windows."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from loadgen.samples import WindowSamples
+
+REPORTED_PERCENTILES = (50, 90, 95, 99)
+
+
+def percentile_index(count: int, percentile: float) -> int:
+    """perf_analyzer's rank: round(p/100 * (n-1)), halves rounded up."""
+    if count <= 0:
+        raise ValueError("no samples")
+    return int(math.floor(percentile / 100.0 * (count - 1) + 0.5))
+
+
+def percentile_of_sorted(sorted_values: np.ndarray, percentile: float) -> float:
+    return float(sorted_values[percentile_index(sorted_values.size, percentile)])
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """What the client saw over some windows. Latencies are of successful requests only."""
+
+    request_count: int
+    error_count: int
+    duration_s: float
+    throughput_infer_per_s: float
+    avg_latency_us: float
+    std_latency_us: float
+    percentile_latency_us: dict[int, float]
+    avg_send_us: float
+    avg_recv_us: float
+    avg_response_wait_us: float
+    error_messages: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float:
+        total = self.request_count + self.error_count
+        return self.error_count / total if total else 0.0
+
+    def latency_us(self, percentile: int | None) -> float:
+        """The latency used for stability and thresholds: the average, or a chosen percentile."""
+        return self.avg_latency_us if percentile is None else self.percentile_latency_us[percentile]
+
+
+def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
+    """Merge windows and summarize them. Throughput counts batch items per second of window time."""
+    latency = np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64)
+    send = np.concatenate([w.send_ns for w in windows]) if windows else np.empty(0, np.int64)
+    recv = np.concatenate([w.recv_ns for w in windows]) if windows else np.empty(0, np.int64)
+    duration_s = sum(w.duration_s for w in windows)
+    errors: Counter = Counter()
+    for w in windows:
+        errors.update(w.errors)
+    count = int(latency.size)
+    wanted = sorted(set(REPORTED_PERCENTILES) | set(percentiles))
+    if count:
+        latency_us = latency / 1e3
+        ordered = np.sort(latency_us)
+        avg_latency_us = float(latency_us.mean())
+        avg_send_us = float(send.mean() / 1e3)
+        avg_recv_us = float(recv.mean() / 1e3)
+        std_latency_us = float(latency_us.std())
+        pct = {p: percentile_of_sorted(ordered, p) for p in wanted}
+    else:
+        avg_latency_us = std_latency_us = avg_send_us = avg_recv_us = 0.0
+        pct = {p: 0.0 for p in wanted}
+    return ClientStats(
+        request_count=count,
+        error_count=sum(errors.values()),
+        duration_s=duration_s,
+        throughput_infer_per_s=count * batch_size / duration_s if duration_s > 0 else 0.0,
+        avg_latency_us=avg_latency_us,
+        std_latency_us=std_latency_us,
+        percentile_latency_us=pct,
+        avg_send_us=avg_send_us,
+        avg_recv_us=avg_recv_us,
+        avg_response_wait_us=max(0.0, avg_latency_us - avg_send_us - avg_recv_us),
+        error_messages=dict(errors.most_common(5)),
+    )

@@ -1,0 +1,501 @@
+"""HTTP transport: a lean HTTP/1.1 keep-alive client on asyncio.Protocol.
+
+Why hand-written: on a 2-core machine every microsecond the client spends is taken from the
+server, and a general client (aiohttp, tritonclient.http.aio) costs several times what this
+one does per request; `bench/http_clients.py` keeps the measurement.
+
+Design:
+- A pool of keep-alive connections: a request takes an idle connection or opens a new one and
+  gives it back when the response is complete, so a closed loop at concurrency N ends up with
+  N connections and an open loop may have as many requests in flight as it likes.
+- `prepare` builds the whole request (request line, headers, KServe binary-tensor body) once;
+  `infer` writes those bytes and waits for the response. Outputs are asked for in binary form
+  and never decoded: a 200 response's body is counted, not kept.
+- A minimal response parser: status line, Content-Length, chunked transfer encoding (Triton
+  itself always sends Content-Length; chunked is there for proxies) or read-until-close,
+  `Connection`, `Inference-Header-Content-Length`. A non-200 status carries Triton's JSON
+  `{"error": "..."}`, which becomes the outcome's error text.
+- A reused connection that the server had already closed (idle keep-alive timeout, restart) is
+  retried once on a fresh connection, only when no byte of the response was received.
+
+Timing (perf_analyzer's meaning): send_ns is from just before the request is written until its
+last byte was handed to the socket; recv_ns is from the response's first byte until the
+response was fully read and parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from time import perf_counter_ns
+from typing import Any
+from urllib.parse import quote
+
+from loadgen.errors import ServerError, UsageError
+from loadgen.transport.base import InferOutcome, InputTensor, Transport
+
+_MAX_HEAD = 64 * 1024
+_NO_BODY_STATUSES = (204, 304)
+
+# framing of the response being read
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
+
+
+class _ConnectionFailed(Exception):
+    """The connection ended or broke before a complete response; `received` if any byte came."""
+
+    def __init__(self, message: str, received: bool) -> None:
+        super().__init__(message)
+        self.received = received
+
+
+def _header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` (lowercase, with its colon) in a lowercased header block."""
+    i = head.find(name)
+    if i < 0:
+        return None
+    i += len(name)
+    j = head.find(b"\r\n", i)
+    return head[i:j].strip() if j >= 0 else head[i:].strip()
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time, the response parsed as it arrives."""
+
+    __slots__ = (
+        "transport", "closed", "paused", "waiter", "keep_body", "t_first", "t_sent",
+        "framing", "buf", "status", "remaining", "body", "ih_len", "keep_alive",
+        "chunk_pos", "chunk_left", "in_trailer", "pool",
+    )  # fmt: skip
+
+    def __init__(self, pool: set) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.paused = False
+        self.waiter: asyncio.Future | None = None
+        self.keep_body = True
+        self.t_first = 0
+        self.t_sent = 0
+        self.pool = pool
+        self._reset()
+
+    def _reset(self) -> None:
+        self.framing = _HEAD
+        self.buf: bytearray | None = None  # the head while incomplete; raw chunked data
+        self.status = 0
+        self.remaining = 0
+        self.body: bytes | bytearray | None = None
+        self.ih_len = -1
+        self.keep_alive = True
+        self.chunk_pos = 0
+        self.chunk_left = -1
+        self.in_trailer = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        # Any byte left in the write buffer pauses writing, and resume_writing tells us when
+        # the buffer has drained: that is when the request's last byte reached the socket.
+        transport.set_write_buffer_limits(high=0)
+        self.pool.add(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.waiter is not None and self.t_sent == 0:
+            self.t_sent = perf_counter_ns()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        waiter, self.waiter = self.waiter, None
+        if waiter is None or waiter.done():
+            return
+        if self.framing == _UNTIL_CLOSE and exc is None:
+            self._finish(waiter)
+            return
+        reason = str(exc) if exc is not None else "the server closed the connection"
+        waiter.set_exception(_ConnectionFailed(reason or type(exc).__name__, self.t_first != 0))
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None:  # bytes nobody asked for: the connection can't be trusted any more
+            self._fail(None, "unexpected data from the server")
+            return
+        if self.t_first == 0:
+            self.t_first = perf_counter_ns()
+        framing = self.framing
+        if framing == _HEAD:
+            buf = self.buf
+            if buf is not None:
+                buf += data
+                data = buf
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if buf is None:
+                    self.buf = bytearray(data)
+                elif len(buf) > _MAX_HEAD:
+                    self._fail(waiter, "response header too large")
+                return
+            self.buf = None
+            error = self._parse_head(bytes(data[:end]).lower())
+            if error is not None:
+                self._fail(waiter, error)
+                return
+            framing = self.framing
+            start = end + 4
+            if framing == _LENGTH:
+                n = len(data) - start
+                remaining = self.remaining - n
+                if remaining == 0:
+                    if self.keep_body:
+                        self.body = data[start:]
+                    self._finish(waiter)
+                    return
+                if remaining < 0:
+                    self._fail(waiter, "response longer than its Content-Length")
+                    return
+                self.remaining = remaining
+                if self.keep_body:
+                    self.body = bytearray(data[start:])
+                return
+            data = data[start:]
+            if framing == _CHUNKED:
+                self.buf = bytearray()
+                self.body = bytearray()
+            else:
+                self.body = bytearray()
+        if framing == _LENGTH:
+            remaining = self.remaining - len(data)
+            if remaining < 0:
+                self._fail(waiter, "response longer than its Content-Length")
+                return
+            self.remaining = remaining
+            if self.keep_body:
+                self.body += data
+            if remaining == 0:
+                self._finish(waiter)
+        elif framing == _CHUNKED:
+            self.buf += data
+            self._feed_chunked(waiter)
+        else:  # _UNTIL_CLOSE
+            self.body += data
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost settles the waiter
+
+    # -- parsing ----------------------------------------------------------------------------
+
+    def _parse_head(self, head: bytes) -> str | None:
+        """Reads the lowercased header block; sets framing. Returns an error text or None."""
+        if not head.startswith(b"http/1.") or len(head) < 12:
+            return f"malformed HTTP status line {head[:40]!r}"
+        try:
+            status = int(head[9:12])
+        except ValueError:
+            return f"malformed HTTP status line {head[:40]!r}"
+        self.status = status
+        if status != 200:
+            self.keep_body = True  # the error text is in the body
+        self.keep_alive = head[7:8] == b"1"
+        connection = _header_value(head, b"\r\nconnection:")
+        if connection is not None:
+            if b"close" in connection:
+                self.keep_alive = False
+            elif b"keep-alive" in connection:
+                self.keep_alive = True
+        ih = _header_value(head, b"\r\ninference-header-content-length:")
+        if ih is not None:
+            try:
+                self.ih_len = int(ih)
+            except ValueError:
+                return "malformed Inference-Header-Content-Length"
+        encoding = _header_value(head, b"\r\ntransfer-encoding:")
+        if status < 200 or status in _NO_BODY_STATUSES:
+            if status < 200:
+                return f"unexpected informational response HTTP {status}"
+            self.framing, self.remaining = _LENGTH, 0
+        elif encoding is not None and encoding != b"identity":
+            if not encoding.endswith(b"chunked"):
+                return f"unsupported Transfer-Encoding {encoding.decode(errors='replace')}"
+            self.framing = _CHUNKED
+        else:
+            length = _header_value(head, b"\r\ncontent-length:")
+            if length is None:
+                self.framing = _UNTIL_CLOSE
+                self.keep_alive = False
+            else:
+                try:
+                    self.remaining = int(length)
+                except ValueError:
+                    return "malformed Content-Length"
+                if self.remaining < 0:
+                    return "malformed Content-Length"
+                self.framing = _LENGTH
+        return None
+
+    def _feed_chunked(self, waiter: asyncio.Future) -> None:
+        buf, pos = self.buf, self.chunk_pos
+        while True:
+            if self.chunk_left < 0:  # a size line (or a trailer line) comes next
+                j = buf.find(b"\r\n", pos)
+                if j < 0:
+                    break
+                if self.in_trailer:
+                    if j == pos:  # the empty line that ends the message
+                        if j + 2 != len(buf):
+                            self._fail(waiter, "data after the end of a chunked response")
+                        else:
+                            self._finish(waiter)
+                        return
+                    pos = j + 2
+                    continue
+                try:
+                    size = int(bytes(buf[pos:j]).split(b";", 1)[0], 16)
+                except ValueError:
+                    self._fail(waiter, "malformed chunk size in a chunked response")
+                    return
+                pos = j + 2
+                if size == 0:
+                    self.in_trailer = True
+                else:
+                    self.chunk_left = size
+            else:
+                end = pos + self.chunk_left
+                if len(buf) < end + 2:
+                    break
+                if buf[end : end + 2] != b"\r\n":
+                    self._fail(waiter, "malformed chunk in a chunked response")
+                    return
+                if self.keep_body:
+                    self.body += buf[pos:end]
+                pos = end + 2
+                self.chunk_left = -1
+        if pos > 65536:  # drop what was consumed so the buffer doesn't grow with the body
+            del buf[:pos]
+            pos = 0
+        self.chunk_pos = pos
+
+    def _finish(self, waiter: asyncio.Future) -> None:
+        now = perf_counter_ns()
+        self.waiter = None
+        result = (self.status, self.body, self.ih_len, now - self.t_first, self.t_sent or self.t_first)
+        if not self.keep_alive:
+            self.closed = True
+            self.transport.close()
+        self._reset()
+        if not waiter.done():
+            waiter.set_result(result)
+
+    def _fail(self, waiter: asyncio.Future | None, message: str) -> None:
+        self.closed = True
+        self.waiter = None
+        self.transport.abort()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_ConnectionFailed(f"bad response: {message}", True))
+
+    # -- request side -----------------------------------------------------------------------
+
+    def start(self, waiter: asyncio.Future, keep_body: bool) -> None:
+        self.waiter = waiter
+        self.keep_body = keep_body
+        self.t_first = 0
+        self.t_sent = 0
+
+
+class _Prepared:
+    """A request built once: its bytes, and the model for messages."""
+
+    __slots__ = ("request", "model")
+
+    def __init__(self, request: bytes, model: str) -> None:
+        self.request = request
+        self.model = model
+
+
+def _http_error(status: int, body: bytes | bytearray | None) -> str:
+    """`HTTP 400: <Triton's error text>` from an error response."""
+    text = ""
+    if body:
+        try:
+            text = str(json.loads(body)["error"])
+        except (ValueError, KeyError, TypeError):
+            text = bytes(body[:200]).decode("utf-8", errors="replace").strip()
+    text = " ".join(text.split())  # one line
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+def _split_url(url: str) -> tuple[str, int]:
+    rest = url.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"bad server URL {url!r}: give it as host:port, e.g. -u localhost:8000")
+    return host.strip("[]"), int(port)
+
+
+def _header_block(headers: dict[str, str]) -> bytes:
+    lines = []
+    for name, value in headers.items():
+        name, value = str(name).strip(), str(value).strip()
+        if not name or any(c in name for c in ":\r\n \t") or any(c in value for c in "\r\n"):
+            raise UsageError(f"bad header {name!r}: give -H as 'Name: value' on one line")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+class HttpTransport(Transport):
+    """Triton over HTTP/1.1 (KServe v2 with the binary tensor extension)."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url = url
+        self._host, self._port = _split_url(url)
+        headers = dict(headers or {})
+        lowered = {k.lower() for k in headers}
+        if "host" not in lowered:
+            headers = {"Host": f"{self._host}:{self._port}", **headers}
+        self._user_lowered = lowered
+        self._headers = _header_block(headers)
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _connect(self) -> _Connection:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _Connection(self._all), self._host, self._port)
+        return conn
+
+    async def _exchange(self, request: bytes, keep_body: bool) -> tuple:
+        """Sends `request` on a pooled connection: (status, body, ih_len, recv_ns, t_sent, t0).
+
+        Raises _ConnectionFailed (or OSError when no connection can be opened).
+        """
+        idle = self._idle
+        conn = None
+        while idle:
+            candidate = idle.pop()
+            if not candidate.closed and not candidate.transport.is_closing():
+                conn = candidate
+                break
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect()
+        while True:
+            waiter = self._loop.create_future()
+            conn.start(waiter, keep_body)
+            t0 = perf_counter_ns()
+            conn.transport.write(request)
+            if not conn.paused:
+                conn.t_sent = perf_counter_ns()
+            try:
+                result = await waiter
+            except _ConnectionFailed as exc:
+                if reused and not exc.received:
+                    # A kept-alive connection the server had closed: one retry, fresh.
+                    reused = False
+                    conn = await self._connect()
+                    continue
+                raise
+            except BaseException:  # cancelled mid-request: the connection's state is unknown
+                conn.waiter = None
+                conn.closed = True
+                conn.transport.abort()
+                raise
+            if not conn.closed:
+                idle.append(conn)
+            return result + (t0,)
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> _Prepared:
+        header: dict[str, Any] = {
+            "inputs": [
+                {
+                    "name": t.name,
+                    "shape": [int(d) for d in t.shape],
+                    "datatype": t.datatype,
+                    "parameters": {"binary_data_size": len(t.data)},
+                }
+                for t in inputs
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+        if outputs:
+            header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
+        json_part = json.dumps(header, separators=(",", ":")).encode()
+        body = b"".join([json_part, *(t.data for t in inputs)])
+        path = f"/v2/models/{quote(model, safe='')}"
+        if version:
+            path += f"/versions/{quote(str(version), safe='')}"
+        head = [f"POST {path}/infer HTTP/1.1\r\n".encode("latin-1"), self._headers]
+        if "content-type" not in self._user_lowered:
+            head.append(b"Content-Type: application/octet-stream\r\n")
+        head.append(b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(json_part), len(body)))
+        return _Prepared(b"".join(head) + body, model)
+
+    async def infer(self, prepared: _Prepared) -> InferOutcome:
+        try:
+            status, body, ih_len, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
+        except _ConnectionFailed as exc:
+            return InferOutcome(0, 0, f"connection error: {exc}")
+        except OSError as exc:
+            return InferOutcome(0, 0, f"connection error: {exc.strerror or exc}")
+        if status != 200:
+            return InferOutcome(t_sent - t0, recv_ns, _http_error(status, body))
+        return InferOutcome(t_sent - t0, recv_ns)
+
+    # -- control calls ----------------------------------------------------------------------
+
+    async def _get(self, path: str, what: str, model: str = "", version: str = "") -> dict[str, Any]:
+        request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
+        try:
+            status, body, *_ = await self._exchange(request, True)
+        except (_ConnectionFailed, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ServerError(f"cannot reach Triton over HTTP at {self.url}: {reason}") from None
+        if status != 200:
+            error = _http_error(status, body)
+            if model and (status in (400, 404)) and ("unknown model" in error or "not available" in error or "not found" in error):
+                if version:
+                    raise UsageError(f"model '{model}' version {version} is not on the server at {self.url}: check -m and -x")
+                raise UsageError(f"model '{model}' is not on the server at {self.url}: check -m")
+            raise ServerError(f"{what} failed at {self.url}: {error}")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ServerError(f"{what} at {self.url} returned a body that is not JSON") from None
+
+    @staticmethod
+    def _model_path(model: str, version: str) -> str:
+        path = f"/v2/models/{quote(model, safe='')}"
+        if version:
+            path += f"/versions/{quote(str(version), safe='')}"
+        return path
+
+    async def server_metadata(self) -> dict[str, Any]:
+        return await self._get("/v2", "server metadata")
+
+    async def model_metadata(self, model: str, version: str = "") -> dict[str, Any]:
+        return await self._get(self._model_path(model, version), "model metadata", model, version)
+
+    async def model_config(self, model: str, version: str = "") -> dict[str, Any]:
+        return await self._get(self._model_path(model, version) + "/config", "model config", model, version)
+
+    async def model_statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
+        if not model:
+            return await self._get("/v2/models/stats", "model statistics")
+        return await self._get(self._model_path(model, version) + "/stats", "model statistics", model, version)
+
+    async def close(self) -> None:
+        self._idle.clear()
+        for conn in list(self._all):
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.close()
+        self._all.clear()

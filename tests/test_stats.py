@@ -1,0 +1,89 @@
+"""Percentiles and client figures: pure arithmetic, no server."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from loadgen.samples import SampleRecorder, WindowSamples
+from loadgen.stats import client_stats, percentile_index, percentile_of_sorted
+from loadgen.transport.base import InferOutcome
+
+
+def window(latencies_us, duration_s=1.0, start_s=0.0, errors=()):
+    latency = np.array([int(v * 1000) for v in latencies_us], dtype=np.int64)
+    return WindowSamples(
+        start_ns=int(start_s * 1e9),
+        end_ns=int((start_s + duration_s) * 1e9),
+        latency_ns=latency,
+        send_ns=np.full(latency.size, 10_000, dtype=np.int64),
+        recv_ns=np.full(latency.size, 5_000, dtype=np.int64),
+        error_latency_ns=np.full(len(errors), 1_000, dtype=np.int64),
+        errors=Counter(errors),
+    )
+
+
+def test_percentile_rank_is_perf_analyzers():
+    # index round(p/100 * (n-1)), halves up: for 1..100, p50 is index 50 (49.5 rounds up).
+    values = np.arange(1, 101, dtype=float)
+    assert percentile_index(100, 50) == 50
+    assert percentile_of_sorted(values, 50) == 51
+    assert percentile_of_sorted(values, 90) == 90  # 89.1 rounds down
+    assert percentile_of_sorted(values, 99) == 99  # 98.01
+    assert percentile_of_sorted(np.array([7.0]), 99) == 7.0
+
+
+def test_percentile_of_no_samples_is_an_error():
+    with pytest.raises(ValueError):
+        percentile_index(0, 50)
+
+
+def test_client_stats_merges_windows():
+    stats = client_stats([window([100, 200], 1.0), window([300, 400], 1.0, start_s=1.0)], batch_size=2)
+    assert stats.request_count == 4
+    assert stats.duration_s == pytest.approx(2.0)
+    assert stats.throughput_infer_per_s == pytest.approx(4 * 2 / 2.0)
+    assert stats.avg_latency_us == pytest.approx(250)
+    assert stats.std_latency_us == pytest.approx(np.std([100, 200, 300, 400]))
+    assert stats.percentile_latency_us[50] == 300  # index round(1.5) = 2 of [100, 200, 300, 400]
+    assert stats.avg_send_us == pytest.approx(10)
+    assert stats.avg_recv_us == pytest.approx(5)
+    assert stats.avg_response_wait_us == pytest.approx(235)
+
+
+def test_client_stats_counts_errors_apart_from_latency():
+    stats = client_stats([window([100], errors=["HTTP 400: bad", "HTTP 400: bad", "timeout"])], batch_size=1)
+    assert stats.request_count == 1
+    assert stats.error_count == 3
+    assert stats.error_rate == pytest.approx(0.75)
+    assert stats.error_messages == {"HTTP 400: bad": 2, "timeout": 1}
+    assert stats.avg_latency_us == 100
+
+
+def test_client_stats_of_an_empty_window():
+    stats = client_stats([window([])], batch_size=1, percentiles=[95])
+    assert stats.request_count == 0
+    assert stats.throughput_infer_per_s == 0
+    assert stats.percentile_latency_us[95] == 0
+
+
+def test_latency_used_for_stability():
+    stats = client_stats([window([100, 200, 300, 400])], batch_size=1, percentiles=[75])
+    assert stats.latency_us(None) == stats.avg_latency_us
+    assert stats.latency_us(75) == 300  # round(2.25) = 2
+
+
+def test_recorder_splits_windows_and_fires_count_target():
+    recorder = SampleRecorder(now_ns=0, count_target=2)
+    recorder.record(0, 1_000, InferOutcome(10, 20))
+    assert not recorder.window_full.is_set()
+    recorder.record(0, 3_000, InferOutcome(10, 20, error="HTTP 500: boom"))
+    assert recorder.window_full.is_set()
+    first = recorder.close_window(now_ns=5_000)
+    assert (first.start_ns, first.end_ns) == (0, 5_000)
+    assert first.latency_ns.tolist() == [1_000]
+    assert first.error_latency_ns.tolist() == [3_000]
+    assert first.errors == Counter({"HTTP 500: boom": 1})
+    assert not recorder.window_full.is_set()
+    second = recorder.close_window(now_ns=9_000)
+    assert second.start_ns == 5_000 and second.success_count == 0
