@@ -91,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Metrics: {endpoints.metrics_url}")
         print(f"Triton is up (pid {server.pid}), log in {server.log_path}. Ctrl-C to stop.", flush=True)
         signal.pause()
+    except KeyboardInterrupt:
+        pass  # SIGINT or SIGTERM is how a server is meant to end
     finally:
         server.stop()
     return 0

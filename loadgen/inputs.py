@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 
 from loadgen.errors import UsageError
 from loadgen.transport.base import InputTensor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RANDOM_SEED = 0
+STRING_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .?!"
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,12 @@ def _numpy_dtype(datatype: str) -> Any:
 
 
 def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length: int, rng: np.random.Generator) -> np.ndarray:
-    """perf_analyzer's zero/random data: zeros or uniform values; BYTES elements of string_length characters."""
+    """perf_analyzer's zero/random data. BYTES gets one random string of string_length characters
+    in every element for both kinds, as perf_analyzer sends."""
     if spec.datatype == "BYTES":
-        count = int(np.prod(shape))
-        if kind == "zero":
-            elements = [b"0" * string_length] * count
-        else:
-            letters = rng.integers(ord("a"), ord("z") + 1, size=(count, string_length), dtype=np.uint8)
-            elements = [row.tobytes() for row in letters]
-        return np.array(elements, dtype=np.object_).reshape(shape)
+        alphabet = np.frombuffer(STRING_ALPHABET, dtype=np.uint8)
+        text = alphabet[rng.integers(0, alphabet.size, size=string_length)].tobytes()
+        return np.full(shape, text, dtype=np.object_)
     dtype = _numpy_dtype(spec.datatype)
     if kind == "zero":
         return np.zeros(shape, dtype=dtype)
@@ -88,6 +86,24 @@ def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length
     return rng.random(size=shape).astype(dtype)
 
 
+def _decode_b64(spec: InputSpec, text: Any, where: str) -> np.ndarray:
+    """A b64 value is the tensor's raw bytes; for BYTES that is the serialized form (each element
+    a 4-byte little-endian length and its bytes), as perf_analyzer reads it."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise UsageError(f"{where}: {spec.name}.b64 is not valid base64") from None
+    if spec.datatype != "BYTES":
+        return np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+    try:
+        return deserialize_bytes_tensor(raw)
+    except Exception:
+        raise UsageError(
+            f"{where}: {spec.name}.b64 is not a serialized BYTES tensor (4-byte length before each element): "
+            'for one raw file use {"content": ...} or an image directory'
+        ) from None
+
+
 def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int, ...]], where: str) -> np.ndarray:
     """One tensor of perf_analyzer's JSON: a flat list, {"content": [...], "shape": [...]}, or {"b64": ...}."""
     shape = None
@@ -95,14 +111,7 @@ def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int
         if "shape" in value:
             shape = tuple(int(d) for d in value["shape"])
         if "b64" in value:
-            try:
-                raw = base64.b64decode(value["b64"], validate=True)
-            except (binascii.Error, TypeError):
-                raise UsageError(f"{where}: {spec.name}.b64 is not valid base64") from None
-            if spec.datatype == "BYTES":
-                array = np.array([raw], dtype=np.object_)
-            else:
-                array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+            array = _decode_b64(spec, value["b64"], where)
         elif "content" in value:
             array = _content_array(spec, value["content"], where)
         else:
@@ -149,12 +158,12 @@ def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, t
 
 def _directory_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
     """perf_analyzer's directory form: one file per input, named after it, holding the raw tensor
-    (for BYTES: the file's bytes are the one element)."""
+    (for BYTES: text, one element per line)."""
     entry = {}
     for spec in specs:
         raw = (path / spec.name).read_bytes()
         if spec.datatype == "BYTES":
-            array = np.array([raw], dtype=np.object_)
+            array = np.array(raw.splitlines(), dtype=np.object_)
         else:
             array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
         shape = _resolve_shape(spec, shapes) if spec.name in shapes or all(d > 0 for d in spec.shape) else (array.size,)
@@ -207,7 +216,7 @@ def _entries(specs: Sequence[InputSpec], input_data: str | None, shapes: Mapping
 
 def _serialize(spec: InputSpec, array: np.ndarray) -> bytes:
     if spec.datatype == "BYTES":
-        return serialize_byte_tensor(array).tobytes()
+        return serialize_byte_tensor(array).item()  # a 0-d object array holding the serialized bytes
     return np.ascontiguousarray(array).tobytes()
 
 

@@ -68,7 +68,7 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
         avg_latency_us = float(latency_us.mean())
         avg_send_us = float(send.mean() / 1e3)
         avg_recv_us = float(recv.mean() / 1e3)
-        std_latency_us = float(latency_us.std())
+        std_latency_us = float(latency_us.std(ddof=1)) if count > 1 else 0.0  # sample std, as perf_analyzer
         pct = {p: percentile_of_sorted(ordered, p) for p in wanted}
     else:
         avg_latency_us = std_latency_us = avg_send_us = avg_recv_us = 0.0

@@ -44,7 +44,7 @@ def test_client_stats_merges_windows():
     assert stats.duration_s == pytest.approx(2.0)
     assert stats.throughput_infer_per_s == pytest.approx(4 * 2 / 2.0)
     assert stats.avg_latency_us == pytest.approx(250)
-    assert stats.std_latency_us == pytest.approx(np.std([100, 200, 300, 400]))
+    assert stats.std_latency_us == pytest.approx(np.std([100, 200, 300, 400], ddof=1))
     assert stats.percentile_latency_us[50] == 300  # index round(1.5) = 2 of [100, 200, 300, 400]
     assert stats.avg_send_us == pytest.approx(10)
     assert stats.avg_recv_us == pytest.approx(5)

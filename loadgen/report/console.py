@@ -38,29 +38,39 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
     else:
         lines.append(f"  Measurement window: {policy.interval_ms} msec")
-    lines += [
-        f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
-        f"  Concurrency limit: {limit} concurrent requests",
-        "  Using asynchronous calls for inference",
-    ]
+    if config.concurrency_range.end != 1:  # perf_analyzer shows the limits only for a sweep
+        lines += [
+            f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
+            f"  Concurrency limit: {limit} concurrent requests",
+        ]
+    lines.append("  Using asynchronous calls for inference")
     return lines
 
 
-def _server_lines(figures: ServerFigures, indent: str, breakdown: bool) -> list[str]:
-    if breakdown:
+def _server_block(figures: ServerFigures, depth: int) -> list[str]:
+    """A model's server figures, then its composing models one level deeper (perf_analyzer's layout)."""
+    indent = " " * (2 * depth)
+    if figures.composing:
+        parts = f"overhead {_us(figures.overhead_us)} + queue {_us(figures.queue_us)} + compute {_us(figures.compute_us)}"
+    else:
         parts = (
             f"overhead {_us(figures.overhead_us)} + queue {_us(figures.queue_us)} + "
             f"compute input {_us(figures.compute_input_us)} + compute infer {_us(figures.compute_infer_us)} + "
             f"compute output {_us(figures.compute_output_us)}"
         )
-    else:
-        parts = f"overhead {_us(figures.overhead_us)} + queue {_us(figures.queue_us)} + compute {_us(figures.compute_us)}"
-    return [
-        f"{indent}Inference count: {figures.inference_count}",
-        f"{indent}Execution count: {figures.execution_count}",
-        f"{indent}Successful request count: {figures.success_count}",
-        f"{indent}Avg request latency: {_us(figures.avg_request_latency_us)} ({parts})",
+    lines = [
+        f"{indent}  Inference count: {figures.inference_count}",
+        f"{indent}  Execution count: {figures.execution_count}",
+        f"{indent}  Successful request count: {figures.success_count}",
+        f"{indent}  Avg request latency: {_us(figures.avg_request_latency_us)} ({parts})",
+        "",
     ]
+    if figures.composing:
+        lines.append(f"{indent}Composing models: ")
+        for child in sorted(figures.composing, key=lambda f: (f.name, f.version)):
+            lines.append(f"{indent}{child.name}, version: {child.version}")
+            lines += _server_block(child, depth + 1)
+    return lines
 
 
 def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
@@ -86,30 +96,21 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
             f"    Avg HTTP time: {_us(client.avg_latency_us)} (send/recv {_us(client.avg_send_us + client.avg_recv_us)} "
             f"+ response wait {_us(client.avg_response_wait_us)})"
         )
+    lines += [f"  Error ({count}x): {message}" for message, count in client.error_messages.items()]
+    if not level.stable:
+        lines.append(
+            f"  Failed to obtain stable measurement within {len(level.windows)} measurement windows for "
+            f"{level.label.lower()} {_num(level.value)}: these figures merge its last windows. "
+            "Increase --measurement-interval or --max-trials."
+        )
     lines.append("  Server: ")
-    lines += _server_lines(server, "    ", breakdown=not server.composing)
     check = level.count_check
     if check.mismatch:
         lines.append(
             f"    Warning: the server counted {check.server_success} successful requests and the client "
             f"{check.client_success}: other traffic reached the model during the measurement"
         )
-    composing = sorted(server.walk(), key=lambda f: (f.name, f.version))
-    if composing:
-        lines += ["", "  Composing models: "]
-        for figures in composing:
-            lines.append(f"  {figures.name}, version: {figures.version}")
-            lines += _server_lines(figures, "      ", breakdown=not figures.composing)
-            lines.append("")
-        lines.pop()
-    for message, count in client.error_messages.items():
-        lines.append(f"  Error ({count}x): {message}")
-    if not level.stable:
-        lines.append(
-            f"  Failed to obtain stable measurement within {len(level.windows)} measurement windows for "
-            f"{level.label.lower()} {_num(level.value)}: the figures above merge its last windows. "
-            "Increase --measurement-interval or --max-trials."
-        )
+    lines += _server_block(server, depth=1)
     return lines
 
 
@@ -145,7 +146,7 @@ class ConsoleReport(ReportWriter):
         self._print(settings_lines(config) + [""])
 
     def level(self, level: LevelResult) -> None:
-        self._print(level_lines(level, self._protocol, self._percentile) + [""])
+        self._print(level_lines(level, self._protocol, self._percentile))
 
     def finish(self, result: RunResult) -> None:
         self._print(summary_lines(result))

@@ -43,9 +43,9 @@ def row(level: LevelResult, server: ServerFigures, verbose: bool) -> list:
     return cells
 
 
-def composing_path(path: Path, model: str) -> Path:
-    """Where a composing model's CSV goes: beside the main one, named after the model."""
-    return path.with_name(f"{model}.{path.name}") if path.suffix else path.with_name(f"{model}_{path.name}")
+def composing_path(path: Path, model: str, version: str) -> Path:
+    """Where a composing model's CSV goes: beside the main one, named as perf_analyzer names it."""
+    return path.with_name(f"{model}_v{version}.{path.name}")
 
 
 def write_csv(path: Path, result: RunResult, verbose: bool) -> list[Path]:
@@ -60,7 +60,7 @@ def write_csv(path: Path, result: RunResult, verbose: bool) -> list[Path]:
             out.writerow(row(level, level.server, verbose))
     per_level = [{(f.name, f.version): f for f in level.server.walk()} for level in result.levels]
     for key in per_level[0] if per_level else {}:
-        model_path = composing_path(path, key[0])
+        model_path = composing_path(path, *key)
         with open(model_path, "w", newline="") as handle:
             out = csv.writer(handle)
             out.writerow(header(label, verbose))

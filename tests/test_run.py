@@ -1,0 +1,229 @@
+"""loadgen run against the real Triton server: sweeps, breakdowns, reports and errors."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as triton_http
+
+from loadgen.cli import main
+from loadgen.inputs import sample_photographs
+
+from conftest import NESTED_REPOSITORY
+
+ENSEMBLE = "centernet-ensemble"
+COMPOSING = {"image-preprocess", "centernet", "centernet-postprocess"}
+# Short windows and a loose stability bound: these tests check the mechanics, not the figures.
+FAST = ["-p", "1000", "-r", "5", "-s", "50"]
+PA_COLUMNS = [
+    "Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
+    "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
+    "p50 latency", "p90 latency", "p95 latency", "p99 latency",
+]
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary(report_dir: Path) -> dict:
+    return json.loads((report_dir / "summary.json").read_text())
+
+
+def assert_counts_agree(level: dict) -> None:
+    check = level["count_check"]
+    assert level["client"]["request_count"] > 0
+    assert abs(check["server_success"] - check["client_success"]) <= check["tolerance"]
+    assert not check["mismatch"]
+
+
+def test_http_sweep_of_the_ensemble(triton, tmp_path, capsys):
+    pa_csv = tmp_path / "pa" / "out.csv"
+    code, out, err = run(
+        ["run", "-u", triton.http, "-m", ENSEMBLE, "--concurrency-range", "1:2", *FAST,
+         "--report-dir", str(tmp_path / "report"), "-f", str(pa_csv), "--verbose-csv"],
+        capsys,
+    )
+    assert code == 0, err
+    data = summary(tmp_path / "report")
+    assert [level["value"] for level in data["levels"]] == [1, 2]
+    for level in data["levels"]:
+        client, server = level["client"], level["server"]
+        assert client["error_count"] == 0
+        assert client["throughput_infer_per_s"] > 0
+        assert client["avg_latency_us"] > server["avg_request_latency_us"] > 0
+        assert_counts_agree(level)
+        composing = {c["name"]: c for c in server["composing"]}
+        assert set(composing) == COMPOSING
+        for model in composing.values():
+            assert model["success_count"] > 0 and model["compute_infer_us"] > 0
+        # An ensemble's compute and queue are its composing models', summed along the pipeline.
+        assert server["compute_us"] == pytest.approx(sum(c["compute_us"] for c in composing.values()))
+        assert server["queue_us"] == pytest.approx(sum(c["queue_us"] for c in composing.values()))
+        # centernet does the real work: it dominates the pipeline's compute.
+        assert composing["centernet"]["compute_infer_us"] > composing["centernet-postprocess"]["compute_infer_us"]
+    assert data["config"]["model_name"] == ENSEMBLE
+    assert data["server"]["version"]
+
+    assert "Request concurrency: 1" in out and "Request concurrency: 2" in out
+    assert "  Composing models: " in out
+    for name in COMPOSING:
+        assert f"  {name}, version: 1" in out
+    assert "Avg HTTP time:" in out
+    assert "Inferences/Second vs. Client Average Batch Latency" in out
+    assert "Concurrency: 2, throughput:" in out
+
+    for path in [pa_csv, tmp_path / "report" / "results.csv"]:
+        rows = list(csv.reader(path.open()))
+        assert rows[0] == PA_COLUMNS + ["Avg latency", "request/response", "response wait"]
+        assert [row[0] for row in rows[1:]] == ["1", "2"]
+        assert float(rows[1][1]) == pytest.approx(data["levels"][0]["client"]["throughput_infer_per_s"], rel=1e-5)
+        for name in COMPOSING:
+            model_rows = list(csv.reader((path.parent / f"{name}_v1.{path.name}").open()))
+            assert model_rows[0] == rows[0] and len(model_rows) == 3
+
+
+def test_grpc_run(triton, tmp_path, capsys):
+    code, out, err = run(
+        ["run", "-u", triton.grpc, "-i", "grpc", "-m", ENSEMBLE, *FAST, "--report-dir", str(tmp_path)], capsys
+    )
+    assert code == 0, err
+    (level,) = summary(tmp_path)["levels"]
+    assert level["client"]["error_count"] == 0
+    assert_counts_agree(level)
+    assert {c["name"] for c in level["server"]["composing"]} == COMPOSING
+    assert "Avg gRPC time:" in out
+
+
+def test_json_input_data_reaches_the_model(triton, tmp_path, capsys):
+    photo = sample_photographs()[0].read_bytes()
+    good = tmp_path / "photo.json"
+    # perf_analyzer's b64 for a BYTES input is the serialized tensor: a 4-byte length, then the bytes.
+    serialized = len(photo).to_bytes(4, "little") + photo
+    good.write_text(json.dumps({"data": [{"IMAGE": {"b64": base64.b64encode(serialized).decode()}}]}))
+    code, _, err = run(["run", "-u", triton.http, "-m", ENSEMBLE, "--input-data", str(good), *FAST,
+                        "--report-dir", str(tmp_path / "good")], capsys)
+    assert code == 0, err
+    (level,) = summary(tmp_path / "good")["levels"]
+    assert level["client"]["error_count"] == 0 and level["client"]["request_count"] > 0
+
+    # Bytes that are no image: the preprocessing model rejects every request, and loadgen counts it.
+    bad = tmp_path / "text.json"
+    bad.write_text(json.dumps({"data": [{"IMAGE": {"content": ["not an image"], "shape": [1]}}]}))
+    code, out, err = run(["run", "-u", triton.http, "-m", ENSEMBLE, "--input-data", str(bad), "-p", "500", "-r", "3",
+                          "--report-dir", str(tmp_path / "bad")], capsys)
+    assert code == 0, err
+    (level,) = summary(tmp_path / "bad")["levels"]
+    assert level["client"]["request_count"] == 0
+    assert level["client"]["error_count"] > 0
+    assert any("HTTP 400" in message for message in level["client"]["error_messages"])
+    assert not level["stable"]
+
+
+def test_count_cross_check_flags_other_traffic(triton, tmp_path, capsys):
+    stop = threading.Event()
+    photo = sample_photographs()[0].read_bytes()
+
+    def other_traffic():
+        client = triton_http.InferenceServerClient(triton.http)
+        tensor = triton_http.InferInput("IMAGE", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[photo]], dtype=np.object_))
+        while not stop.is_set():
+            client.infer(ENSEMBLE, [tensor])
+
+    threads = [threading.Thread(target=other_traffic) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        code, out, err = run(["run", "-u", triton.http, "-m", ENSEMBLE, "-p", "1000", "-r", "3",
+                              "--report-dir", str(tmp_path)], capsys)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert code == 0, err
+    (level,) = summary(tmp_path)["levels"]
+    check = level["count_check"]
+    assert check["mismatch"]
+    assert check["server_success"] > check["client_success"] + check["tolerance"]
+    assert "other traffic reached the model" in out
+
+
+def test_nested_ensemble_breakdown(nested_triton, tmp_path, capsys):
+    code, out, err = run(["run", "-u", nested_triton.http, "-m", "nested-outer", *FAST, "--report-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    (level,) = summary(tmp_path)["levels"]
+    assert_counts_agree(level)
+    outer = level["server"]
+    inner = next(c for c in outer["composing"] if c["name"] == "nested-inner")
+    assert inner["composing"], "the inner ensemble's own composing models are found"
+    for model in [inner, *inner["composing"]]:
+        assert model["success_count"] > 0
+        assert f"  {model['name']}, version: " in out
+    leaves = [c for c in outer["composing"] if not c["composing"]] + inner["composing"]
+    assert outer["compute_us"] == pytest.approx(sum(c["compute_us"] for c in leaves))
+
+
+def _triton_pids() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", "tritonserver|triton_python_backend_stub"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
+    before = _triton_pids()
+    code, out, err = run(["run", "--model-repository", str(NESTED_REPOSITORY), "-m", "nested-outer",
+                          "-p", "500", "-r", "3", "-s", "100", "--report-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert summary(tmp_path)["levels"][0]["client"]["request_count"] > 0
+    assert "Started HTTPService" in (tmp_path / "server.log").read_text()
+    assert _triton_pids() <= before, "the run left Triton processes behind"
+
+
+def test_serve_until_sigterm(tmp_path):
+    before = _triton_pids()
+    process = subprocess.Popen(
+        ["loadgen", "serve", "--model-repository", str(NESTED_REPOSITORY), "--log-file", str(tmp_path / "t.log")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("HTTP:    http://127.0.0.1:"), lines
+        url = lines[0].split("http://")[1].strip()
+        assert triton_http.InferenceServerClient(url).is_model_ready("nested-outer")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    assert _triton_pids() <= before, "serve left Triton processes behind"
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["run", "--concurrency-range", "4:1"], 2, "ends before it starts"),
+        (["run", "-b", "0"], 2, "batch size"),
+        (["run", "--bogus"], 2, "unrecognized arguments"),
+        (["run", "-u", "127.0.0.1:9"], 2, "-m/--model-name is required"),
+        (["run", "-u", "127.0.0.1:9", "-m", "x", "-p", "500"], 3, "127.0.0.1:9"),
+    ],
+)
+def test_bad_input_gets_one_line(args, code, message, tmp_path, capsys):
+    result, out, err = run([*args, "--report-dir", str(tmp_path)], capsys)
+    assert result == code
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("loadgen: error: ")
+
+
+def test_unknown_model_is_a_usage_error(triton, tmp_path, capsys):
+    code, _, err = run(["run", "-u", triton.http, "-m", "no-such-model", "--report-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "no-such-model" in err and err.count("\n") == 1
