@@ -1,0 +1,456 @@
+"""Both transports against a real embedded Triton server; the HTTP client's edge cases against
+small local servers on 127.0.0.1 that play a misbehaving peer; -H headers seen by a recording
+HTTP server and a recording gRPC server (Triton has no way to echo a header back)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import struct
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2
+
+from loadgen.errors import ServerError, UsageError
+from loadgen.server import EmbeddedServer, free_port
+from loadgen.transport import open_transport
+from loadgen.transport.base import InferOutcome, InputTensor
+from loadgen.transport.grpc import GrpcTransport
+from loadgen.transport.http import HttpTransport
+
+PROTOCOLS = ("http", "grpc")
+
+IDENT_CONFIG = """name: "ident"
+backend: "python"
+max_batch_size: 0
+input [{ name: "INPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
+output [{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
+instance_group [{ kind: KIND_CPU, count: 1 }]
+"""
+BYTES_CONFIG = """name: "echo_bytes"
+backend: "python"
+max_batch_size: 4
+input [{ name: "INPUT0", data_type: TYPE_STRING, dims: [1] }]
+output [{ name: "OUTPUT0", data_type: TYPE_STRING, dims: [1] }]
+instance_group [{ kind: KIND_CPU, count: 1 }]
+"""
+ECHO_MODEL = """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
+            for r in requests
+        ]
+"""
+
+FP32_INPUT = InputTensor("INPUT0", "FP32", (1, 16), struct.pack("<16f", *range(16)))
+BYTES_INPUT = InputTensor("INPUT0", "BYTES", (1, 1), struct.pack("<I", 5) + b"hello")
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def write_repository(root: Path) -> Path:
+    for name, config in (("ident", IDENT_CONFIG), ("echo_bytes", BYTES_CONFIG)):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+        (root / name / "1" / "model.py").write_text(ECHO_MODEL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    root = tmp_path_factory.mktemp("triton")
+    server = EmbeddedServer(write_repository(root / "models"), root / "server.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def url_of(endpoints, protocol: str) -> str:
+    return endpoints.http if protocol == "http" else endpoints.grpc
+
+
+def success_count(stats: dict, model: str) -> tuple[int, int]:
+    entry = next(e for e in stats["model_stats"] if e["name"] == model)
+    return entry["inference_stats"]["success"]["count"], entry["inference_count"]
+
+
+def shape_of(value):
+    """The document's shape: keys and value types, lists by their first element."""
+    if isinstance(value, dict):
+        return {key: shape_of(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape_of(item) for item in value[:1]]
+    return type(value).__name__
+
+
+# -- the real server, both protocols ----------------------------------------------------------
+
+
+def test_control_calls_have_the_same_shape_over_both_protocols(triton):
+    async def fetch(protocol):
+        async with open_transport(protocol, url_of(triton, protocol), {}) as transport:
+            return {
+                "server": await transport.server_metadata(),
+                "metadata": await transport.model_metadata("ident"),
+                "metadata_v": await transport.model_metadata("ident", "1"),
+                "config": await transport.model_config("ident"),
+                "config_bytes": await transport.model_config("echo_bytes"),
+                "stats": await transport.model_statistics("ident"),
+                "all_stats": await transport.model_statistics(),
+            }
+
+    http, grpc_ = run(fetch("http")), run(fetch("grpc"))
+    for key in http:
+        assert shape_of(http[key]) == shape_of(grpc_[key]), key
+    for key in ("server", "metadata", "metadata_v", "config", "config_bytes"):
+        assert http[key] == grpc_[key], key
+    assert http["metadata"]["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 16]}]
+    assert http["config"]["name"] == "ident" and http["config"]["input"][0]["dims"] == [1, 16]
+    assert http["config_bytes"]["max_batch_size"] == 4
+    entry = grpc_["stats"]["model_stats"][0]
+    assert isinstance(entry["inference_count"], int) and isinstance(entry["execution_count"], int)
+    assert isinstance(entry["inference_stats"]["success"]["count"], int)
+    assert isinstance(entry["inference_stats"]["queue"]["ns"], int)
+    assert {e["name"] for e in grpc_["all_stats"]["model_stats"]} == {"ident", "echo_bytes"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_inference_succeeds_and_is_counted(triton, protocol):
+    async def go():
+        async with open_transport(protocol, url_of(triton, protocol), {}) as transport:
+            before = success_count(await transport.model_statistics("ident"), "ident")
+            prepared = transport.prepare("ident", "", [FP32_INPUT], ["OUTPUT0"])
+            outcomes = [await transport.infer(prepared) for _ in range(3)]
+            outcomes += await asyncio.gather(*(transport.infer(prepared) for _ in range(4)))
+            text = transport.prepare("echo_bytes", "1", [BYTES_INPUT], ["OUTPUT0"])
+            outcomes.append(await transport.infer(text))
+            after = success_count(await transport.model_statistics("ident"), "ident")
+            return outcomes, before, after
+
+    outcomes, before, after = run(go())
+    assert all(isinstance(o, InferOutcome) and o.error is None for o in outcomes), outcomes
+    assert all(o.send_ns >= 0 and o.recv_ns > 0 for o in outcomes)
+    assert after[0] - before[0] == 7 and after[1] - before[1] == 7
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_failed_requests_are_outcomes_not_exceptions(triton, protocol):
+    async def go():
+        async with open_transport(protocol, url_of(triton, protocol), {}) as transport:
+            unknown = await transport.infer(transport.prepare("no_such_model", "", [FP32_INPUT], []))
+            wrong_input = InputTensor("NOPE", "FP32", (1, 16), FP32_INPUT.data)
+            bad = await transport.infer(transport.prepare("ident", "", [wrong_input], []))
+            good = await transport.infer(transport.prepare("ident", "", [FP32_INPUT], ["OUTPUT0"]))
+            return unknown, bad, good
+
+    unknown, bad, good = run(go())
+    prefix = "HTTP 4" if protocol == "http" else "gRPC "
+    assert unknown.error.startswith(prefix) and "no_such_model" in unknown.error
+    assert bad.error.startswith(prefix) and "NOPE" in bad.error
+    assert "\n" not in unknown.error + bad.error
+    assert good.error is None  # the connection is still usable after errors
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_control_call_failures_are_one_line_typed_errors(triton, protocol):
+    async def go():
+        async with open_transport(protocol, url_of(triton, protocol), {}) as transport:
+            for call in (transport.model_metadata, transport.model_config, transport.model_statistics):
+                with pytest.raises(UsageError, match=r"model 'foo' is not on the server at .*: check -m"):
+                    await call("foo")
+            with pytest.raises(UsageError, match="version 9"):
+                await transport.model_config("ident", "9")
+        async with open_transport(protocol, f"127.0.0.1:{free_port()}", {}) as transport:
+            with pytest.raises(ServerError) as info:
+                await transport.server_metadata()
+            assert "\n" not in str(info.value)
+            outcome = await transport.infer(transport.prepare("ident", "", [FP32_INPUT], []))
+            assert outcome.error.startswith("connection error" if protocol == "http" else "gRPC UNAVAILABLE")
+
+    run(go())
+
+
+def test_server_dying_mid_run_gives_error_outcomes(tmp_path):
+    server = EmbeddedServer(write_repository(tmp_path / "models"), tmp_path / "server.log")
+    endpoints = server.start()
+    try:
+
+        async def go():
+            transports = [HttpTransport(endpoints.http, {}), GrpcTransport(endpoints.grpc, {})]
+            outcomes: dict[int, list[InferOutcome]] = {0: [], 1: []}
+            killed = asyncio.Event()
+
+            async def loop(index, transport):
+                prepared = transport.prepare("ident", "", [FP32_INPUT], ["OUTPUT0"])
+                deadline = None
+                while deadline is None or time.monotonic() < deadline:
+                    outcomes[index].append(await transport.infer(prepared))
+                    if killed.is_set() and deadline is None:
+                        deadline = time.monotonic() + 1.0
+                    if outcomes[index][-1].error:
+                        await asyncio.sleep(0.01)
+
+            async def kill():
+                await asyncio.sleep(0.7)
+                os.killpg(server.pid, signal.SIGKILL)  # a crash, not a clean shutdown
+                killed.set()
+
+            tasks = [loop(i, t) for i, t in enumerate(transports) for _ in range(2)]
+            await asyncio.gather(kill(), *tasks)
+            for transport in transports:
+                await transport.close()
+            return outcomes
+
+        outcomes = run(go())
+    finally:
+        server.stop()
+    for index, name in ((0, "connection error"), (1, "gRPC UNAVAILABLE")):
+        assert any(o.error is None for o in outcomes[index])
+        assert outcomes[index][-1].error is not None and outcomes[index][-1].error.startswith(name)
+
+
+# -- headers reach the server -----------------------------------------------------------------
+
+OK_BODY = b'{"model_name":"m","outputs":[]}'
+
+
+class RecordingHttpServer:
+    """A 127.0.0.1 HTTP server that records each raw request and answers as `behaviour` says."""
+
+    def __init__(self, behaviour=None):
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.behaviour = behaviour or (lambda server, n, writer: ok_response())
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                reply = self.behaviour(self, len(self.requests), writer)
+                if reply is None:  # close without answering
+                    break
+                for piece in reply if isinstance(reply, list) else [reply]:
+                    writer.write(piece)
+                    await writer.drain()
+                    if isinstance(reply, list):
+                        await asyncio.sleep(0.005)  # so the client reads it in many pieces
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def ok_response(body: bytes = OK_BODY, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n%s\r\n" % (len(body), len(body), extra) + body
+    )
+
+
+def error_response(status: int, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return b"HTTP/1.1 %d Bad\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (status, len(body)) + body
+
+
+def test_http_headers_reach_the_server_on_infer_and_control_calls():
+    async def go():
+        async with RecordingHttpServer(
+            lambda s, n, w: ok_response(b'{"name":"triton"}') if b"GET" in s.requests[-1][:4] else ok_response()
+        ) as server:
+            async with HttpTransport(server.url, {"Authorization": "Bearer abc", "X-Trace": "7"}) as transport:
+                assert (await transport.server_metadata()) == {"name": "triton"}
+                prepared = transport.prepare("my model", "2", [FP32_INPUT, BYTES_INPUT], ["OUTPUT0"])
+                outcome = await transport.infer(prepared)
+            return server.requests, outcome
+
+    requests, outcome = run(go())
+    assert outcome.error is None
+    for request in requests:
+        assert b"\r\nAuthorization: Bearer abc\r\n" in request and b"\r\nX-Trace: 7\r\n" in request
+    infer = requests[-1]
+    head, _, body = infer.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v2/models/my%20model/versions/2/infer HTTP/1.1\r\n")
+    json_length = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+    header = json.loads(body[:json_length])
+    assert body[json_length:] == FP32_INPUT.data + BYTES_INPUT.data
+    assert [i["parameters"]["binary_data_size"] for i in header["inputs"]] == [64, 9]
+    assert header["outputs"] == [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]
+    assert header["inputs"][1] == {"name": "INPUT0", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}
+
+
+class RecordingGrpcHandler(grpc.GenericRpcHandler):
+    """Answers every gRPC method of Triton's service, recording the metadata it was called with."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        self.calls.append((method, dict(handler_call_details.invocation_metadata)))
+        if method.endswith("/ModelInfer"):
+            reply = service_pb2.ModelInferResponse(model_name="m").SerializeToString()
+        elif method.endswith("/ServerMetadata"):
+            reply = service_pb2.ServerMetadataResponse(name="triton", version="0").SerializeToString()
+        else:
+            return None
+
+        async def unary(request, context):
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def test_grpc_headers_reach_the_server_as_lowercase_metadata():
+    async def go():
+        handler = RecordingGrpcHandler()
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with GrpcTransport(f"127.0.0.1:{port}", {"Authorization": "Bearer abc", "X-Trace": "7"}) as transport:
+                assert (await transport.server_metadata())["name"] == "triton"
+                outcome = await transport.infer(transport.prepare("m", "", [FP32_INPUT], []))
+        finally:
+            await server.stop(None)
+        return handler.calls, outcome
+
+    calls, outcome = run(go())
+    assert outcome.error is None
+    assert [method.rsplit("/", 1)[1] for method, _ in calls] == ["ServerMetadata", "ModelInfer"]
+    for _, metadata in calls:
+        assert metadata["authorization"] == "Bearer abc" and metadata["x-trace"] == "7"
+
+
+# -- the lean HTTP client against misbehaving peers -------------------------------------------
+
+
+def serve_and_infer(behaviour, count=1, concurrency=1, headers=None):
+    async def go():
+        async with RecordingHttpServer(behaviour) as server:
+            async with HttpTransport(server.url, headers or {}) as transport:
+                prepared = transport.prepare("m", "", [FP32_INPUT], [])
+
+                async def worker(n):
+                    return [await transport.infer(prepared) for _ in range(n)]
+
+                results = await asyncio.gather(*(worker(count) for _ in range(concurrency)))
+                pooled = len(transport._all)
+            return [o for r in results for o in r], server, pooled
+
+    return run(go())
+
+
+def test_http_closed_loop_keeps_one_connection_per_concurrent_request():
+    outcomes, server, pooled = serve_and_infer(None, count=20, concurrency=3)
+    assert all(o.error is None for o in outcomes) and len(outcomes) == 60
+    assert server.connections == 3 and pooled == 3
+
+
+def test_http_response_split_into_many_pieces_and_chunked():
+    body = OK_BODY
+    split = ok_response()
+    pieces = [split[i : i + 3] for i in range(0, len(split), 3)]
+    outcomes, _, _ = serve_and_infer(lambda s, n, w: pieces, count=2)
+    assert [o.error for o in outcomes] == [None, None]
+    assert all(o.recv_ns > 0 for o in outcomes)
+
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (10, body[:10])
+        + b"%x;ext=1\r\n%s\r\n" % (len(body) - 10, body[10:])
+        + b"0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    outcomes, _, _ = serve_and_infer(lambda s, n, w: [chunked[:7], chunked[7:40], chunked[40:]], count=3)
+    assert [o.error for o in outcomes] == [None] * 3
+    error = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{\"error\":\"nope!\"}\r\n0\r\n\r\n"
+    outcomes, _, _ = serve_and_infer(lambda s, n, w: error)
+    assert outcomes[0].error == "HTTP 400: nope!"
+
+
+def test_http_error_status_and_connection_close():
+    outcomes, server, _ = serve_and_infer(
+        lambda s, n, w: error_response(500, "model failed\nbadly") if n % 2 else ok_response(extra=b"Connection: close\r\n"),
+        count=4,
+    )
+    assert [o.error for o in outcomes] == ["HTTP 500: model failed badly", None] * 2
+    assert server.connections == 2  # a new one after each "Connection: close"
+
+
+def test_http_idle_connection_closed_by_the_server_is_retried_once():
+    # The 2nd request arrives on a kept-alive connection that the server drops without a byte:
+    # the client retries it on a fresh connection and the caller sees a success.
+    outcomes, server, _ = serve_and_infer(lambda s, n, w: None if n == 2 else ok_response(), count=3)
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert len(server.requests) == 4 and server.connections == 2
+
+
+def test_http_connection_broken_mid_response_is_an_error_without_retry():
+    partial = ok_response()[:30]
+
+    def behaviour(server, n, writer):
+        if n == 2:
+            writer.write(partial)
+            return None
+        return ok_response()
+
+    outcomes, server, _ = serve_and_infer(behaviour, count=3)
+    assert outcomes[0].error is None and outcomes[2].error is None
+    assert outcomes[1].error.startswith("connection error")
+    assert len(server.requests) == 3
+
+
+def test_http_garbage_response_is_an_error():
+    outcomes, _, _ = serve_and_infer(lambda s, n, w: b"SSH-2.0-OpenSSH\r\n\r\n" if n == 1 else ok_response(), count=2)
+    assert "bad response" in outcomes[0].error and outcomes[1].error is None
+
+
+def test_http_bad_header_is_a_usage_error():
+    with pytest.raises(UsageError):
+        HttpTransport("127.0.0.1:1", {"X-Bad": "a\r\nInjected: 1"})
+    with pytest.raises(UsageError):
+        HttpTransport("no-port", {})
+
+
+def test_http_large_request_is_timed_until_its_last_byte_left():
+    big = InputTensor("INPUT0", "FP32", (1, 2 << 20), bytes(8 << 20))
+
+    async def go():
+        async with RecordingHttpServer() as server:
+            async with HttpTransport(server.url, {}) as transport:
+                small = await transport.infer(transport.prepare("m", "", [FP32_INPUT], []))
+                large = await transport.infer(transport.prepare("m", "", [big], []))
+                again = await transport.infer(transport.prepare("m", "", [FP32_INPUT], []))
+            return small, large, again, server
+
+    small, large, again, server = run(go())
+    assert small.error is None and large.error is None and again.error is None
+    assert len(server.requests[1]) > 8 << 20
+    assert large.send_ns > small.send_ns  # waited for the write buffer to drain
