@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from loadgen.config import build_config, load_config_file
@@ -66,15 +67,19 @@ def parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from loadgen.progress import Progress
     from loadgen.report.console import ConsoleReport
-    from loadgen.runner import run
+    from loadgen.runner import default_report_dir, run
 
     options = load_config_file(Path(args.config)) if args.config else {}
     for key, value in vars(args).items():
         if value is not None and key not in ("command", "config"):
             options[key.replace("_", "-")] = value
     config = build_config(options)
-    output = run(config, [ConsoleReport(sys.stdout)], Progress(sys.stderr, config.windows.max_trials))
-    print(f"\nReport: {output.report_dir}", file=sys.stderr)
+    config = replace(config, report_dir=config.report_dir or default_report_dir(config.model_name))
+    try:
+        run(config, [ConsoleReport(sys.stdout)], Progress(sys.stderr, config.windows.max_trials))
+    finally:
+        if (config.report_dir / "summary.json").exists():  # also the finished levels of a failed run
+            print(f"\nReport: {config.report_dir}", file=sys.stderr)
     return 0
 
 

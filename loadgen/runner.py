@@ -12,13 +12,13 @@ from pathlib import Path
 import uvloop
 
 from loadgen.config import RunConfig
-from loadgen.errors import UsageError
+from loadgen.errors import LoadgenError, UsageError
 from loadgen.progress import Progress
 from loadgen.report.base import ReportWriter
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
 from loadgen.server import EmbeddedServer
-from loadgen.sweep import RunResult, run_sweep
+from loadgen.sweep import RunResult, Sweep
 from loadgen.transport import open_transport
 
 SERVER_LOG = "server.log"
@@ -47,8 +47,17 @@ class RunOutput:
     files: tuple[Path, ...]
 
 
+def _stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted"
+    if isinstance(exc, LoadgenError):
+        return f"failed: {exc}"
+    return f"failed: {type(exc).__name__}: {exc}"
+
+
 async def _sweep(config: RunConfig, writers: Sequence[ReportWriter], progress: Progress | None) -> RunResult:
     async with open_transport(config.protocol, config.url, config.headers) as transport:
+        sweep = await Sweep.open(config, transport)
         for writer in writers:
             writer.start(config)
 
@@ -58,26 +67,31 @@ async def _sweep(config: RunConfig, writers: Sequence[ReportWriter], progress: P
             for writer in writers:
                 writer.level(level)
 
-        result = await run_sweep(
-            config,
-            transport,
-            on_level_start=progress.level_start if progress else None,
-            on_window=progress.window if progress else None,
-            on_level=on_level,
-        )
-    for writer in writers:
-        writer.finish(result)
+        try:
+            await sweep.run(
+                on_level_start=progress.level_start if progress else None,
+                on_window=progress.window if progress else None,
+                on_level=on_level,
+            )
+        except BaseException as exc:
+            sweep.stop_reason = _stop_reason(exc)
+            raise
+        finally:
+            # Also after a failure or an interruption: the finished levels are written.
+            result = sweep.result()
+            for writer in writers:
+                writer.finish(result)
     return result
 
 
 def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progress | None = None) -> RunOutput:
     """Run a sweep, starting the embedded server when no URL is given, and write the report folder.
 
-    The folder holds summary.json, the CSVs and (embedded server) the server's log. The server
-    is stopped whatever happens, interruptions included.
+    The folder holds summary.json, the CSVs and (embedded server) the server's log; a run that
+    fails or is interrupted part way still writes the levels it finished. The server is stopped
+    whatever happens.
     """
     report_dir = config.report_dir or default_report_dir(config.model_name)
-    report_dir.mkdir(parents=True, exist_ok=True)
     csv_report = CsvReport(report_dir / "results.csv", config.verbose_csv)
     all_writers: list[ReportWriter] = [*writers, JsonReport(report_dir / "summary.json"), csv_report]
     extra_csv = CsvReport(config.csv_file, config.verbose_csv) if config.csv_file is not None else None

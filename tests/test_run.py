@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -232,3 +233,45 @@ def test_unknown_model_is_a_usage_error(triton, tmp_path, capsys):
     code, _, err = run(["run", "-u", triton.http, "-m", "no-such-model", "--report-dir", str(tmp_path)], capsys)
     assert code == 2
     assert "no-such-model" in err and err.count("\n") == 1
+
+
+def test_interrupted_run_keeps_finished_levels(nested_triton, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", "-u", nested_triton.http, "-m", "nested-outer",
+         "--concurrency-range", "1:50", "-p", "300", "-r", "3", "-s", "100", "--report-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in process.stderr:  # progress, one line per window and per level
+            if line.startswith("concurrency 2:") and "after" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    data = summary(tmp_path)
+    assert data["stop_reason"] == "interrupted"
+    assert [level["value"] for level in data["levels"]][:2] == [1, 2]
+    assert "Stopped: interrupted" in out
+    assert f"Report: {tmp_path}" in err
+
+
+def test_count_windows_percentile_and_config_file(nested_triton, tmp_path, capsys):
+    config = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    code, out, err = run(["run", "--config", str(config), "-u", nested_triton.http, "-m", "nested-outer",
+                          "--concurrency-range", "3", "--measurement-mode", "count_windows",
+                          "--measurement-request-count", "40", "--percentile", "95", "--report-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    data = summary(tmp_path)
+    assert data["config"]["concurrency_range"] == "3:3:1"  # the flag overrides the file's 1:2
+    assert data["config"]["windows"]["max_trials"] == 5  # from the file
+    (level,) = data["levels"]
+    assert level["value"] == 3
+    assert all(window["request_count"] >= 40 for window in level["windows"])
+    assert level["client"]["percentile_latency_us"]["p95"] > 0
+    assert '  Using "count_windows" mode for stabilization' in out
+    assert "  Minimum number of samples in each window: 40" in out
+    assert "  Stabilizing using p95 latency and throughput" in out
+    assert "    Avg latency:" not in out  # perf_analyzer drops it when stabilizing on a percentile
+    assert "Inferences/Second vs. Client p95 Batch Latency" in out
