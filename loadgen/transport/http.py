@@ -447,10 +447,7 @@ class HttpTransport(Transport):
             header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
         json_part = json.dumps(header, separators=(",", ":")).encode()
         body = b"".join([json_part, *(t.data for t in inputs)])
-        path = f"/v2/models/{quote(model, safe='')}"
-        if version:
-            path += f"/versions/{quote(str(version), safe='')}"
-        head = [f"POST {path}/infer HTTP/1.1\r\n".encode("latin-1"), self._headers]
+        head = [f"POST {self._model_path(model, version)}/infer HTTP/1.1\r\n".encode("latin-1"), self._headers]
         if "content-type" not in self._user_lowered:
             head.append(b"Content-Type: application/octet-stream\r\n")
         head.append(b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(json_part), len(body)))
