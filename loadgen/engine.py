@@ -22,6 +22,7 @@ class LoadEngine:
         self._requests = list(requests)
         self._next = 0
         self.in_flight = 0
+        self.peak_in_flight = 0  # the most requests in flight at once since the schedule started
         self.completed = 0
         self.recorder: SampleRecorder | None = None
         self._stop = asyncio.Event()
@@ -31,6 +32,8 @@ class LoadEngine:
         prepared = self._requests[self._next]
         self._next = (self._next + 1) % len(self._requests)
         self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
         start_ns = monotonic_ns()
         outcome = await self._transport.infer(prepared)
         end_ns = monotonic_ns()
@@ -43,6 +46,7 @@ class LoadEngine:
         if self._driving is not None:
             raise RuntimeError("the engine is already running a schedule")
         self.recorder = recorder
+        self.peak_in_flight = 0
         self._stop = asyncio.Event()
         self._driving = asyncio.create_task(schedule.drive(self._fire, self._stop))
         return self._driving

@@ -129,7 +129,6 @@ async def measure_level(
     merged = windows[-STABLE_WINDOW_COUNT:]
     client = client_stats(merged, batch_size, percentiles)
     server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
-    in_flight_bound = getattr(schedule, "concurrency", 0) or engine.in_flight
     return LevelResult(
         label=schedule.label,
         value=schedule.value,
@@ -137,5 +136,5 @@ async def measure_level(
         windows=tuple(figures),
         client=client,
         server=server,
-        count_check=CountCheck(client.request_count, server.success_count, 2 * in_flight_bound),
+        count_check=CountCheck(client.request_count, server.success_count, 2 * engine.peak_in_flight),
     )
