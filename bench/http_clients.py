@@ -1,6 +1,6 @@
 """Which HTTP client should carry loadgen's requests? Throughput and client CPU per request.
 
-Starts the embedded Triton server on a tiny model repository made in a temp dir (Python-backend
+Starts the embedded Triton server on the tiny test repository tests/model_repos/echo (Python-backend
 models: `ident`, an FP32 [1,16] identity, and `echo_bytes`, a BYTES echo), then runs a closed
 loop at each concurrency for a fixed time with each client, alternating clients, and prints
 requests/s and the client process's CPU time per request (time.process_time deltas: this
@@ -35,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -48,46 +49,15 @@ try:
 except ImportError:  # pragma: no cover - uvloop is a dependency, but the bench runs without it
     uvloop = None
 
-_IDENT_CONFIG = """name: "ident"
-backend: "python"
-max_batch_size: 0
-input [{ name: "INPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
-output [{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
-instance_group [{ kind: KIND_CPU, count: 1 }]
-"""
-_BYTES_CONFIG = """name: "echo_bytes"
-backend: "python"
-max_batch_size: 0
-input [{ name: "INPUT0", data_type: TYPE_STRING, dims: [1] }]
-output [{ name: "OUTPUT0", data_type: TYPE_STRING, dims: [1] }]
-instance_group [{ kind: KIND_CPU, count: 1 }]
-"""
-_ECHO_MODEL = """import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
-            for r in requests
-        ]
-"""
-
-
-def write_repository(root: Path) -> Path:
-    for name, config in (("ident", _IDENT_CONFIG), ("echo_bytes", _BYTES_CONFIG)):
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(config)
-        (root / name / "1" / "model.py").write_text(_ECHO_MODEL)
-    return root
+ECHO_REPOSITORY = ROOT / "tests" / "model_repos" / "echo"  # ident (FP32 [1,16]), echo_bytes (BYTES [B,1])
 
 
 def model_input(model: str) -> tuple[np.ndarray, InputTensor]:
     if model == "ident":
         array = np.arange(16, dtype=np.float32).reshape(1, 16)
         return array, InputTensor("INPUT0", "FP32", (1, 16), array.tobytes())
-    array = np.array([b"hello world"], dtype=np.object_)
-    return array, InputTensor("INPUT0", "BYTES", (1,), struct.pack("<I", 11) + b"hello world")
+    array = np.array([[b"hello world"]], dtype=np.object_)
+    return array, InputTensor("INPUT0", "BYTES", (1, 1), struct.pack("<I", 11) + b"hello world")
 
 
 # -- the clients: each an async context giving a `one()` coroutine that does one request ------
@@ -287,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="loadgen-bench-") as tmp:
         tmp_path = Path(tmp)
-        server = EmbeddedServer(write_repository(tmp_path / "models"), tmp_path / "server.log")
+        server = EmbeddedServer(ECHO_REPOSITORY, tmp_path / "server.log")
         try:
             url = server.start().http
             print(f"server at {url}; event loop: {'uvloop' if use_uvloop else 'asyncio'}; model {args.model}", flush=True)

@@ -25,30 +25,7 @@ from loadgen.transport.http import HttpTransport
 
 PROTOCOLS = ("http", "grpc")
 
-IDENT_CONFIG = """name: "ident"
-backend: "python"
-max_batch_size: 0
-input [{ name: "INPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
-output [{ name: "OUTPUT0", data_type: TYPE_FP32, dims: [1, 16] }]
-instance_group [{ kind: KIND_CPU, count: 1 }]
-"""
-BYTES_CONFIG = """name: "echo_bytes"
-backend: "python"
-max_batch_size: 4
-input [{ name: "INPUT0", data_type: TYPE_STRING, dims: [1] }]
-output [{ name: "OUTPUT0", data_type: TYPE_STRING, dims: [1] }]
-instance_group [{ kind: KIND_CPU, count: 1 }]
-"""
-ECHO_MODEL = """import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy())])
-            for r in requests
-        ]
-"""
+ECHO_REPOSITORY = Path(__file__).resolve().parent / "model_repos" / "echo"  # ident, echo_bytes
 
 FP32_INPUT = InputTensor("INPUT0", "FP32", (1, 16), struct.pack("<16f", *range(16)))
 BYTES_INPUT = InputTensor("INPUT0", "BYTES", (1, 1), struct.pack("<I", 5) + b"hello")
@@ -58,18 +35,10 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def write_repository(root: Path) -> Path:
-    for name, config in (("ident", IDENT_CONFIG), ("echo_bytes", BYTES_CONFIG)):
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(config)
-        (root / name / "1" / "model.py").write_text(ECHO_MODEL)
-    return root
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
-    server = EmbeddedServer(write_repository(root / "models"), root / "server.log")
+    server = EmbeddedServer(ECHO_REPOSITORY, root / "server.log")
     try:
         yield server.start()
     finally:
@@ -182,7 +151,7 @@ def test_control_call_failures_are_one_line_typed_errors(triton, protocol):
 
 
 def test_server_dying_mid_run_gives_error_outcomes(tmp_path):
-    server = EmbeddedServer(write_repository(tmp_path / "models"), tmp_path / "server.log")
+    server = EmbeddedServer(ECHO_REPOSITORY, tmp_path / "server.log")
     endpoints = server.start()
     try:
 
@@ -347,6 +316,239 @@ def test_grpc_headers_reach_the_server_as_lowercase_metadata():
     assert [method.rsplit("/", 1)[1] for method, _ in calls] == ["ServerMetadata", "ModelInfer"]
     for _, metadata in calls:
         assert metadata["authorization"] == "Bearer abc" and metadata["x-trace"] == "7"
+
+
+# -- the lean gRPC (HTTP/2) client: against grpc's own server, and a scripted HTTP/2 peer -----
+
+
+class SizedGrpcHandler(grpc.GenericRpcHandler):
+    """ModelInfer answers with a response carrying `reply_size` bytes of output and records
+    request sizes; model "slow" sleeps first, model "bad" aborts with a two-line message."""
+
+    def __init__(self, reply_size=0):
+        self.sizes: list[int] = []
+        self.in_flight = 0
+        self.peak = 0
+        self.cancelled = 0
+        self.reply = service_pb2.ModelInferResponse(model_name="m", raw_output_contents=[bytes(reply_size)]).SerializeToString()
+
+    def service(self, handler_call_details):
+        if not handler_call_details.method.endswith("/ModelInfer"):
+            return None
+
+        async def unary(request, context):
+            parsed = service_pb2.ModelInferRequest.FromString(request)
+            self.sizes.append(len(request))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                if parsed.model_name == "bad":
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first line\nsecond line: ünïcode 100%")
+                await asyncio.sleep(0.5 if parsed.model_name == "slow" else 0.01)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            finally:
+                self.in_flight -= 1
+            return self.reply
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+async def grpc_server(handler, options=()):
+    server = grpc.aio.server(options=list(options))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_grpc_large_messages_both_ways_and_the_server_stream_limit():
+    big = InputTensor("INPUT0", "FP32", (1, 3 << 18), bytes(3 << 20))  # past every default window
+
+    async def go():
+        handler = SizedGrpcHandler(reply_size=3 << 20)
+        server, url = await grpc_server(handler, [("grpc.max_concurrent_streams", 2)])
+        try:
+            async with GrpcTransport(url, {}) as transport:
+                large = transport.prepare("m", "", [big], [])
+                small = transport.prepare("m", "", [FP32_INPUT], [])
+                outcomes = await asyncio.gather(*(transport.infer(large if i % 3 == 0 else small) for i in range(9)))
+                outcomes.append(await transport.infer(large))
+        finally:
+            await server.stop(None)
+        return outcomes, handler
+
+    outcomes, handler = run(go())
+    assert [o.error for o in outcomes] == [None] * 10
+    assert sorted(handler.sizes)[-1] > 3 << 20 and len(handler.sizes) == 10
+    assert handler.peak <= 2  # the client queued what the server's MAX_CONCURRENT_STREAMS didn't allow
+    assert all(o.recv_ns > 0 for o in outcomes)
+
+
+def test_grpc_error_status_and_cancelled_infer_leave_the_connection_usable():
+    async def go():
+        handler = SizedGrpcHandler()
+        server, url = await grpc_server(handler)
+        try:
+            async with GrpcTransport(url, {}) as transport:
+                bad = await transport.infer(transport.prepare("bad", "", [FP32_INPUT], []))
+                slow = asyncio.ensure_future(transport.infer(transport.prepare("slow", "", [FP32_INPUT], [])))
+                await asyncio.sleep(0.2)
+                slow.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await slow
+                good = await asyncio.gather(*(transport.infer(transport.prepare("m", "", [FP32_INPUT], [])) for _ in range(3)))
+                conn = transport._conn
+                await asyncio.sleep(0.1)
+            closed_after = conn.transport.is_closing()
+        finally:
+            await server.stop(None)
+        return bad, good, handler, closed_after
+
+    bad, good, handler, closed_after = run(go())
+    assert bad.error == "gRPC INVALID_ARGUMENT: first line second line: ünïcode 100%"
+    assert [o.error for o in good] == [None] * 3
+    assert handler.cancelled == 1  # the server saw the stream reset
+    assert closed_after  # close() closes the connection
+
+
+def test_grpc_url_must_be_host_and_port():
+    with pytest.raises(UsageError, match="host:port"):
+        GrpcTransport("unix:/tmp/triton.sock", {})
+
+
+class ScriptedH2Server:
+    """A 127.0.0.1 HTTP/2 peer that answers every request with `respond(stream_id, request)`'s
+    frames, after its own SETTINGS (MAX_FRAME_SIZE 16384, INITIAL_WINDOW_SIZE `window`), and
+    writes everything in small pieces. It tops up the client's windows as request data arrives,
+    sends a PING first and records the client's PING ACKs and RST_STREAMs."""
+
+    def __init__(self, respond, window=1000):
+        self.respond = respond
+        self.window = window
+        self.encoder = self.decoder = None  # hpack's: Huffman strings, dynamic table
+        self.connections: list[dict[int, dict]] = []  # per connection, the requests by stream id
+        self.ping_acks: list[bytes] = []
+        self.resets: list[tuple[int, int]] = []
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    @staticmethod
+    def frame(ftype, flags, sid, payload=b""):
+        return struct.pack(">IBI", len(payload) << 8 | ftype, flags, sid) + payload
+
+    def headers(self, sid, pairs, end_stream=False):
+        """HEADERS (padded, with priority) + CONTINUATION: the block split in two."""
+        block = self.encoder.encode(pairs)
+        first, rest = block[: len(block) // 2], block[len(block) // 2 :]
+        payload = b"\x03" + struct.pack(">IB", 0, 15) + first + b"\x00\x00\x00"
+        flags = 0x8 | 0x20 | (0x1 if end_stream else 0)
+        return self.frame(1, flags, sid, payload) + self.frame(9, 0x4, sid, rest)
+
+    def message(self, sid, body, end_stream=False):
+        """A gRPC message in two DATA frames, the first one padded."""
+        data = b"\x00" + struct.pack(">I", len(body)) + body
+        half = len(data) // 2
+        return self.frame(0, 0x8, sid, b"\x02" + data[:half] + b"\x00\x00") + self.frame(0, 0x1 if end_stream else 0, sid, data[half:])
+
+    async def _handle(self, reader, writer):
+        async def send(data):
+            for i in range(0, len(data), 7):
+                writer.write(data[i : i + 7])
+                await writer.drain()
+
+        import hpack
+
+        requests: dict[int, dict] = {}
+        self.connections.append(requests)
+        self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()  # one HPACK context per connection (in turn)
+        try:
+            assert await reader.readexactly(24) == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            settings = struct.pack(">HI", 4, self.window) + struct.pack(">HI", 5, 16384)
+            await send(self.frame(4, 0, 0, settings) + self.frame(6, 0, 0, b"pingpong"))
+            while True:
+                head = await reader.readexactly(9)
+                length_type, flags, sid = struct.unpack(">IBI", head)
+                payload = await reader.readexactly(length_type >> 8)
+                ftype = length_type & 0xFF
+                if ftype == 4 and not flags & 1:
+                    await send(self.frame(4, 1, 0))
+                elif ftype == 6 and flags & 1:
+                    self.ping_acks.append(payload)
+                elif ftype == 3:
+                    self.resets.append((sid, struct.unpack(">I", payload)[0]))
+                elif ftype in (1, 9):
+                    entry = requests.setdefault(sid, {"headers": [], "data": b""})
+                    entry["block"] = entry.get("block", b"") + payload
+                    if flags & 0x4:
+                        entry["headers"] = dict(self.decoder.decode(entry.pop("block")))
+                elif ftype == 0:
+                    entry = requests[sid]
+                    entry["data"] += payload
+                    await send(self.frame(8, 0, 0, struct.pack(">I", len(payload))) + self.frame(8, 0, sid, struct.pack(">I", len(payload))))
+                    if flags & 1:
+                        await send(self.respond(self, sid, entry))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_grpc_client_speaks_http2_with_a_strict_peer():
+    """Huffman-coded and table-indexed headers, CONTINUATION, padding, small windows and frames,
+    PING, responses in 7-byte pieces; then an error status, a reset stream and a GOAWAY."""
+    reply = service_pb2.ModelInferResponse(model_name="m", id="x").SerializeToString()
+    big = InputTensor("INPUT0", "FP32", (1, 10000), bytes(40000))  # > the 1000-byte window, > a frame
+
+    def respond(server, sid, request):
+        model = service_pb2.ModelInferRequest.FromString(request["data"][5:]).model_name
+        ok = [(":status", "200"), ("content-type", "application/grpc")]
+        if model == "reset":
+            return server.frame(3, 0, sid, struct.pack(">I", 7))  # REFUSED_STREAM
+        if model == "error":
+            return server.headers(sid, ok + [("grpc-status", "5"), ("grpc-message", "no model %27x%27%0Ahere")], end_stream=True)
+        if model == "http503":
+            return server.headers(sid, [(":status", "503"), ("content-type", "text/plain")], end_stream=True)
+        if model == "goaway":
+            return server.frame(7, 0, 0, struct.pack(">II", sid - 2, 0) + b"bye")
+        return server.headers(sid, ok) + server.message(sid, reply) + server.headers(sid, [("grpc-status", "0")], end_stream=True)
+
+    async def go():
+        async with ScriptedH2Server(respond) as server:
+            async with GrpcTransport(server.url, {"Authorization": "Bearer abc"}) as transport:
+                ok = await asyncio.gather(*(transport.infer(transport.prepare("m", "", [big if i % 2 else FP32_INPUT], [])) for i in range(4)))
+                again = await transport.infer(transport.prepare("m", "", [FP32_INPUT], []))  # the same header blocks: cached
+                errors = [await transport.infer(transport.prepare(m, "", [FP32_INPUT], [])) for m in ("error", "http503", "reset")]
+                first_conn = transport._conn
+                goaway = await transport.infer(transport.prepare("goaway", "", [FP32_INPUT], []))
+                after = await transport.infer(transport.prepare("m", "", [FP32_INPUT], []))
+                assert transport._conn is not first_conn  # a new connection after GOAWAY
+            return ok + [again], errors, goaway, after, server
+
+    ok, errors, goaway, after, server = run(go())
+    assert [o.error for o in ok] == [None] * 5 and all(o.recv_ns > 0 for o in ok)
+    assert [o.error for o in errors] == [
+        "gRPC NOT_FOUND: no model 'x' here",
+        "gRPC UNAVAILABLE: the server answered HTTP 503",
+        "gRPC UNAVAILABLE: the server reset the stream (REFUSED_STREAM)",
+    ]
+    assert goaway.error.startswith("gRPC UNAVAILABLE: the server closed the connection (GOAWAY NO_ERROR: bye)")
+    assert after.error is None
+    assert server.ping_acks and server.ping_acks[0] == b"pingpong"
+    assert len(server.connections) == 2
+    first = server.connections[0][1]["headers"]
+    assert first[":method"] == "POST" and first[":path"] == "/inference.GRPCInferenceService/ModelInfer"
+    assert first["content-type"] == "application/grpc" and first["te"] == "trailers" and first["authorization"] == "Bearer abc"
+    sizes = sorted(len(r["data"]) for r in server.connections[0].values())
+    assert sizes[-1] > 40000  # the large request arrived whole through the 1000-byte windows
 
 
 # -- the lean HTTP client against misbehaving peers -------------------------------------------
