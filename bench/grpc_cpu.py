@@ -173,8 +173,8 @@ class AioClient(Client):
         await self.channel.close()
 
 
-class FutureClient(Client):
-    """The sync stack's `.future()`; its done-callback (on grpc's channel thread) wakes the loop."""
+class SyncChannelClient(Client):
+    """A client on grpc's sync stack (a plain channel), bridged into the event loop."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -188,6 +188,10 @@ class FutureClient(Client):
         self.request = grpc_request_bytes()
         self.parse = service_pb2.ModelInferResponse.FromString
         self.loop = asyncio.get_running_loop()
+
+
+class FutureClient(SyncChannelClient):
+    """The sync stack's `.future()`; its done-callback (on grpc's channel thread) wakes the loop."""
 
     async def one(self) -> None:
         waiter = self.loop.create_future()
@@ -212,21 +216,11 @@ def _resolve(waiter: asyncio.Future, call) -> None:
         waiter.set_exception(exc)
 
 
-class ThreadsClient(Client):
+class ThreadsClient(SyncChannelClient):
     """Worker threads making blocking calls (perf_analyzer's sync mode), one per request in flight."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
     async def open(self) -> None:
-        import grpc
-        from tritonclient.grpc import service_pb2
-
-        self.channel = grpc.insecure_channel(self.url, options=TRITON_CHANNEL_OPTIONS)
-        self.call = self.channel.unary_unary(INFER_METHOD)
-        self.request = grpc_request_bytes()
-        self.parse = service_pb2.ModelInferResponse.FromString
-        self.loop = asyncio.get_running_loop()
+        await super().open()
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.idle = 0

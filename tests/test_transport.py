@@ -194,13 +194,8 @@ def test_server_dying_mid_run_gives_error_outcomes(tmp_path):
 OK_BODY = b'{"model_name":"m","outputs":[]}'
 
 
-class RecordingHttpServer:
-    """A 127.0.0.1 HTTP server that records each raw request and answers as `behaviour` says."""
-
-    def __init__(self, behaviour=None):
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.behaviour = behaviour or (lambda server, n, writer: ok_response())
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 for the life of an `async with`; subclasses write `_handle`."""
 
     async def __aenter__(self):
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -210,6 +205,15 @@ class RecordingHttpServer:
     async def __aexit__(self, *exc):
         self.server.close()
         await self.server.wait_closed()
+
+
+class RecordingHttpServer(LoopbackServer):
+    """A 127.0.0.1 HTTP server that records each raw request and answers as `behaviour` says."""
+
+    def __init__(self, behaviour=None):
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.behaviour = behaviour or (lambda server, n, writer: ok_response())
 
     async def _handle(self, reader, writer):
         self.connections += 1
@@ -418,7 +422,7 @@ def test_grpc_url_must_be_host_and_port():
         GrpcTransport("unix:/tmp/triton.sock", {})
 
 
-class ScriptedH2Server:
+class ScriptedH2Server(LoopbackServer):
     """A 127.0.0.1 HTTP/2 peer that answers every request with `respond(stream_id, request)`'s
     frames, after its own SETTINGS (MAX_FRAME_SIZE 16384, INITIAL_WINDOW_SIZE `window`), and
     writes everything in small pieces. It tops up the client's windows as request data arrives,
@@ -431,15 +435,6 @@ class ScriptedH2Server:
         self.connections: list[dict[int, dict]] = []  # per connection, the requests by stream id
         self.ping_acks: list[bytes] = []
         self.resets: list[tuple[int, int]] = []
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.url = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
 
     @staticmethod
     def frame(ftype, flags, sid, payload=b""):
