@@ -103,17 +103,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so servers are stopped and finished results written."""
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so servers are stopped and
+    finished results written."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
-    _interrupt_on_sigterm()
+    _interrupt_on_termination()
     try:
         args = parser().parse_args(argv)
         return _run(args) if args.command == "run" else _serve(args)

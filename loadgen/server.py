@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -56,6 +57,13 @@ def _port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM if loadgen dies, even by SIGKILL, so a
+    crashed or killed loadgen never leaves a Triton server behind (Linux's PR_SET_PDEATHSIG)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _backend_directory(dist: Path, workspace: Path) -> Path:
@@ -135,6 +143,7 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 env=_server_environment(libs),
                 start_new_session=True,  # its own process group, so the stubs can be reaped with it
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         self.endpoints = Endpoints(f"{LOOPBACK}:{http}", f"{LOOPBACK}:{grpc}", f"{LOOPBACK}:{metrics}")
         try:

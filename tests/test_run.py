@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,22 +195,44 @@ def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
     assert _triton_pids(NESTED_REPOSITORY) <= before, "the run left Triton processes behind"
 
 
-def test_serve_until_sigterm(tmp_path):
-    before = _triton_pids(NESTED_REPOSITORY)
+def _start_serve(tmp_path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "serve", "--model-repository", str(NESTED_REPOSITORY), "--log-file", str(tmp_path / "t.log")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    lines = [process.stdout.readline() for _ in range(4)]
+    assert lines[0].startswith("HTTP:    http://127.0.0.1:"), lines
+    return process, lines[0].split("http://")[1].strip()
+
+
+def _wait_gone(pids: set[int], timeout_s: float = 30) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pids & _triton_pids(NESTED_REPOSITORY):
+        time.sleep(0.5)
+    return pids & _triton_pids(NESTED_REPOSITORY)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_serve_until_a_signal(tmp_path, stop):
+    before = _triton_pids(NESTED_REPOSITORY)
+    process, url = _start_serve(tmp_path)
     try:
-        lines = [process.stdout.readline() for _ in range(4)]
-        assert lines[0].startswith("HTTP:    http://127.0.0.1:"), lines
-        url = lines[0].split("http://")[1].strip()
         assert triton_http.InferenceServerClient(url).is_model_ready("nested-outer")
     finally:
-        process.terminate()
+        process.send_signal(stop)
         process.wait(timeout=60)
     assert process.returncode == 0
     assert _triton_pids(NESTED_REPOSITORY) <= before, "serve left Triton processes behind"
+
+
+def test_killed_loadgen_takes_its_server_with_it(tmp_path):
+    before = _triton_pids(NESTED_REPOSITORY)
+    process, _ = _start_serve(tmp_path)
+    ours = _triton_pids(NESTED_REPOSITORY) - before
+    assert ours, "the server's processes are found"
+    process.kill()  # SIGKILL: no handler runs; the kernel's parent-death signal stops Triton
+    process.wait()
+    assert not _wait_gone(ours), "a killed loadgen left Triton processes behind"
 
 
 @pytest.mark.parametrize(
