@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -38,13 +38,6 @@ def default_model_repository() -> Path:
 def default_report_dir(model: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
-
-
-@dataclass(frozen=True)
-class RunOutput:
-    result: RunResult
-    report_dir: Path
-    files: tuple[Path, ...]
 
 
 def _stop_reason(exc: BaseException) -> str:
@@ -84,7 +77,7 @@ async def _sweep(config: RunConfig, writers: Sequence[ReportWriter], progress: P
     return result
 
 
-def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progress | None = None) -> RunOutput:
+def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progress | None = None) -> RunResult:
     """Run a sweep, starting the embedded server when no URL is given, and write the report folder.
 
     The folder holds summary.json, the CSVs and (embedded server) the server's log; a run that
@@ -92,11 +85,13 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     whatever happens.
     """
     report_dir = config.report_dir or default_report_dir(config.model_name)
-    csv_report = CsvReport(report_dir / "results.csv", config.verbose_csv)
-    all_writers: list[ReportWriter] = [*writers, JsonReport(report_dir / "summary.json"), csv_report]
-    extra_csv = CsvReport(config.csv_file, config.verbose_csv) if config.csv_file is not None else None
-    if extra_csv is not None:
-        all_writers.append(extra_csv)
+    all_writers: list[ReportWriter] = [
+        *writers,
+        JsonReport(report_dir / "summary.json"),
+        CsvReport(report_dir / "results.csv", config.verbose_csv),
+    ]
+    if config.csv_file is not None:
+        all_writers.append(CsvReport(config.csv_file, config.verbose_csv))
     server = None
     if config.url is None:
         server = EmbeddedServer(config.model_repository or default_model_repository(), report_dir / SERVER_LOG)
@@ -108,7 +103,4 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     finally:
         if server is not None:
             server.stop()
-    files = [report_dir / "summary.json", *csv_report.written, *(extra_csv.written if extra_csv else [])]
-    if server is not None:
-        files.append(report_dir / SERVER_LOG)
-    return RunOutput(result, report_dir, tuple(files))
+    return result

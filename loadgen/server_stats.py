@@ -98,23 +98,6 @@ class ModelTree:
     version: str
     composing: tuple[ModelTree, ...] = ()
 
-    @property
-    def is_ensemble(self) -> bool:
-        return bool(self.composing)
-
-    def walk(self):
-        """Every composing model below this one, depth first, nested ensembles included."""
-        for child in self.composing:
-            yield child
-            yield from child.walk()
-
-    def leaves(self):
-        for child in self.composing:
-            if child.is_ensemble:
-                yield from child.leaves()
-            else:
-                yield child
-
 
 async def model_tree(
     fetch_config: Callable[[str, str], Awaitable[Mapping[str, Any]]], name: str, version: str = ""

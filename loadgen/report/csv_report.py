@@ -48,10 +48,9 @@ def composing_path(path: Path, model: str, version: str) -> Path:
     return path.with_name(f"{model}_v{version}.{path.name}")
 
 
-def write_csv(path: Path, result: RunResult, verbose: bool) -> list[Path]:
-    """Write the run's CSV at `path` and its composing models' beside it; return every path written."""
+def write_csv(path: Path, result: RunResult, verbose: bool) -> None:
+    """Write the run's CSV at `path` and its composing models' beside it."""
     label = result.levels[0].label if result.levels else "Concurrency"
-    written = [path]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
@@ -66,15 +65,12 @@ def write_csv(path: Path, result: RunResult, verbose: bool) -> list[Path]:
             out.writerow(header(label, verbose))
             for level, figures in zip(result.levels, per_level):
                 out.writerow(row(level, figures[key], verbose))
-        written.append(model_path)
-    return written
 
 
 class CsvReport(ReportWriter):
     def __init__(self, path: Path, verbose: bool) -> None:
         self.path = Path(path)
         self.verbose = verbose
-        self.written: list[Path] = []
 
     def finish(self, result: RunResult) -> None:
-        self.written = write_csv(self.path, result, self.verbose)
+        write_csv(self.path, result, self.verbose)
