@@ -389,15 +389,14 @@ class HttpTransport(Transport):
         _, conn = await loop.create_connection(lambda: _Connection(self._all), self._host, self._port)
         return conn
 
-    async def _exchange(self, request: bytes, keep_body: bool, fresh: bool = False) -> tuple:
+    async def _exchange(self, request: bytes, keep_body: bool) -> tuple:
         """Sends `request` on a pooled connection: (status, body, ih_len, recv_ns, t_sent, t0).
 
-        `fresh`: on a new connection. Raises _ConnectionFailed, or OSError when no connection
-        can be opened.
+        Raises _ConnectionFailed, or OSError when no connection can be opened.
         """
         idle = self._idle
         conn = None
-        while idle and not fresh:
+        while idle:
             candidate = idle.pop()
             if not candidate.closed and not candidate.transport.is_closing():
                 conn = candidate
@@ -454,42 +453,8 @@ class HttpTransport(Transport):
         return _Prepared(b"".join(head) + body)
 
     async def infer(self, prepared: _Prepared) -> InferOutcome:
-        # The common case inline (an idle connection that stays healthy); the rest in _exchange.
-        idle = self._idle
-        conn = None
-        while idle:
-            candidate = idle.pop()
-            if not candidate.closed:
-                conn = candidate
-                break
-        if conn is None:
-            return await self._infer_fresh(prepared)
-        waiter = self._loop.create_future()
-        conn.waiter = waiter
-        conn.keep_body = False
-        conn.t_first = conn.t_sent = 0
-        t0 = perf_counter_ns()
-        conn.transport.write(prepared.request)
-        if not conn.paused:
-            conn.t_sent = perf_counter_ns()
         try:
-            status, body, _, recv_ns, t_sent = await waiter
-        except _ConnectionFailed as exc:
-            if not exc.received:  # a kept-alive connection the server had closed: retry, fresh
-                return await self._infer_fresh(prepared)
-            return InferOutcome(0, 0, f"connection error: {exc}")
-        except BaseException:  # cancelled mid-request: the connection's state is unknown
-            conn.drop()
-            raise
-        if not conn.closed:
-            idle.append(conn)
-        if status != 200:
-            return InferOutcome(t_sent - t0, recv_ns, _http_error(status, body))
-        return InferOutcome(t_sent - t0, recv_ns)
-
-    async def _infer_fresh(self, prepared: _Prepared) -> InferOutcome:
-        try:
-            status, body, _, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False, fresh=True)
+            status, body, _, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
         except _ConnectionFailed as exc:
             return InferOutcome(0, 0, f"connection error: {exc}")
         except OSError as exc:
