@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2
 from loadgen.errors import ServerError, UsageError
 from loadgen.server import EmbeddedServer, free_port
 from loadgen.transport import open_transport
-from loadgen.transport.base import InferOutcome, InputTensor
+from loadgen.transport.base import InferOutcome, InputTensor, split_host_port
 from loadgen.transport.grpc import GrpcTransport
 from loadgen.transport.http import HttpTransport
 
@@ -651,3 +651,19 @@ def test_http_large_request_is_timed_until_its_last_byte_left():
     assert small.error is None and large.error is None and again.error is None
     assert len(server.requests[1]) > 8 << 20
     assert large.send_ns > small.send_ns  # waited for the write buffer to drain
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("localhost:8000", ("localhost", 8000)),
+    ("http://127.0.0.1:8000/", ("127.0.0.1", 8000)),
+    ("[::1]:8001", ("::1", 8001)),
+])
+def test_urls_both_transports_accept(url, expected):
+    assert split_host_port(url, 8000) == expected
+
+
+@pytest.mark.parametrize("url", ["localhost", "localhost:http", ":8000", "::1:8000", "host/path:8000", "unix:/tmp/t.sock"])
+def test_urls_both_transports_reject(url):
+    for transport in (HttpTransport, GrpcTransport):
+        with pytest.raises(UsageError, match="host:port"):
+            transport(url, {})

@@ -6,6 +6,33 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.errors import UsageError
+
+
+def split_host_port(url: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of `host:port` (a scheme:// prefix allowed; IPv6 in brackets)."""
+    rest = url.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    ambiguous_ipv6 = ":" in host and not host.startswith("[")
+    if not sep or not port.isdigit() or not host or "/" in host or ambiguous_ipv6:
+        raise UsageError(f"bad server URL {url!r}: give it as host:port, e.g. -u localhost:{default_port}")
+    return host.strip("[]"), int(port)
+
+
+def check_header(name: str, value: str) -> None:
+    """A -H header both protocols can carry: a token name and a one-line value."""
+    if not name or any(c in name for c in ":\r\n \t") or any(c in value for c in "\r\n"):
+        raise UsageError(f"bad header {name!r}: give -H as 'Name: value' on one line")
+
+
+def unknown_model_error(message: str, model: str, version: str, url: str) -> UsageError | None:
+    """The usage error for Triton's answer that a model (or version) is not loaded, else None."""
+    if not model or not any(s in message for s in ("unknown model", "not available", "not found")):
+        return None
+    if version:
+        return UsageError(f"model '{model}' version {version} is not on the server at {url}: check -m and -x")
+    return UsageError(f"model '{model}' is not on the server at {url}: check -m")
+
 
 @dataclass(frozen=True)
 class InputTensor:

@@ -64,8 +64,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from loadgen.errors import ServerError, UsageError
-from loadgen.transport.base import InferOutcome, InputTensor, Transport
+from loadgen.errors import ServerError
+from loadgen.transport.base import InferOutcome, InputTensor, Transport, check_header, split_host_port, unknown_model_error
 
 from hpack import Decoder as _HpackDecoder
 from hpack.exceptions import HPACKError as _HpackError
@@ -693,17 +693,6 @@ def _message(data: bytes | bytearray | None) -> bytes | memoryview:
     return memoryview(data)[5:]
 
 
-def _host_port(url: str) -> tuple[str, int] | None:
-    """(host, port) of a host:port URL (a scheme:// prefix allowed), None for other gRPC targets."""
-    rest = url.split("://", 1)[-1].rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or not host or "/" in host:
-        return None
-    if ":" in host and not host.startswith("["):
-        return None  # an IPv6 address without brackets is ambiguous
-    return host.strip("[]"), int(port)
-
-
 class _Prepared:
     """A request built once: the marshalled ModelInferRequest as a gRPC message (5-byte prefix)."""
 
@@ -720,15 +709,10 @@ class GrpcTransport(Transport):
         self.url = url
         self._headers = {str(k).strip().lower(): str(v).strip() for k, v in (headers or {}).items()}
         for name, value in self._headers.items():
-            if not name or any(c in name for c in ":\r\n \t") or any(c in value for c in "\r\n"):
-                raise UsageError(f"bad header {name!r}: give -H as 'Name: value' on one line")
+            check_header(name, value)
         self._metadata = tuple(self._headers.items())
         self._client = None
-        address = _host_port(url)
-        if address is None:
-            raise UsageError(f"bad server URL {url!r}: give it as host:port, e.g. -u localhost:8001")
-        self._address = address
-        host, port = address
+        self._address = host, port = split_host_port(url, 8001)
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata)
         self._conn: _H2Connection | None = None
@@ -753,12 +737,11 @@ class GrpcTransport(Transport):
             message = _one_line(exc.message() if hasattr(exc, "message") else exc.details())
             if status in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and "model" not in message.lower():
                 raise ServerError(f"cannot reach Triton over gRPC at {self.url}: {message}") from None
-            if model and status in ("NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE") and (
-                "unknown model" in message or "not available" in message or "not found" in message
-            ):
-                if version:
-                    raise UsageError(f"model '{model}' version {version} is not on the server at {self.url}: check -m and -x") from None
-                raise UsageError(f"model '{model}' is not on the server at {self.url}: check -m") from None
+            unknown = None
+            if status in ("NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE"):
+                unknown = unknown_model_error(message, model, version, self.url)
+            if unknown is not None:
+                raise unknown from None
             raise ServerError(f"{what} failed at {self.url}: gRPC {status}: {message}") from None
 
     async def server_metadata(self) -> dict[str, Any]:

@@ -36,8 +36,8 @@ from time import perf_counter_ns
 from typing import Any
 from urllib.parse import quote
 
-from loadgen.errors import ServerError, UsageError
-from loadgen.transport.base import InferOutcome, InputTensor, Transport
+from loadgen.errors import ServerError
+from loadgen.transport.base import InferOutcome, InputTensor, Transport, check_header, split_host_port, unknown_model_error
 
 _MAX_HEAD = 64 * 1024
 _CONTROL_TIMEOUT_S = 60.0
@@ -342,20 +342,11 @@ def _http_error(status: int, body: bytes | bytearray | None) -> str:
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
-def _split_url(url: str) -> tuple[str, int]:
-    rest = url.split("://", 1)[-1].rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError(f"bad server URL {url!r}: give it as host:port, e.g. -u localhost:8000")
-    return host.strip("[]"), int(port)
-
-
 def _header_block(headers: dict[str, str]) -> bytes:
     lines = []
     for name, value in headers.items():
         name, value = str(name).strip(), str(value).strip()
-        if not name or any(c in name for c in ":\r\n \t") or any(c in value for c in "\r\n"):
-            raise UsageError(f"bad header {name!r}: give -H as 'Name: value' on one line")
+        check_header(name, value)
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines).encode("latin-1")
 
@@ -365,7 +356,7 @@ class HttpTransport(Transport):
 
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
-        self._host, self._port = _split_url(url)
+        self._host, self._port = split_host_port(url, 8000)
         headers = dict(headers or {})
         lowered = {k.lower() for k in headers}
         if "host" not in lowered:
@@ -477,10 +468,9 @@ class HttpTransport(Transport):
             raise ServerError(f"cannot reach Triton over HTTP at {self.url}: {reason}") from None
         if status != 200:
             error = _http_error(status, body)
-            if model and (status in (400, 404)) and ("unknown model" in error or "not available" in error or "not found" in error):
-                if version:
-                    raise UsageError(f"model '{model}' version {version} is not on the server at {self.url}: check -m and -x")
-                raise UsageError(f"model '{model}' is not on the server at {self.url}: check -m")
+            unknown = unknown_model_error(error, model, version, self.url) if status in (400, 404) else None
+            if unknown is not None:
+                raise unknown
             raise ServerError(f"{what} failed at {self.url}: {error}")
         try:
             return json.loads(body)
