@@ -118,9 +118,13 @@ def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int
             raise UsageError(f"{where}: {spec.name} needs a list, or an object with 'content' or 'b64'")
     else:
         array = _content_array(spec, value, where)
-    shape = shape or _resolve_shape(spec, shapes)
-    if array.size != int(np.prod(shape)):
-        raise UsageError(f"{where}: {spec.name} has {array.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
+    return _shaped(array, shape or _resolve_shape(spec, shapes), f"{where}: {spec.name}")
+
+
+def _shaped(array: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+    needed = int(np.prod(shape))
+    if array.size != needed:
+        raise UsageError(f"{what} has {array.size} elements, shape {list(shape)} needs {needed}")
     return array.reshape(shape)
 
 
@@ -167,9 +171,7 @@ def _directory_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[s
         else:
             array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
         shape = _resolve_shape(spec, shapes) if spec.name in shapes or all(d > 0 for d in spec.shape) else (array.size,)
-        if array.size != int(np.prod(shape)):
-            raise UsageError(f"--input-data {path / spec.name} holds {array.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
-        entry[spec.name] = array.reshape(shape)
+        entry[spec.name] = _shaped(array, shape, f"--input-data {path / spec.name}")
     return [entry]
 
 
