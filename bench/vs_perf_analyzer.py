@@ -1,6 +1,7 @@
 """loadgen side by side with perf_analyzer, on the same embedded server, model and input.
 
     python bench/vs_perf_analyzer.py [--levels 1,2,4,8] [--protocols http,grpc] [-p 2000]
+                                     [--collect-metrics] [--export-metrics]
 
 Installs perf_analyzer with ../shared/tools/get-perf-analyzer, starts the embedded server once on
 model_repository/, then for each protocol and concurrency runs perf_analyzer and loadgen with the
@@ -11,6 +12,10 @@ CPU per 1000 requests.
 On a shared 2-core VM the server's own speed drifts by 20% from minute to minute whichever client
 drives it, so each level runs in ABBA order (perf_analyzer, loadgen, loadgen, perf_analyzer; --pairs
 sets how many such blocks) and each tool's figures are the means of its runs: linear drift cancels.
+
+--collect-metrics makes both tools scrape the server's metrics page (every 1000 ms, their
+default); --export-metrics also has loadgen serve its own live metrics, which adds a counter and
+a histogram observation to every request: the cost of either shows in the CPU ratio.
 
 CPU is measured the same way for both tools, from outside: while a run is in its steady state,
 the bench reads the process's CPU time (/proc/PID/stat, all threads) and the server's success
@@ -38,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadgen.inputs import sample_photographs  # noqa: E402
-from loadgen.server import EmbeddedServer  # noqa: E402
+from loadgen.server import EmbeddedServer, free_port  # noqa: E402
 
 MODEL = "centernet-ensemble"
 GET_PERF_ANALYZER = ROOT.parent / "shared" / "tools" / "get-perf-analyzer"
@@ -89,7 +94,8 @@ def sample_cpu(process: subprocess.Popen, http: str) -> tuple[float, float]:
 def run_perf_analyzer(pa: str, url: str, protocol: str, concurrency: int, args, data: Path, workdir: Path, http: str) -> Measured:
     out = workdir / f"pa-{protocol}-{concurrency}.csv"
     command = [pa, "-m", MODEL, "-u", url, "-i", protocol, "--concurrency-range", str(concurrency),
-               "-p", str(args.p), "-s", str(args.s), "-r", str(args.r), "--input-data", str(data), "-f", str(out)]
+               "-p", str(args.p), "-s", str(args.s), "-r", str(args.r), "--input-data", str(data), "-f", str(out),
+               *args.pa_extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     cpu, rate = sample_cpu(process, http)
     output, _ = process.communicate()
@@ -103,7 +109,7 @@ def run_loadgen(url: str, protocol: str, concurrency: int, args, data: Path, wor
     report = workdir / f"loadgen-{protocol}-{concurrency}"
     command = [sys.executable, "-m", "loadgen", "run", "-m", MODEL, "-u", url, "-i", protocol,
                "--concurrency-range", str(concurrency), "-p", str(args.p), "-s", str(args.s), "-r", str(args.r),
-               "--input-data", str(data), "--report-dir", str(report)]
+               "--input-data", str(data), "--report-dir", str(report), *args.loadgen_extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     cpu, rate = sample_cpu(process, http)
     output, _ = process.communicate()
@@ -141,6 +147,8 @@ def main() -> int:
     parser.add_argument("-s", type=float, default=15, help="stability percentage for both tools (default 15)")
     parser.add_argument("--pairs", type=int, default=1, help="ABBA blocks per level (default 1: 2 runs of each tool)")
     parser.add_argument("-r", type=int, default=10, help="max windows for both tools (default 10)")
+    parser.add_argument("--collect-metrics", action="store_true", help="both tools scrape the server's metrics")
+    parser.add_argument("--export-metrics", action="store_true", help="loadgen also serves its own live metrics")
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     protocols = args.protocols.split(",")
@@ -150,6 +158,9 @@ def main() -> int:
     data = input_file(workdir)
     server = EmbeddedServer(ROOT / "model_repository", workdir / "server.log")
     endpoints = server.start()
+    metrics = ["--collect-metrics", "--metrics-url", endpoints.metrics_url] if args.collect_metrics else []
+    args.pa_extra = metrics
+    args.loadgen_extra = metrics + (["--export-metrics-port", str(free_port())] if args.export_metrics else [])
     rows = []
     try:
         for protocol in protocols:
@@ -172,7 +183,9 @@ def main() -> int:
     finally:
         server.stop()
 
-    print(f"\nloadgen vs perf_analyzer on {MODEL}, same server and input (-p {args.p} -s {args.s} -r {args.r}; "
+    features = [flag for flag, on in (("--collect-metrics", args.collect_metrics), ("--export-metrics", args.export_metrics)) if on]
+    print(f"\nloadgen vs perf_analyzer on {MODEL}, same server and input (-p {args.p} -s {args.s} -r {args.r}"
+          f"{''.join(' ' + f for f in features)}; "
           f"ABBA x{args.pairs}; CPU sampled over {SAMPLE_S:g} s of steady load in each run)\n")
     header = ("proto", "conc", "PA infer/s", "LG infer/s", "ratio", "PA p50 us", "LG p50 us",
               "PA CPU ms/1k req", "LG CPU ms/1k req", "CPU ratio", "verdict")

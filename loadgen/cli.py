@@ -11,6 +11,7 @@ from pathlib import Path
 from loadgen.config import build_config, load_config_file
 from loadgen.errors import LoadgenError, UsageError
 
+EXIT_REGRESSION = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -45,6 +46,10 @@ def _run_parser(sub) -> None:
     add("--config", metavar="FILE.yaml", help="scenario file; keys are the long flag names, flags override it")
     add("--report-dir", metavar="DIR", help="report folder (default reports/<timestamp>-<model>/)")
     add("--model-repository", metavar="DIR", help="repository for the embedded server (default ./model_repository)")
+    add("--collect-metrics", action="store_const", const=True, help="scrape the server's Prometheus metrics (GPU, CPU, per model) during each level")
+    add("--metrics-url", metavar="URL", help="metrics page (default: the server's metrics port, host:8002/metrics)")
+    add("--metrics-interval", type=int, metavar="MS", help="time between scrapes (default 1000)")
+    add("--export-metrics-port", type=int, metavar="N", help="serve loadgen's own live metrics for Prometheus on this port")
 
 
 def _serve_parser(sub) -> None:
@@ -56,11 +61,29 @@ def _serve_parser(sub) -> None:
     p.add_argument("--log-file", metavar="FILE", help="server log (default triton-server.log)")
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="re-render a run's plots and report.html from its summary.json")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a report folder written by loadgen run")
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two runs level by level; exit 1 on a regression",
+        description="Per-level deltas of throughput and latency; exits 1 when the candidate regressed beyond the limit.",
+    )
+    p.add_argument("baseline", metavar="BASELINE_DIR", help="the reference run's report folder")
+    p.add_argument("candidate", metavar="CANDIDATE_DIR", help="the run under test's report folder")
+    p.add_argument("--max-regression", default="5%", metavar="PCT", help="allowed worsening of any figure (default 5%%)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="loadgen", description="Load-testing harness for NVIDIA Triton Inference Server.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
     _serve_parser(sub)
+    _report_parser(sub)
+    _compare_parser(sub)
     return p
 
 
@@ -83,6 +106,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from loadgen.report.render import load_summary, render_report
+
+    run_dir = Path(args.run_dir)
+    print(f"Report: {render_report(load_summary(run_dir), run_dir)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from loadgen.compare import compare_runs, comparison_lines, parse_percent
+    from loadgen.report.render import load_summary
+
+    limit_pct = parse_percent(args.max_regression, "--max-regression")
+    comparison = compare_runs(load_summary(Path(args.baseline)), load_summary(Path(args.candidate)), limit_pct)
+    print("\n".join(comparison_lines(comparison)))
+    return EXIT_REGRESSION if comparison.regressions else 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from loadgen.runner import default_model_repository
     from loadgen.server import EmbeddedServer
@@ -103,6 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"run": _run, "serve": _serve, "report": _report, "compare": _compare}
+
+
 def _interrupt_on_termination() -> None:
     """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so servers are stopped and
     finished results written."""
@@ -118,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     _interrupt_on_termination()
     try:
         args = parser().parse_args(argv)
-        return _run(args) if args.command == "run" else _serve(args)
+        return COMMANDS[args.command](args)
     except LoadgenError as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -93,6 +93,10 @@ class RunConfig:
     headers: dict[str, str] = field(default_factory=dict)
     report_dir: Path | None = None
     model_repository: Path | None = None
+    collect_metrics: bool = False
+    metrics_url: str | None = None  # None: the server's metrics port
+    metrics_interval_ms: int = 1000
+    export_metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http", "grpc"):
@@ -103,6 +107,10 @@ class RunConfig:
             raise UsageError(f"string length must be at least 1, got {self.string_length}: fix --string-length")
         if self.latency_threshold_ms is not None and self.latency_threshold_ms <= 0:
             raise UsageError(f"latency threshold must be positive, got {self.latency_threshold_ms} ms: fix -l")
+        if self.metrics_interval_ms < 1:
+            raise UsageError(f"metrics interval must be at least 1 ms, got {self.metrics_interval_ms}: fix --metrics-interval")
+        if self.export_metrics_port is not None and not 0 < self.export_metrics_port < 65536:
+            raise UsageError(f"--export-metrics-port {self.export_metrics_port} is not a port number (1-65535)")
         if self.concurrency_range.end == 0 and self.latency_threshold_ms is None:
             raise UsageError("an open-ended --concurrency-range (end 0) needs -l/--latency-threshold to stop it")
 
@@ -140,6 +148,10 @@ OPTIONS: dict[str, Any] = {
     "header": list,
     "report-dir": str,
     "model-repository": str,
+    "collect-metrics": bool,
+    "metrics-url": str,
+    "metrics-interval": int,
+    "export-metrics-port": int,
 }
 
 
@@ -193,6 +205,9 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         max_trials=o.get("max-trials", WindowPolicy.max_trials),
         percentile=o.get("percentile"),
     )
+    for flag in ("metrics-url", "metrics-interval"):
+        if flag in o and not o.get("collect-metrics"):
+            raise UsageError(f"--{flag} only applies with --collect-metrics: add it, or drop --{flag}")
     if "url" in o and "model-name" not in o:
         raise UsageError("-m/--model-name is required with -u: name the model to load test")
     return RunConfig(
@@ -212,4 +227,8 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         headers=dict(parse_header(h) for h in o.get("header", [])),
         report_dir=Path(o["report-dir"]) if "report-dir" in o else None,
         model_repository=Path(o["model-repository"]) if "model-repository" in o else None,
+        collect_metrics=o.get("collect-metrics", False),
+        metrics_url=o.get("metrics-url"),
+        metrics_interval_ms=o.get("metrics-interval", 1000),
+        export_metrics_port=o.get("export-metrics-port"),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any
 
@@ -25,6 +25,8 @@ class LoadEngine:
         self.peak_in_flight = 0  # the most requests in flight at once since the schedule started
         self.completed = 0
         self.recorder: SampleRecorder | None = None
+        # Also told of every completed request: (latency_ns, error or None). For live metrics.
+        self.observer: Callable[[int, str | None], None] | None = None
         self._stop = asyncio.Event()
         self._driving: asyncio.Task | None = None
 
@@ -39,7 +41,10 @@ class LoadEngine:
         end_ns = monotonic_ns()
         self.in_flight -= 1
         self.completed += 1
-        self.recorder.record(start_ns if intended_ns is None else intended_ns, end_ns, outcome)
+        start_ns = start_ns if intended_ns is None else intended_ns
+        self.recorder.record(start_ns, end_ns, outcome)
+        if self.observer is not None:
+            self.observer(end_ns - start_ns, outcome.error)
 
     def start(self, schedule: Schedule, recorder: SampleRecorder) -> asyncio.Task:
         """Start driving `schedule`; the returned task ends when the load has stopped (or failed)."""

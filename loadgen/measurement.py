@@ -9,8 +9,10 @@ from time import monotonic_ns
 
 from loadgen.engine import LoadEngine
 from loadgen.errors import ServerError
+from loadgen.metrics import MetricsFigures, level_metrics
 from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule.base import Schedule
+from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.stats import ClientStats, client_stats
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
@@ -39,8 +41,10 @@ class CountCheck:
 
 @dataclass(frozen=True)
 class WindowFigures:
-    """One window's figures, kept for the stability trace."""
+    """One window's figures, kept for the stability trace. Times on the monotonic clock."""
 
+    start_ns: int
+    end_ns: int
     duration_s: float
     request_count: int
     throughput_infer_per_s: float
@@ -58,6 +62,27 @@ class LevelResult:
     client: ClientStats
     server: ServerFigures
     count_check: CountCheck
+    metrics: MetricsFigures | None = None
+
+    @property
+    def reported_windows(self) -> tuple[WindowFigures, ...]:
+        """The windows whose samples the level's figures merge."""
+        return self.windows[-STABLE_WINDOW_COUNT:]
+
+    @property
+    def breakdown_us(self) -> dict[str, float]:
+        """perf_analyzer's CSV split of the average latency; "network" is what client and server leave unaccounted."""
+        client, server = self.client, self.server
+        network_us = client.avg_latency_us - client.avg_send_us - client.avg_recv_us - server.queue_us - server.compute_us
+        return {
+            "client_send": client.avg_send_us,
+            "network": max(0.0, network_us),
+            "server_queue": server.queue_us,
+            "server_compute_input": server.compute_input_us,
+            "server_compute_infer": server.compute_infer_us,
+            "server_compute_output": server.compute_output_us,
+            "client_recv": client.avg_recv_us,
+        }
 
 
 # Progress callback: (schedule, windows measured so far, the latest window's figures).
@@ -89,12 +114,17 @@ async def measure_level(
     engine: LoadEngine,
     schedule: Schedule,
     policy: WindowPolicy,
-    snapshot: Callable[[], Awaitable[Snapshot]],
+    snapshot: Callable[[int], Awaitable[Snapshot]],
     tree: ModelTree,
     batch_size: int,
     on_window: OnWindow | None = None,
+    scraper: MetricsScraper | None = None,
 ) -> LevelResult:
-    """Run `schedule` window after window until the last three agree, or `max_trials` is reached."""
+    """Run `schedule` window after window until the last three agree, or `max_trials` is reached.
+
+    `snapshot(boundary_ns)` reads the server at each window boundary; with a `scraper`, the
+    level's metrics come from its scrapes over the reported windows.
+    """
     count_target = policy.request_count if policy.mode == COUNT_WINDOWS else None
     recorder = SampleRecorder(monotonic_ns(), count_target)
     driving = engine.start(schedule, recorder)
@@ -103,16 +133,20 @@ async def measure_level(
     figures: list[WindowFigures] = []
     snapshots: list[Snapshot] = []
     try:
-        recorder.close_window(monotonic_ns())  # what completed before the first snapshot belongs to no window
-        snapshots.append(await snapshot())
+        boundary_ns = monotonic_ns()
+        recorder.close_window(boundary_ns)  # what completed before the first snapshot belongs to no window
+        snapshots.append(await snapshot(boundary_ns))
         stable = False
         while len(windows) < policy.max_trials and not stable:
             await _window_end(policy, recorder, driving)
-            windows.append(recorder.close_window(monotonic_ns()))
-            snapshots.append(await snapshot())
+            boundary_ns = monotonic_ns()
+            windows.append(recorder.close_window(boundary_ns))
+            snapshots.append(await snapshot(boundary_ns))
             stats = client_stats(windows[-1:], batch_size, percentiles)
             figures.append(
                 WindowFigures(
+                    start_ns=windows[-1].start_ns,
+                    end_ns=windows[-1].end_ns,
                     duration_s=stats.duration_s,
                     request_count=stats.request_count,
                     throughput_infer_per_s=stats.throughput_infer_per_s,
@@ -129,6 +163,10 @@ async def measure_level(
     merged = windows[-STABLE_WINDOW_COUNT:]
     client = client_stats(merged, batch_size, percentiles)
     server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
+    tolerance = 2 * engine.peak_in_flight
+    metrics = None
+    if scraper is not None:
+        metrics = level_metrics(scraper.between(merged[0].start_ns, merged[-1].end_ns), server, tolerance)
     return LevelResult(
         label=schedule.label,
         value=schedule.value,
@@ -136,5 +174,6 @@ async def measure_level(
         windows=tuple(figures),
         client=client,
         server=server,
-        count_check=CountCheck(client.request_count, server.success_count, 2 * engine.peak_in_flight),
+        count_check=CountCheck(client.request_count, server.success_count, tolerance),
+        metrics=metrics,
     )

@@ -56,3 +56,6 @@ class Progress:
             self._ticker = None
         verdict = "stable" if level.stable else "NOT stable"
         self._line(f"{level.label.lower()} {level.value:g}: {verdict} after {len(level.windows)} windows", final=True)
+
+    def warning(self, message: str) -> None:
+        self._line(f"warning: {message}", final=True)

@@ -12,6 +12,8 @@ import numpy as np
 from loadgen.samples import WindowSamples
 
 REPORTED_PERCENTILES = (50, 90, 95, 99)
+# Points of the latency distribution kept for plots: every percent, then the tail.
+CURVE_PERCENTILES = (*range(100), 99.5, 99.9, 99.99, 100)
 
 
 def percentile_index(count: int, percentile: float) -> int:
@@ -40,6 +42,7 @@ class ClientStats:
     avg_recv_us: float
     avg_response_wait_us: float
     error_messages: dict[str, int] = field(default_factory=dict)
+    latency_curve_us: tuple[tuple[float, float], ...] = ()  # (percentile, latency), empty without successes
 
     @property
     def error_rate(self) -> float:
@@ -70,9 +73,11 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
         avg_recv_us = float(recv.mean() / 1e3)
         std_latency_us = float(latency_us.std(ddof=1)) if count > 1 else 0.0  # sample std, as perf_analyzer
         pct = {p: percentile_of_sorted(ordered, p) for p in wanted}
+        curve = tuple((p, percentile_of_sorted(ordered, p)) for p in CURVE_PERCENTILES)
     else:
         avg_latency_us = std_latency_us = avg_send_us = avg_recv_us = 0.0
         pct = {p: 0.0 for p in wanted}
+        curve = ()
     return ClientStats(
         request_count=count,
         error_count=sum(errors.values()),
@@ -85,4 +90,5 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
         avg_recv_us=avg_recv_us,
         avg_response_wait_us=max(0.0, avg_latency_us - avg_send_us - avg_recv_us),
         error_messages=dict(errors.most_common(5)),
+        latency_curve_us=curve,
     )

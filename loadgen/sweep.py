@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import platform
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from time import monotonic_ns
 from typing import Any
 
 from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.measurement import LevelResult, OnWindow, measure_level
+from loadgen.metrics import Scrape
 from loadgen.schedule import ConcurrencySchedule
+from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.transport.base import Transport
 
@@ -22,11 +28,22 @@ class RunResult:
     config: RunConfig
     model: ModelTree
     server_metadata: dict[str, Any]
-    model_config: dict[str, Any]
+    model_configs: dict[str, dict[str, Any]]  # the model's and its composing models', by name
     levels: tuple[LevelResult, ...]
     started_at: str
     finished_at: str
+    started_ns: int  # monotonic clock, the origin of every time in the report
     stop_reason: str | None = None
+    warnings: tuple[str, ...] = ()
+    environment: dict[str, Any] = field(default_factory=dict)
+    metrics_series: tuple[Scrape, ...] | None = None  # None without --collect-metrics
+
+    def level_at(self, t_ns: int) -> int | None:
+        """The index of the level being measured at `t_ns`, None between levels."""
+        for index, level in enumerate(self.levels):
+            if level.windows and level.windows[0].start_ns <= t_ns <= level.windows[-1].end_ns:
+                return index
+        return None
 
 
 def _levels(config: RunConfig) -> Iterator[int]:
@@ -40,6 +57,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def environment() -> dict[str, Any]:
+    """Where the load came from, for the report."""
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+    }
+
+
 class Sweep:
     """The model under test, its prepared requests, and the levels measured so far.
 
@@ -47,35 +75,68 @@ class Sweep:
     levels that finished, so nothing measured is lost.
     """
 
-    def __init__(self, config: RunConfig, server_metadata, model_config, tree: ModelTree, engine: LoadEngine, snapshot) -> None:
+    def __init__(
+        self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, engine: LoadEngine, transport: Transport
+    ) -> None:
         self.config = config
         self.server_metadata = server_metadata
-        self.model_config = model_config
+        self.model_configs = model_configs
         self.tree = tree
+        self.engine = engine
         self.levels: list[LevelResult] = []
         self.stop_reason: str | None = None
+        self.warnings: list[str] = []
+        self.scraper: MetricsScraper | None = None
         self.started_at = _now()
-        self._engine = engine
-        self._snapshot = snapshot
+        self.started_ns = monotonic_ns()
+        self._transport = transport
 
     @classmethod
     async def open(cls, config: RunConfig, transport: Transport) -> Sweep:
         """Read the server and the model, and build every request the sweep will send."""
         server_metadata = await transport.server_metadata()
-        model_config = await transport.model_config(config.model_name, config.model_version)
+        configs: dict[str, dict[str, Any]] = {}
+
+        async def fetch_config(name: str, version: str) -> dict[str, Any]:
+            configs[name] = await transport.model_config(name, version)
+            return configs[name]
+
+        tree = await model_tree(fetch_config, config.model_name, config.model_version)
         metadata = await transport.model_metadata(config.model_name, config.model_version)
-        tree = await model_tree(transport.model_config, config.model_name, config.model_version)
-        specs = model_inputs(metadata, model_config, config.batch_size)
+        specs = model_inputs(metadata, configs[config.model_name], config.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
         requests = [
             transport.prepare(config.model_name, config.model_version, tensors, outputs)
             for tensors in build_request_inputs(specs, config)
         ]
+        return cls(config, server_metadata, configs, tree, LoadEngine(transport, requests), transport)
 
-        async def snapshot():
-            return parse_statistics(await transport.model_statistics())
+    async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
+        """Scrape `url` from now on, every --metrics-interval and at each window boundary."""
 
-        return cls(config, server_metadata, model_config, tree, LoadEngine(transport, requests), snapshot)
+        def warn(message: str) -> None:
+            self.warnings.append(message)
+            if on_warning is not None:
+                on_warning(message)
+
+        self.scraper = MetricsScraper(url, self.config.metrics_interval_ms, self.model_configs, warn)
+        await self.scraper.start()
+
+    async def stop_metrics(self) -> None:
+        if self.scraper is not None:
+            await self.scraper.close()
+            if 0 < self.scraper.failures < self.scraper.attempts:
+                self.warnings.append(
+                    f"{self.scraper.failures} of {self.scraper.attempts} metrics scrapes failed: "
+                    "the metrics cover the scrapes that succeeded"
+                )
+
+    async def _snapshot(self, boundary_ns: int):
+        """The statistics at a window boundary, and the metrics page read at the same moment."""
+        if self.scraper is None:
+            return parse_statistics(await self._transport.model_statistics())
+        statistics, _ = await asyncio.gather(self._transport.model_statistics(), self.scraper.scrape(at_ns=boundary_ns))
+        return parse_statistics(statistics)
 
     async def run(
         self,
@@ -89,9 +150,9 @@ class Sweep:
         for concurrency in _levels(config):
             schedule = ConcurrencySchedule(concurrency)
             if on_level_start is not None:
-                on_level_start(schedule, self._engine)
+                on_level_start(schedule, self.engine)
             level = await measure_level(
-                self._engine, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window
+                self.engine, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
             )
             self.levels.append(level)
             if on_level is not None:
@@ -109,9 +170,13 @@ class Sweep:
             config=self.config,
             model=self.tree,
             server_metadata=self.server_metadata,
-            model_config=self.model_config,
+            model_configs=self.model_configs,
             levels=tuple(self.levels),
             started_at=self.started_at,
             finished_at=_now(),
+            started_ns=self.started_ns,
             stop_reason=self.stop_reason,
+            warnings=tuple(self.warnings),
+            environment=environment(),
+            metrics_series=tuple(self.scraper.series) if self.scraper is not None else None,
         )

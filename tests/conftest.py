@@ -1,5 +1,7 @@
 """Real Triton servers, started once per test session by loadgen's own embedded-server module."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,18 @@ def triton(tmp_path_factory):
 def nested_triton(tmp_path_factory):
     """The embedded server on the nested-ensemble test repository."""
     yield from _serve(NESTED_REPOSITORY, tmp_path_factory.mktemp("nested") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def metrics_run(triton, tmp_path_factory):
+    """One sweep of the ensemble with --collect-metrics and --verbose-csv: its report folder and console output.
+
+    Shared by the tests that read the folder (metrics, CSVs, plots, report.html, report, compare).
+    """
+    report = tmp_path_factory.mktemp("metrics_run") / "report"
+    args = ["run", "-u", triton.http, "-m", "centernet-ensemble", "--concurrency-range", "1:2", "-p", "1000",
+            "-r", "5", "-s", "50", "--collect-metrics", "--metrics-url", triton.metrics_url, "--metrics-interval", "250",
+            "--verbose-csv", "--report-dir", str(report)]  # fmt: skip
+    process = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    return report, process.stdout

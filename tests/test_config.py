@@ -2,7 +2,15 @@
 
 import pytest
 
-from loadgen.config import DEFAULT_MODEL, Range, build_config, load_config_file, parse_header, parse_range, parse_shape
+from loadgen.config import (
+    DEFAULT_MODEL,
+    Range,
+    build_config,
+    load_config_file,
+    parse_header,
+    parse_range,
+    parse_shape,
+)
 from loadgen.errors import UsageError
 
 

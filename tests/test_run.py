@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
+from conftest import NESTED_REPOSITORY
 
 from loadgen.cli import main
 from loadgen.inputs import sample_photographs
-
-from conftest import NESTED_REPOSITORY
 
 ENSEMBLE = "centernet-ensemble"
 COMPOSING = {"image-preprocess", "centernet", "centernet-postprocess"}
@@ -93,8 +92,16 @@ def test_http_sweep_of_the_ensemble(triton, tmp_path, capsys):
         assert [row[0] for row in rows[1:]] == ["1", "2"]
         assert float(rows[1][1]) == pytest.approx(data["levels"][0]["client"]["throughput_infer_per_s"], rel=1e-5)
         for name in COMPOSING:
+            # perf_analyzer's composing CSV: the short header, its share of the throughput, no client times.
             model_rows = list(csv.reader((path.parent / f"{name}_v1.{path.name}").open()))
-            assert model_rows[0] == rows[0] and len(model_rows) == 3
+            assert model_rows[0] == PA_COLUMNS[:9] and len(model_rows) == 3
+            for level, model_row in zip(data["levels"], model_rows[1:]):
+                model = next(c for c in level["server"]["composing"] if c["name"] == name)
+                share = model["success_count"] / level["server"]["success_count"]
+                assert float(model_row[1]) == pytest.approx(share * level["client"]["throughput_infer_per_s"], rel=1e-5)
+                assert model_row[2] == model_row[8] == "0"
+                assert int(model_row[3]) == int(model["overhead_us"])
+                assert int(model_row[4]) == int(model["queue_us"])
 
 
 def test_grpc_run(triton, tmp_path, capsys):
@@ -188,9 +195,11 @@ def _triton_pids(repository: Path) -> set[int]:
 def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
     before = _triton_pids(NESTED_REPOSITORY)
     code, out, err = run(["run", "--model-repository", str(NESTED_REPOSITORY), "-m", "nested-outer",
-                          "-p", "500", "-r", "3", "-s", "100", "--report-dir", str(tmp_path)], capsys)
+                          "-p", "500", "-r", "3", "-s", "100", "--collect-metrics", "--report-dir", str(tmp_path)], capsys)
     assert code == 0, err
-    assert summary(tmp_path)["levels"][0]["client"]["request_count"] > 0
+    (level,) = summary(tmp_path)["levels"]
+    assert level["client"]["request_count"] > 0
+    assert level["metrics"]["avg_cpu_utilization"] > 0  # scraped from the embedded server's own metrics port
     assert "Started HTTPService" in (tmp_path / "server.log").read_text()
     assert _triton_pids(NESTED_REPOSITORY) <= before, "the run left Triton processes behind"
 

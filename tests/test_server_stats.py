@@ -5,7 +5,13 @@ import asyncio
 import pytest
 
 from loadgen.errors import ServerError
-from loadgen.server_stats import ModelTree, model_tree, parse_statistics, resolve_version, server_figures
+from loadgen.server_stats import (
+    ModelTree,
+    model_tree,
+    parse_statistics,
+    resolve_version,
+    server_figures,
+)
 
 
 def stats_entry(name, version, count, success_ns, queue_ns, compute_ns, executions=None, as_strings=False):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
@@ -21,3 +24,21 @@ class ReportWriter(ABC):
     @abstractmethod
     def finish(self, result: RunResult) -> None:
         """The run is over: write the whole result."""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A rendered chart: its file, and the title the HTML report shows above it."""
+
+    name: str
+    title: str
+    path: Path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

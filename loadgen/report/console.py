@@ -6,6 +6,7 @@ from typing import TextIO
 
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
+from loadgen.metrics import MetricsFigures
 from loadgen.report.base import ReportWriter
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
@@ -73,6 +74,51 @@ def _server_block(figures: ServerFigures, depth: int) -> list[str]:
     return lines
 
 
+def _gpu_lines(title: str, metrics: MetricsFigures, attribute: str, unit: str) -> list[str]:
+    lines = [f"    {title}:"]
+    for gpu in metrics.gpus:
+        value = getattr(gpu, attribute)
+        if value is None:
+            continue
+        if unit == "%":
+            lines.append(f"      {gpu.uuid} : {_num(value * 100)}%")
+        elif unit == "bytes":
+            lines.append(f"      {gpu.uuid} : {int(value)} bytes")
+        else:
+            lines.append(f"      {gpu.uuid} : {_num(value)} {unit}")
+    return lines
+
+
+def metrics_lines(metrics: MetricsFigures | None) -> list[str]:
+    """perf_analyzer's "Server Prometheus Metrics" block, then what it leaves out: CPU, energy, pending, failures."""
+    lines = ["  Server Prometheus Metrics: "]
+    if metrics is None:
+        return lines + ["    No metrics: no scrape succeeded during this level (see the warning)"]
+    lines += _gpu_lines("Avg GPU Utilization", metrics, "avg_utilization", "%")
+    lines += _gpu_lines("Avg GPU Power Usage", metrics, "avg_power_w", "watts")
+    lines += _gpu_lines("Max GPU Memory Usage", metrics, "max_memory_used_bytes", "bytes")
+    lines += _gpu_lines("Total GPU Memory", metrics, "total_memory_bytes", "bytes")
+    if not metrics.gpus:
+        lines.append("    GPU metrics: none, the server exposes no GPU metrics")
+    if metrics.energy_per_inference_j is not None:
+        lines.append(f"    Energy per inference: {_num(metrics.energy_per_inference_j)} joules")
+    if metrics.avg_cpu_utilization is not None:
+        lines.append(f"    Avg CPU Utilization: {_num(metrics.avg_cpu_utilization * 100)}%")
+    if metrics.max_cpu_memory_used_bytes is not None:
+        lines.append(f"    Max CPU Memory Usage: {int(metrics.max_cpu_memory_used_bytes)} bytes")
+    lines.append("    Max pending requests: " + ", ".join(f"{m.name} {m.max_pending}" for m in metrics.models))
+    for model in metrics.models:
+        failed = {reason: count for reason, count in model.failure.items() if count}
+        if failed:
+            lines.append(f"    Failed requests of {model.name}: " + ", ".join(f"{r} {c}" for r, c in failed.items()))
+        if model.mismatch:
+            lines.append(
+                f"    Warning: the metrics counted {model.success} successful requests of {model.name} "
+                f"and the statistics API {model.statistics_success}"
+            )
+    return lines
+
+
 def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
     client, server = level.client, level.server
     lines = [f"Request {level.label.lower()}: {_num(level.value)}", "  Client: "]
@@ -135,6 +181,7 @@ class ConsoleReport(ReportWriter):
         self._stream = stream
         self._protocol = protocol
         self._percentile: int | None = None
+        self._collect_metrics = False
 
     def _print(self, lines: list[str]) -> None:
         self._stream.write("\n".join(lines) + "\n")
@@ -143,10 +190,14 @@ class ConsoleReport(ReportWriter):
     def start(self, config: RunConfig) -> None:
         self._protocol = config.protocol
         self._percentile = config.windows.percentile
+        self._collect_metrics = config.collect_metrics
         self._print(settings_lines(config) + [""])
 
     def level(self, level: LevelResult) -> None:
-        self._print(level_lines(level, self._protocol, self._percentile))
+        lines = level_lines(level, self._protocol, self._percentile)
+        if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
+            lines += metrics_lines(level.metrics)
+        self._print(lines)
 
     def finish(self, result: RunResult) -> None:
         self._print(summary_lines(result))

@@ -1,46 +1,89 @@
-"""perf_analyzer's CSV (-f), plus one CSV per composing model beside it."""
+"""perf_analyzer's CSV (-f), plus one CSV per composing model beside it, in perf_analyzer's own form."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
+from loadgen.metrics import MetricsFigures
 from loadgen.report.base import ReportWriter
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
 from loadgen.sweep import RunResult
 
-SERVER_COLUMNS = ["Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output"]
-VERBOSE_COLUMNS = ["Avg latency", "request/response", "response wait"]
+BASE_COLUMNS = [
+    "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
+    "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
+]  # fmt: skip
+METRICS_COLUMNS = ["Avg GPU Utilization", "Avg GPU Power Usage", "Max GPU Memory Usage", "Total GPU Memory"]
 
 
-def header(label: str, verbose: bool) -> list[str]:
-    columns = [label, "Inferences/Second", "Client Send", "Network+Server Send/Recv", *SERVER_COLUMNS, "Client Recv"]
-    columns += [f"p{p} latency" for p in REPORTED_PERCENTILES]
-    return columns + (VERBOSE_COLUMNS if verbose else [])
+def _percentiles(percentile: int | None) -> list[int]:
+    return sorted(set(REPORTED_PERCENTILES) | ({percentile} if percentile is not None else set()))
 
 
-def _server_cells(server: ServerFigures) -> list[int]:
-    return [int(server.queue_us), int(server.compute_input_us), int(server.compute_infer_us), int(server.compute_output_us)]
+def header(label: str, config: RunConfig) -> list[str]:
+    """perf_analyzer's columns: with --percentile its pN joins the others and the average leaves the verbose ones."""
+    percentile = config.windows.percentile
+    columns = [label, *BASE_COLUMNS, *(f"p{p} latency" for p in _percentiles(percentile))]
+    if config.verbose_csv:
+        columns += (["Avg latency"] if percentile is None else []) + ["request/response", "response wait"]
+        if config.collect_metrics:
+            columns += METRICS_COLUMNS
+    return columns
 
 
-def row(level: LevelResult, server: ServerFigures, verbose: bool) -> list:
-    """One level's row. `server` is the top model's figures, or a composing model's for its own CSV."""
+def _gpu_cells(metrics: MetricsFigures | None) -> list[str]:
+    """`uuid:value;` per GPU, as perf_analyzer writes them; empty cells when the server exposes no GPU metrics."""
+    gpus = metrics.gpus if metrics is not None else ()
+
+    def cell(attribute: str, integer: bool) -> str:
+        values = [(g.uuid, getattr(g, attribute)) for g in gpus if getattr(g, attribute) is not None]
+        return "".join(f"{uuid}:{int(v) if integer else f'{v:g}'};" for uuid, v in values)
+
+    return [
+        cell("avg_utilization", False),
+        cell("avg_power_w", False),
+        cell("max_memory_used_bytes", True),
+        cell("total_memory_bytes", True),
+    ]
+
+
+def row(level: LevelResult, config: RunConfig) -> list:
     client = level.client
-    network_us = max(0.0, client.avg_latency_us - client.avg_send_us - client.avg_recv_us - server.queue_us - server.compute_us)
+    breakdown = level.breakdown_us
     cells = [
         f"{level.value:g}",
         f"{client.throughput_infer_per_s:g}",
-        int(client.avg_send_us),
-        int(network_us),
-        *_server_cells(server),
-        int(client.avg_recv_us),
-        *(int(client.percentile_latency_us[p]) for p in REPORTED_PERCENTILES),
+        *(int(us) for us in breakdown.values()),  # in the columns' order, client send to client recv
+        *(int(client.percentile_latency_us[p]) for p in _percentiles(config.windows.percentile)),
     ]
-    if verbose:
-        cells += [int(client.avg_latency_us), int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
+    if config.verbose_csv:
+        if config.windows.percentile is None:
+            cells.append(int(client.avg_latency_us))
+        cells += [int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
+        if config.collect_metrics:
+            cells += _gpu_cells(level.metrics)
     return cells
+
+
+def composing_row(level: LevelResult, model: ServerFigures) -> list:
+    """A composing model's row, as perf_analyzer writes it: its share of the throughput, its overhead in the
+    network column, its own queue and compute, and no client times."""
+    share = model.success_count / level.server.success_count if level.server.success_count else 0.0
+    return [
+        f"{level.value:g}",
+        f"{share * level.client.throughput_infer_per_s:g}",
+        0,
+        int(model.overhead_us),
+        int(model.queue_us),
+        int(model.compute_input_us),
+        int(model.compute_infer_us),
+        int(model.compute_output_us),
+        0,
+    ]
 
 
 def composing_path(path: Path, model: str, version: str) -> Path:
@@ -48,29 +91,27 @@ def composing_path(path: Path, model: str, version: str) -> Path:
     return path.with_name(f"{model}_v{version}.{path.name}")
 
 
-def write_csv(path: Path, result: RunResult, verbose: bool) -> None:
+def write_csv(path: Path, result: RunResult) -> None:
     """Write the run's CSV at `path` and its composing models' beside it."""
     label = result.levels[0].label if result.levels else "Concurrency"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(header(label, verbose))
+        out.writerow(header(label, result.config))
         for level in result.levels:
-            out.writerow(row(level, level.server, verbose))
+            out.writerow(row(level, result.config))
     per_level = [{(f.name, f.version): f for f in level.server.walk()} for level in result.levels]
     for key in per_level[0] if per_level else {}:
-        model_path = composing_path(path, *key)
-        with open(model_path, "w", newline="") as handle:
+        with open(composing_path(path, *key), "w", newline="") as handle:
             out = csv.writer(handle)
-            out.writerow(header(label, verbose))
+            out.writerow([label, *BASE_COLUMNS])
             for level, figures in zip(result.levels, per_level):
-                out.writerow(row(level, figures[key], verbose))
+                out.writerow(composing_row(level, figures[key]))
 
 
 class CsvReport(ReportWriter):
-    def __init__(self, path: Path, verbose: bool) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.verbose = verbose
 
     def finish(self, result: RunResult) -> None:
-        write_csv(self.path, result, self.verbose)
+        write_csv(self.path, result)

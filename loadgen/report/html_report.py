@@ -1,0 +1,285 @@
+"""report.html: one self-contained page from summary.json (schema 2, docs/summary.md) and the plots.
+
+Everything is inline (CSS, plots as data: URIs) and a Content-Security-Policy forbids any fetch, so
+the file can be mailed or archived and opens offline. There is no JavaScript: <details> folds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from loadgen.report.base import Plot, write_atomic
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+MISSING = "—"
+WARN = "⚠ "  # a cell starting with it flags its row
+
+CSS = """
+body { margin: 0; background: #f6f7f9; color: #1f2328;
+       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; min-height: 100vh; }
+h1 { margin: 0 0 4px; font-size: 26px; }
+h2 { margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 2px solid #d0d7de; font-size: 20px; }
+h3 { margin: 20px 0 8px; font-size: 16px; }
+.meta { color: #59636e; margin: 0 0 16px; }
+.verdict { padding: 12px 16px; border-radius: 6px; border-left: 5px solid #1a7f37; background: #dafbe1; }
+.verdict.warn { border-color: #bf8700; background: #fff8c5; }
+.verdict p { margin: 0; font-weight: 600; }
+.verdict ul { margin: 6px 0 0; padding-left: 20px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 4px 0 12px; font-size: 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 9px; border-bottom: 1px solid #e1e4e8; text-align: right; white-space: nowrap; }
+th { background: #eef1f4; font-weight: 600; vertical-align: bottom; white-space: normal; }
+th.t, td.t { text-align: left; }
+td.t { white-space: normal; overflow-wrap: break-word; }
+tbody tr:nth-child(even) { background: #f6f8fa; }
+tbody tr.warn { background: #fff8c5; }
+table.kv td:first-child { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #59636e; }
+figure { margin: 16px 0 28px; }
+figure h3 { margin-top: 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
+details { margin: 6px 0; }
+summary { cursor: pointer; font-weight: 600; }
+pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; border-radius: 6px; }
+"""
+
+
+def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
+    """Write the run's report page at `path`, atomically (a reader never sees half a page)."""
+    model = (summary.get("model") or {}).get("name") or MISSING
+    body = [
+        f"<h1>loadgen report: {escape(model)}</h1>",
+        _header(summary),
+        _levels(summary["levels"]),
+        _plots(plots),
+        _breakdown(summary["levels"]),
+        _composing(summary["levels"]),
+        _metrics(summary),
+        "<h2>Configuration</h2>", _key_values(summary.get("config")),
+        "<h2>Environment</h2>", _key_values(summary.get("environment")),
+        "<h2>Server</h2>", _key_values(summary.get("server")),
+        _model_configs(summary.get("model_configs") or {}),
+    ]
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>loadgen: {escape(model)}, {escape(_when(summary.get("started_at")))}</title>
+<link rel="icon" href="data:,">
+<style>{CSS}</style>
+</head>
+<body><main>
+{chr(10).join(body)}
+</main></body>
+</html>
+"""
+    write_atomic(path, page)
+
+
+# Formatting: every figure may be null ("not measured"), shown as a dash, never as 0.
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return MISSING if value is None else f"{value:,.{digits}f}"
+
+
+def _ms(us: float | None) -> str:
+    return MISSING if us is None else _num(us / 1000, 2)
+
+
+def _percent(fraction: float | None, digits: int = 1) -> str:
+    return MISSING if fraction is None else f"{fraction * 100:.{digits}f} %"
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return MISSING
+    return f"{count / 2**30:,.2f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
+
+
+def _when(iso: str | None) -> str:
+    return MISSING if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def _level_name(level: dict) -> str:
+    return f"{level['label']} {level['value']:g}"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1, css: str = "") -> str:
+    """An HTML table; every header and cell is escaped here, so callers pass plain text.
+
+    The first `text_columns` columns are left-aligned text (names, messages), the rest right-aligned figures.
+    """
+    def tag(name: str, column: int, text: str) -> str:
+        css = ' class="t"' if column < text_columns else ""
+        return f"<{name}{css}>{escape(text)}</{name}>"
+
+    lines = [f'<div class="scroll"><table class="{css}"><thead><tr>']
+    lines += [tag("th", column, text) for column, text in enumerate(head)]
+    lines.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = [MISSING if cell is None else str(cell) for cell in row]
+        flagged = any(cell.startswith(WARN) for cell in cells)
+        lines.append('<tr class="warn">' if flagged else "<tr>")
+        lines += [tag("td", column, text) for column, text in enumerate(cells)]
+        lines.append("</tr>")
+    lines.append("</tbody></table></div>")
+    return "".join(lines)
+
+
+def _header(summary: dict) -> str:
+    levels = summary["levels"]
+    started, finished = summary.get("started_at"), summary.get("finished_at")
+    meta = f"Started {_when(started)}, finished {_when(finished)}"
+    if started and finished:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+        meta += f" ({seconds:,.0f} s)"
+    meta += f" · loadgen {summary.get('loadgen_version') or MISSING}"
+
+    unstable = sum(not level["stable"] for level in levels)
+    mismatched = sum(level["count_check"]["mismatch"] for level in levels)
+    stop_reason, warnings = summary.get("stop_reason"), summary.get("warnings") or []
+    verdict = f"Stopped: {stop_reason}." if stop_reason else "Finished."
+    verdict += f" {len(levels)} level{'' if len(levels) == 1 else 's'} measured, {unstable} unstable"
+    if mismatched:
+        verdict += f", {mismatched} with a count cross-check mismatch"
+    items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+    css = "verdict warn" if stop_reason or warnings or unstable or mismatched else "verdict"
+    return (f'<p class="meta">{escape(meta)}</p>'
+            f'<div class="{css}"><p>{escape(verdict)}.</p>{f"<ul>{items}</ul>" if items else ""}</div>')
+
+
+def _levels(levels: list[dict]) -> str:
+    if not levels:
+        return "<h2>Levels</h2><p>No level was measured.</p>"
+    head = [levels[0]["label"], "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
+            "Successes", "Errors", "Error rate", "Stable", "Count check"]
+    rows = []
+    errors = []  # (level, message, count): messages are user-facing and may be long, so listed apart
+    for level in levels:
+        client, check = level["client"], level["count_check"]
+        percentiles = client.get("percentile_latency_us") or {}
+        rows.append([
+            f"{level['value']:g}", _num(client["throughput_infer_per_s"]), _ms(client["avg_latency_us"]),
+            *(_ms(percentiles.get(p)) for p in ("p50", "p90", "p95", "p99")),
+            _num(client["request_count"], 0), _num(client["error_count"], 0), _percent(client["error_rate"], 2),
+            "yes" if level["stable"] else WARN + "no",
+            WARN + f"mismatch ({check['client_success']} vs {check['server_success']})" if check["mismatch"] else "ok",
+        ])
+        messages = client.get("error_messages") or {}
+        errors += [(_level_name(level), message, count) for message, count in messages.items()]
+    html = "<h2>Levels</h2>" + _table(head, rows)
+    if errors:
+        html += "<h3>Errors</h3>" + _table(["Level", "Message", "Count"], errors, text_columns=2)
+    return html
+
+
+def _plots(plots: Sequence[Plot]) -> str:
+    figures = []
+    for plot in plots:
+        data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
+        figures.append(f'<figure id="{escape(plot.name)}"><h3>{escape(plot.title)}</h3>'
+                       f'<img alt="{escape(plot.title)}" src="data:image/png;base64,{data}"></figure>')
+    return "<h2>Plots</h2>" + ("".join(figures) or "<p>No plots.</p>")
+
+
+def _breakdown(levels: list[dict]) -> str:
+    if not levels:
+        return ""
+    keys = list(levels[0]["breakdown_us"])
+    head = [levels[0]["label"], *(key.replace("_", " ").capitalize() for key in keys), "Avg latency"]
+    rows = [[f"{level['value']:g}", *(_num(level["breakdown_us"].get(key)) for key in keys),
+             _num(level["client"]["avg_latency_us"])] for level in levels]
+    return "<h2>Latency breakdown (µs)</h2>" + _table(head, rows)
+
+
+def _server_rows(server: dict, depth: int = 0) -> list[list[str]]:
+    """The model and its composing models, depth-first, names indented by nesting depth."""
+    name = "\u2003" * depth + ("↳ " if depth else "") + f"{server['name']} v{server['version']}"
+    row = [name, *(_num(server.get(key)) for key in
+                   ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us", "overhead_us",
+                    "avg_request_latency_us")), _num(server.get("success_count"), 0)]
+    return [row] + [r for child in server.get("composing", []) for r in _server_rows(child, depth + 1)]
+
+
+def _composing(levels: list[dict]) -> str:
+    if not levels:
+        return ""
+    head = ["Model", "Queue", "Compute input", "Compute infer", "Compute output", "Overhead", "Avg request latency",
+            "Successes"]
+    sections = [f"<details open><summary>{escape(_level_name(level))}</summary>"
+                f"{_table(head, _server_rows(level['server']))}</details>" for level in levels]
+    return "<h2>Server figures per model (µs)</h2>" + "".join(sections)
+
+
+def _metrics(summary: dict) -> str:
+    html = "<h2>Server metrics</h2>"
+    if summary.get("metrics_series") is None:
+        return html + "<p>Metrics were not collected: the run did not use --collect-metrics.</p>"
+    measured = [(_level_name(level), level["metrics"]) for level in summary["levels"] if level["metrics"]]
+    missed = [_level_name(level) for level in summary["levels"] if not level["metrics"]]
+    if missed:
+        html += f"<p>No metrics scrape succeeded during {escape(', '.join(missed))}.</p>"
+    if not measured:
+        return html
+
+    html += _table(["Level", "Scrapes", "CPU utilization", "Max CPU memory", "Total CPU memory",
+                    "Energy/inference (J)"],
+                   [[name, m["scrape_count"], _percent(m.get("avg_cpu_utilization")),
+                     _bytes(m.get("max_cpu_memory_used_bytes")), _bytes(m.get("cpu_memory_total_bytes")),
+                     _num(m.get("energy_per_inference_j"), 3)] for name, m in measured])
+
+    gpus = [[name, gpu["uuid"], _percent(gpu.get("avg_utilization")), _num(gpu.get("avg_power_w")),
+             _bytes(gpu.get("max_memory_used_bytes")), _bytes(gpu.get("total_memory_bytes")), _num(gpu.get("energy_j"))]
+            for name, m in measured for gpu in m["gpus"]]
+    html += "<h3>GPUs</h3>"
+    html += (_table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
+                    text_columns=2)
+             if gpus else "<p>The server exposes no GPU metrics.</p>")
+
+    models = [[name, f"{model['name']} v{model['version']}", _num(model.get("max_pending"), 0),
+               _num(model.get("success"), 0),
+               ", ".join(f"{reason} {count}" for reason, count in (model.get("failure") or {}).items() if count) or "0",
+               _num(model.get("statistics_success"), 0),
+               WARN + "mismatch" if model.get("mismatch") else "ok"]
+              for name, m in measured for model in m["models"]]
+    if models:
+        html += "<h3>Models</h3>" + _table(
+            ["Level", "Model", "Max pending", "Successes", "Failures", "Statistics API successes", "Cross-check"],
+            models, text_columns=2)
+    return html
+
+
+def _value(key: str, value: Any) -> str:
+    """A configuration or metadata value as text: bytes in MiB/GiB, flat lists joined, nested values as JSON."""
+    if value is None or value == "":
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_bytes") and isinstance(value, int):
+        return _bytes(value)
+    if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
+        return ", ".join(map(str, value)) or MISSING
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _key_values(data: dict | None) -> str:
+    if not data:
+        return "<p>Not recorded.</p>"
+    rows = [[key, _value(key, value)] for key, value in data.items()]
+    return _table(["Key", "Value"], rows, text_columns=2, css="kv")
+
+
+def _model_configs(configs: dict) -> str:
+    sections = [f"<details><summary>{escape(name)}</summary>"
+                f"<pre>{escape(json.dumps(config, indent=2))}</pre></details>" for name, config in configs.items()]
+    return "<h2>Model configurations</h2>" + ("".join(sections) or "<p>Not recorded.</p>")

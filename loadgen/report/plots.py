@@ -1,0 +1,309 @@
+"""The report folder's PNG charts, drawn from a run's summary dict (docs/summary.md, schema 2).
+
+Figures are built with matplotlib's object API (no pyplot), so rendering keeps no global state
+and needs no display. Each chart has one function that returns its Figure, or None when the
+run has nothing to show for it; render_plots saves the ones that exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps, ticker
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from loadgen.report.base import Plot
+
+DPI = 100
+SIZE = (9.0, 5.0)  # inches: 900 x 500 px at DPI
+GIB = 2**30
+
+# (summary key, legend label, colour): server parts keep their colour in both breakdowns.
+BREAKDOWN_PARTS = (
+    ("client_send", "client send", "tab:blue"),
+    ("network", "network", "tab:gray"),
+    ("server_queue", "server queue", "tab:orange"),
+    ("server_compute_input", "compute input", "tab:olive"),
+    ("server_compute_infer", "compute infer", "tab:green"),
+    ("server_compute_output", "compute output", "tab:cyan"),
+    ("client_recv", "client recv", "tab:purple"),
+)
+COMPOSING_PARTS = (
+    ("queue_us", "queue", "tab:orange"),
+    ("compute_input_us", "compute input", "tab:olive"),
+    ("compute_infer_us", "compute infer", "tab:green"),
+    ("compute_output_us", "compute output", "tab:cyan"),
+    ("overhead_us", "overhead", "tab:brown"),
+)
+TAIL_PERCENTILES = (0, 50, 90, 99, 99.9, 99.99, 99.999)
+
+
+def render_plots(summary: dict, out_dir: Path) -> list[Plot]:
+    """Write the run's charts as PNGs into out_dir and return those drawn, in display order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    measured = bool(summary.get("levels"))  # none when interrupted before its first level
+    plots = []
+    for name, title, draw in CHARTS:
+        path = out_dir / f"{name}.png"
+        figure = draw(summary) if measured else None
+        if figure is None:
+            path.unlink(missing_ok=True)  # re-rendering (loadgen report) must not keep a stale chart
+            continue
+        figure.savefig(path, dpi=DPI)
+        plots.append(Plot(name=name, title=title, path=path))
+    return plots
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _figure(height: float = SIZE[1]) -> Figure:
+    # Constrained layout is the tight layout that also makes room for outside legends.
+    return Figure(figsize=(SIZE[0], height), dpi=DPI, layout="constrained")
+
+
+def _floats(values: Iterable) -> np.ndarray:
+    """The schema's null (not measured) becomes NaN, which matplotlib leaves as a gap."""
+    return np.array(list(values), dtype=float)
+
+
+def _value_text(level: dict) -> str:
+    value = level.get("value")
+    return f"{value:g}" if isinstance(value, float) else str(value)  # 100.0 shows as 100
+
+
+def _level_tag(level: dict) -> str:
+    """A short point label such as "c=4" ("Concurrency") or "rr=200" ("Request Rate")."""
+    initials = "".join(word[0] for word in str(level.get("label") or "level").split()).lower()
+    return f"{initials}={_value_text(level)}"
+
+
+def _stacked_bars(ax, levels: list[dict], parts: list[tuple[str, str, np.ndarray]]) -> None:
+    """One bar per level (evenly spaced, whatever the values), a segment per part; a null part adds nothing."""
+    x = np.arange(len(levels))
+    bottom = np.zeros(len(levels))
+    for label, color, values in parts:
+        heights = np.nan_to_num(values)
+        ax.bar(x, heights, bottom=bottom, width=0.7, label=label, color=color)
+        bottom += heights
+    ax.set_xticks(x, [_value_text(level) for level in levels])
+
+
+def _stack_legend(target, ax, **kwargs) -> None:
+    """A legend listing the parts top to bottom as they stack, so it reads like the bars."""
+    handles, labels = ax.get_legend_handles_labels()
+    target.legend(handles[::-1], labels[::-1], **kwargs)
+
+
+# --- charts --------------------------------------------------------------------------------
+
+
+def throughput_latency(summary: dict) -> Figure | None:
+    levels = summary["levels"]
+    clients = [level.get("client") or {} for level in levels]
+    throughput = _floats(c.get("throughput_infer_per_s") for c in clients)
+    if not np.isfinite(throughput).any():
+        return None
+    # Average labels go below-right and p99 labels above-left, so a level's two labels never
+    # collide where the curves run close together.
+    average_us = _floats(c.get("avg_latency_us") for c in clients)
+    p99_us = _floats((c.get("percentile_latency_us") or {}).get("p99") for c in clients)
+    series = (
+        ("average latency", average_us, "C0", {"xytext": (5, -4), "ha": "left", "va": "top"}),
+        ("p99 latency", p99_us, "C3", {"xytext": (-5, 4), "ha": "right", "va": "bottom"}),
+    )
+    unstable = np.array([not level.get("stable", True) for level in levels])
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, latency_us, color, label_style in series:
+        latency = latency_us / 1000
+        ax.plot(throughput, latency, "-o", color=color, label=name)
+        # Unstable levels redrawn hollow over their filled marker.
+        ax.plot(throughput[unstable], latency[unstable], "o", color=color, markerfacecolor="white")
+        for level, x, y in zip(levels, throughput, latency):
+            if np.isfinite(x) and np.isfinite(y):
+                ax.annotate(_level_tag(level), (x, y), textcoords="offset points", fontsize=8, color=color, **label_style)
+    handles, _ = ax.get_legend_handles_labels()
+    if unstable.any():
+        handles.append(Line2D([], [], ls="", marker="o", color="grey", markerfacecolor="white", label="unstable level"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("Throughput vs latency, per level")
+    ax.set_xlabel("throughput (infer/s)")
+    ax.set_ylabel("latency (ms)")
+    # Keep 0 in view, with room below it and above the top for the point labels.
+    ax.margins(x=0.06, y=0.1)
+    ax.set_ylim(-0.06 * ax.get_ylim()[1], None)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def latency_breakdown(summary: dict) -> Figure | None:
+    levels = summary["levels"]
+    parts = [
+        (label, color, _floats((level.get("breakdown_us") or {}).get(key) for level in levels) / 1000)
+        for key, label, color in BREAKDOWN_PARTS
+    ]
+    if not any(np.isfinite(values).any() for _, _, values in parts):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    _stacked_bars(ax, levels, parts)
+    _stack_legend(ax, ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("Average latency breakdown per request")
+    ax.set_xlabel(levels[0].get("label") or "level")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _leaves(server: dict) -> Iterable[dict]:
+    """A server tree's composing models that run steps themselves, depth first.
+
+    A nested ensemble's queue and compute are the sums of its own composing models, so
+    drawing it as well would count them twice.
+    """
+    for child in server.get("composing") or []:
+        if child.get("composing"):
+            yield from _leaves(child)
+        else:
+            yield child
+
+
+def composing_breakdown(summary: dict) -> Figure | None:
+    levels = summary["levels"]
+    per_level = [{(m["name"], m.get("version")): m for m in _leaves(level.get("server") or {})} for level in levels]
+    models = list(dict.fromkeys(key for found in per_level for key in found))  # first-seen order, no repeats
+    if not models:
+        return None
+    # One full-width row per model, sharing both axes: every level's tick fits, and the models
+    # compare at a glance.
+    fig = _figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
+    axes = fig.subplots(len(models), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for ax, (name, version) in zip(axes, models):
+        figures = [found.get((name, version)) or {} for found in per_level]
+        parts = [(label, color, _floats(f.get(key) for f in figures) / 1000) for key, label, color in COMPOSING_PARTS]
+        _stacked_bars(ax, levels, parts)
+        ax.set_title(f"{name} v{version}" if version else name, loc="left", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    _stack_legend(fig, axes[0], loc="outside right upper")
+    fig.suptitle("Composing models: average server time per request")
+    axes[-1].set_xlabel(levels[0].get("label") or "level")
+    fig.supylabel("latency (ms)", fontsize=10)
+    return fig
+
+
+def latency_distribution(summary: dict) -> Figure | None:
+    curves = []
+    for level in summary["levels"]:
+        points = _floats(level.get("latency_curve_us") or []).reshape(-1, 2)
+        points = points[points[:, 0] < 100]  # p100 sits at infinity on a tail axis
+        if len(points):
+            curves.append((level, points))
+    if not curves:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    # Sequential colours: the load order stays visible and neighbouring levels distinct.
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(curves)))
+    for (level, points), color in zip(curves, colors):
+        label = _level_tag(level) + ("" if level.get("stable", True) else " (unstable)")
+        ax.plot(_tail(points[:, 0]), points[:, 1] / 1000, color=color, label=label)
+    # HdrHistogram's axis: 1/(1-p) spreads 90, 99, 99.9... evenly on a log scale.
+    top = max(points[:, 0].max() for _, points in curves)
+    ticks = [p for p in TAIL_PERCENTILES if p <= top]
+    ax.set_xscale("log")
+    ax.set_xticks(_tail(ticks), [f"{p:g}" for p in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(1, _tail(top))
+    # Log latency too: a sweep's low levels stay readable under a saturated level's tail.
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.LogFormatter())
+    ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("Latency by percentile, per level")
+    ax.set_xlabel("percentile (%)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _tail(percentile):
+    """Where a percentile (scalar or array) sits on the tail axis."""
+    return 1 / (1 - np.asarray(percentile, dtype=float) / 100)
+
+
+def resources(summary: dict) -> Figure | None:
+    series = summary.get("metrics_series")
+    if not series or not series.get("t_s"):
+        return None
+    t = _floats(series["t_s"])
+    gpus = series.get("gpus") or {}
+
+    def column(values) -> np.ndarray:
+        return _floats(values) if values is not None else np.full(len(t), np.nan)
+
+    panels: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
+    if gpus:
+        names = [uuid[:12] for uuid in gpus]  # "GPU-" and 8 hex digits tell GPUs apart
+        for key, ylabel, scale in (
+            ("utilization", "GPU utilization (%)", 100),
+            ("power_w", "GPU power (W)", 1),
+            ("memory_used_bytes", "GPU memory used (GiB)", 1 / GIB),
+        ):
+            panels.append((ylabel, [(n, column(g.get(key)) * scale) for n, g in zip(names, gpus.values())]))
+    panels.append(("CPU utilization (%)", [("CPU", column(series.get("cpu_utilization")) * 100)]))
+    panels.append(("CPU memory used (GiB)", [("CPU", column(series.get("cpu_memory_used_bytes")) / GIB)]))
+
+    fig = _figure(height=max(SIZE[1], 1.2 + 1.7 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (ylabel, lines) in zip(axes, panels):
+        for name, values in lines:
+            ax.plot(t, values, linewidth=1, label=name)
+        measured = np.concatenate([values for _, values in lines])
+        measured = measured[np.isfinite(measured)]
+        if not measured.size:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="grey")
+        # From 0, with headroom: a flat line must not hide under the top spine.
+        ax.set_ylim(0, 105 if "%" in ylabel else 1.1 * measured.max(initial=0) or 1)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+        _mark_levels(ax, summary["levels"])
+    if gpus:
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    _label_levels(axes[0], summary["levels"])
+    axes[-1].set_xlabel("time since run start (s)")
+    title = "Server resources over the run (dashed: a level starts; shaded: its reported windows)"
+    fig.suptitle(title if gpus else title + "\nNote: server exposes no GPU metrics")
+    return fig
+
+
+def _mark_levels(ax, levels: list[dict]) -> None:
+    """Shade each level's reported span and draw a line where its first window began."""
+    for level in levels:
+        if level.get("start_s") is not None and level.get("end_s") is not None:
+            ax.axvspan(level["start_s"], level["end_s"], color="C2", alpha=0.12, linewidth=0)
+    starts = [w[0]["start_s"] for w in (level.get("windows") for level in levels) if w and w[0].get("start_s") is not None]
+    # One collection for all the lines: axvline per level costs a tick update each.
+    ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), colors="grey", linestyles="--", linewidth=0.8)
+
+
+def _label_levels(ax, levels: list[dict]) -> None:
+    """Name the levels along the top edge, over their reported spans, clear of the data."""
+    spans = [(level, level.get("start_s"), level.get("end_s")) for level in levels]
+    spans = [(level, start, end) for level, start, end in spans if start is not None and end is not None]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(start + end) / 2 for _, start, end in spans], [_level_tag(level) for level, _, _ in spans])
+    top.tick_params(labelsize=8, length=0)
+
+
+CHARTS: tuple[tuple[str, str, Callable[[dict], Figure | None]], ...] = (
+    ("throughput_latency", "Throughput vs latency", throughput_latency),
+    ("latency_breakdown", "Latency breakdown", latency_breakdown),
+    ("composing_breakdown", "Composing models breakdown", composing_breakdown),
+    ("latency_distribution", "Latency distribution", latency_distribution),
+    ("resources", "Server resources", resources),
+)
