@@ -82,3 +82,21 @@ def test_bad_config_files(tmp_path, text, message):
 def test_bad_values_from_a_config_file():
     with pytest.raises(UsageError, match="int"):
         build_config({"measurement-interval": "soon"})
+
+
+def test_metrics_options():
+    config = build_config({"collect-metrics": True, "metrics-url": "h:1/m", "metrics-interval": 250, "export-metrics-port": 9464})
+    assert (config.collect_metrics, config.metrics_url, config.metrics_interval_ms, config.export_metrics_port) == (
+        True, "h:1/m", 250, 9464)  # fmt: skip
+    assert build_config({}).collect_metrics is False and build_config({}).metrics_interval_ms == 1000
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"metrics-url": "h:1/m"}, "--metrics-url only applies with --collect-metrics"),
+    ({"metrics-interval": 100}, "--metrics-interval only applies with --collect-metrics"),
+    ({"collect-metrics": True, "metrics-interval": 0}, "at least 1 ms"),
+    ({"export-metrics-port": 70000}, "not a port number"),
+])
+def test_bad_metrics_options(options, message):
+    with pytest.raises(UsageError, match=message):
+        build_config(options)

@@ -128,3 +128,26 @@ def test_cpu_figures_and_a_server_without_gpus():
 
 def test_no_scrape_means_no_figures():
     assert level_metrics([], ENSEMBLE, tolerance=0) is None
+
+
+def test_perf_analyzers_console_block_and_csv_cells_for_two_gpus():
+    from loadgen.report.console import metrics_lines
+    from loadgen.report.csv_report import gpu_cells
+
+    metrics = two_gpu_level()
+    lines = metrics_lines(metrics)
+    at = lines.index("    Avg GPU Utilization:")
+    assert lines[at : at + 3] == [
+        "    Avg GPU Utilization:",
+        f"      {GPU_A} : {(0.72 + 0.52 + 0.82) / 3 * 100:.6g}%",
+        f"      {GPU_B} : 35%",
+    ]
+    assert f"      {GPU_B} : 97.052 watts" in lines
+    assert f"      {GPU_A} : 16945512448 bytes" in lines
+    assert "    Energy per inference: 0.4 joules" in lines
+    assert not any("none, the server exposes no GPU metrics" in line for line in lines)
+    utilization, power, memory, total = gpu_cells(metrics)
+    assert utilization == f"{GPU_A}:{(0.72 + 0.52 + 0.82) / 3:g};{GPU_B}:0.35;"
+    assert power == f"{GPU_A}:182.311;{GPU_B}:97.052;"
+    assert memory == f"{GPU_A}:3221225472;{GPU_B}:{2147483648 + 2**30};"
+    assert total == f"{GPU_A}:16945512448;{GPU_B}:16945512448;"

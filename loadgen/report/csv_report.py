@@ -35,7 +35,7 @@ def header(label: str, config: RunConfig) -> list[str]:
     return columns
 
 
-def _gpu_cells(metrics: MetricsFigures | None) -> list[str]:
+def gpu_cells(metrics: MetricsFigures | None) -> list[str]:
     """`uuid:value;` per GPU, as perf_analyzer writes them; empty cells when the server exposes no GPU metrics."""
     gpus = metrics.gpus if metrics is not None else ()
 
@@ -65,7 +65,7 @@ def row(level: LevelResult, config: RunConfig) -> list:
             cells.append(int(client.avg_latency_us))
         cells += [int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
         if config.collect_metrics:
-            cells += _gpu_cells(level.metrics)
+            cells += gpu_cells(level.metrics)
     return cells
 
 
