@@ -52,6 +52,9 @@ def parse_metrics(text: str, models: Iterable[str] | None = None) -> dict[Series
             if family.name in MODEL_METRICS and wanted_models is not None and sample.labels.get("model") not in wanted_models:
                 continue
             values[(family.name, tuple(sorted(sample.labels.items())))] = sample.value
+    if values.get((CPU_MEMORY_USED, ())) == 0:  # Triton publishes zeros until its first poll of the host
+        for name in SERVER_METRICS:
+            values.pop((name, ()), None)
     return values
 
 

@@ -151,3 +151,12 @@ def test_perf_analyzers_console_block_and_csv_cells_for_two_gpus():
     assert power == f"{GPU_A}:182.311;{GPU_B}:97.052;"
     assert memory == f"{GPU_A}:3221225472;{GPU_B}:{2147483648 + 2**30};"
     assert total == f"{GPU_A}:16945512448;{GPU_B}:16945512448;"
+
+
+def test_cpu_zeros_before_tritons_first_poll_are_not_readings():
+    before_poll = shifted(PAGE, {})
+    for name in ("nv_cpu_utilization", "nv_cpu_memory_used_bytes"):
+        before_poll = re.sub(rf"^{name} .*$", f"{name} 0", before_poll, flags=re.M)
+    values = parse_metrics(before_poll)
+    assert ("nv_cpu_utilization", ()) not in values and ("nv_cpu_memory_used_bytes", ()) not in values
+    assert parse_metrics(PAGE)[("nv_cpu_memory_used_bytes", ())] > 0
