@@ -15,7 +15,7 @@ from loadgen.transport.base import Transport
 class LoadEngine:
     """Runs one schedule at a time over a fixed set of prepared requests, taken round robin."""
 
-    def __init__(self, transport: Transport, requests: Sequence[Any]) -> None:
+    def __init__(self, transport: Transport, requests: Sequence[Any], max_inflight: int | None = None) -> None:
         if not requests:
             raise ValueError("the engine needs at least one prepared request")
         self._transport = transport
@@ -29,22 +29,34 @@ class LoadEngine:
         self.observer: Callable[[int, str | None], None] | None = None
         self._stop = asyncio.Event()
         self._driving: asyncio.Task | None = None
+        # --max-inflight: open-loop requests due while this many are out wait for a slot (and are counted).
+        self._slots = asyncio.Semaphore(max_inflight) if max_inflight is not None else None
 
     async def _fire(self, intended_ns: int | None) -> None:
+        if self._slots is not None and intended_ns is not None:
+            if self._slots.locked():
+                self.recorder.held_back += 1
+            async with self._slots:
+                await self._send(intended_ns)
+        else:
+            await self._send(intended_ns)
+
+    async def _send(self, intended_ns: int | None) -> None:
         prepared = self._requests[self._next]
         self._next = (self._next + 1) % len(self._requests)
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
-        start_ns = monotonic_ns()
+        sent_ns = monotonic_ns()
+        if intended_ns is not None:
+            self.recorder.record_send(intended_ns, sent_ns)
         outcome = await self._transport.infer(prepared)
         end_ns = monotonic_ns()
         self.in_flight -= 1
         self.completed += 1
-        start_ns = start_ns if intended_ns is None else intended_ns
-        self.recorder.record(start_ns, end_ns, outcome)
+        self.recorder.record(intended_ns, sent_ns, end_ns, outcome)
         if self.observer is not None:
-            self.observer(end_ns - start_ns, outcome.error)
+            self.observer(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
 
     def start(self, schedule: Schedule, recorder: SampleRecorder) -> asyncio.Task:
         """Start driving `schedule`; the returned task ends when the load has stopped (or failed)."""

@@ -12,9 +12,10 @@ from loadgen.errors import ServerError
 from loadgen.metrics import MetricsFigures, level_metrics
 from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule.base import Schedule
+from loadgen.schedule.open_loop import OpenLoopSchedule
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
-from loadgen.stats import ClientStats, client_stats
+from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
 
 # A count window that sees no completion for this long means the server has stopped answering.
@@ -63,6 +64,8 @@ class LevelResult:
     server: ServerFigures
     count_check: CountCheck
     metrics: MetricsFigures | None = None
+    open_loop: OpenLoopStats | None = None
+    sla: tuple = ()  # the level's SLA verdicts (loadgen.sla.Verdict), once evaluated
 
     @property
     def reported_windows(self) -> tuple[WindowFigures, ...]:
@@ -176,4 +179,5 @@ async def measure_level(
         server=server,
         count_check=CountCheck(client.request_count, server.success_count, tolerance),
         metrics=metrics,
+        open_loop=open_loop_stats(merged, schedule.target_rate_per_s) if isinstance(schedule, OpenLoopSchedule) else None,
     )

@@ -16,7 +16,9 @@ class WindowSamples:
     """Every request that completed between two window boundaries. Times in ns (monotonic clock).
 
     Successes are kept request by request (for percentiles); failures as a count, their
-    latencies and their distinct messages.
+    latencies and their distinct messages. Latency runs from the intended send time in open
+    loop; there `sent_latency_ns` also has it from the actual send, and `lag_ns` the delay of
+    each request sent in the window. Both are empty in closed loop.
     """
 
     start_ns: int
@@ -26,6 +28,9 @@ class WindowSamples:
     recv_ns: np.ndarray
     error_latency_ns: np.ndarray
     errors: Counter = field(default_factory=Counter)
+    sent_latency_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    lag_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    held_back: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -60,6 +65,9 @@ class SampleRecorder:
         self._recv: list[int] = []
         self._error_latency: list[int] = []
         self._errors: Counter = Counter()
+        self._sent_latency: list[int] = []
+        self._lag: list[int] = []
+        self.held_back = 0  # open-loop requests that waited for a --max-inflight slot
         self._completed = 0
         self.window_full.clear()
 
@@ -67,11 +75,18 @@ class SampleRecorder:
     def start_ns(self) -> int:
         return self._start_ns
 
-    def record(self, start_ns: int, end_ns: int, outcome: InferOutcome) -> None:
+    def record_send(self, intended_ns: int, sent_ns: int) -> None:
+        """An open-loop request leaves, `sent_ns - intended_ns` after it was due."""
+        self._lag.append(sent_ns - intended_ns)
+
+    def record(self, intended_ns: int | None, sent_ns: int, end_ns: int, outcome: InferOutcome) -> None:
+        start_ns = sent_ns if intended_ns is None else intended_ns
         if outcome.error is None:
             self._latency.append(end_ns - start_ns)
             self._send.append(outcome.send_ns)
             self._recv.append(outcome.recv_ns)
+            if intended_ns is not None:
+                self._sent_latency.append(end_ns - sent_ns)
         else:
             self._error_latency.append(end_ns - start_ns)
             self._errors[outcome.error] += 1
@@ -88,6 +103,9 @@ class SampleRecorder:
             recv_ns=np.fromiter(self._recv, dtype=np.int64, count=len(self._recv)),
             error_latency_ns=np.fromiter(self._error_latency, dtype=np.int64, count=len(self._error_latency)),
             errors=self._errors,
+            sent_latency_ns=np.fromiter(self._sent_latency, dtype=np.int64, count=len(self._sent_latency)),
+            lag_ns=np.fromiter(self._lag, dtype=np.int64, count=len(self._lag)),
+            held_back=self.held_back,
         )
         self._open(now_ns)
         return window

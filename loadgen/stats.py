@@ -92,3 +92,53 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
         error_messages=dict(errors.most_common(5)),
         latency_curve_us=curve,
     )
+
+
+# An open-loop request sent more than this after its intended time counts as late.
+LATE_NS = 1_000_000
+# perf_analyzer warns when more than this share of requests was late.
+LATE_WARNING_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class OpenLoopStats:
+    """How well an open-loop schedule was kept, and latency from the actual send beside the honest one."""
+
+    target_rate_per_s: float
+    achieved_rate_per_s: float  # requests sent per second of window time
+    sent_count: int
+    late_count: int  # sent more than LATE_NS after their intended time
+    held_back_count: int  # waited for a --max-inflight slot
+    schedule_lag_us: dict[str, float]  # p50, p99, max
+    sent_avg_latency_us: float
+    sent_percentile_latency_us: dict[int, float]
+
+    @property
+    def late_fraction(self) -> float:
+        return self.late_count / self.sent_count if self.sent_count else 0.0
+
+    @property
+    def cannot_keep_up(self) -> bool:
+        return self.late_fraction > LATE_WARNING_FRACTION
+
+
+def open_loop_stats(windows: Sequence[WindowSamples], target_rate_per_s: float) -> OpenLoopStats:
+    lag = np.sort(np.concatenate([w.lag_ns for w in windows])) / 1e3
+    sent_latency = np.sort(np.concatenate([w.sent_latency_ns for w in windows])) / 1e3
+    duration_s = sum(w.duration_s for w in windows)
+    return OpenLoopStats(
+        target_rate_per_s=target_rate_per_s,
+        achieved_rate_per_s=lag.size / duration_s if duration_s > 0 else 0.0,
+        sent_count=int(lag.size),
+        late_count=int(np.count_nonzero(lag > LATE_NS / 1e3)),
+        held_back_count=sum(w.held_back for w in windows),
+        schedule_lag_us={
+            "p50": percentile_of_sorted(lag, 50) if lag.size else 0.0,
+            "p99": percentile_of_sorted(lag, 99) if lag.size else 0.0,
+            "max": float(lag[-1]) if lag.size else 0.0,
+        },
+        sent_avg_latency_us=float(sent_latency.mean()) if sent_latency.size else 0.0,
+        sent_percentile_latency_us={
+            p: percentile_of_sorted(sent_latency, p) if sent_latency.size else 0.0 for p in REPORTED_PERCENTILES
+        },
+    )

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from loadgen.samples import SampleRecorder, WindowSamples
-from loadgen.stats import client_stats, percentile_index, percentile_of_sorted
+from loadgen.stats import (
+    client_stats,
+    open_loop_stats,
+    percentile_index,
+    percentile_of_sorted,
+)
 from loadgen.transport.base import InferOutcome
 
 
@@ -75,9 +80,9 @@ def test_latency_used_for_stability():
 
 def test_recorder_splits_windows_and_fires_count_target():
     recorder = SampleRecorder(now_ns=0, count_target=2)
-    recorder.record(0, 1_000, InferOutcome(10, 20))
+    recorder.record(None, 0, 1_000, InferOutcome(10, 20))
     assert not recorder.window_full.is_set()
-    recorder.record(0, 3_000, InferOutcome(10, 20, error="HTTP 500: boom"))
+    recorder.record(None, 0, 3_000, InferOutcome(10, 20, error="HTTP 500: boom"))
     assert recorder.window_full.is_set()
     first = recorder.close_window(now_ns=5_000)
     assert (first.start_ns, first.end_ns) == (0, 5_000)
@@ -87,3 +92,29 @@ def test_recorder_splits_windows_and_fires_count_target():
     assert not recorder.window_full.is_set()
     second = recorder.close_window(now_ns=9_000)
     assert second.start_ns == 5_000 and second.success_count == 0
+
+
+def test_open_loop_latency_runs_from_the_intended_send():
+    recorder = SampleRecorder(now_ns=0)
+    recorder.record_send(intended_ns=1_000, sent_ns=1_500)
+    recorder.record(1_000, 1_500, 4_000, InferOutcome(10, 20))
+    recorder.record_send(intended_ns=2_000, sent_ns=2_000 + 3_000_000)  # 3 ms late
+    recorder.record(2_000, 3_002_000, 3_010_000, InferOutcome(10, 20))
+    recorder.held_back = 1
+    window = recorder.close_window(now_ns=1_000_000_000)
+    assert window.latency_ns.tolist() == [3_000, 3_008_000]  # from when each was due
+    assert window.sent_latency_ns.tolist() == [2_500, 8_000]  # from when each left
+    assert window.lag_ns.tolist() == [500, 3_000_000]
+    stats = open_loop_stats([window], target_rate_per_s=2.0)
+    assert stats.sent_count == 2 and stats.achieved_rate_per_s == 2.0
+    assert stats.late_count == 1 and stats.late_fraction == 0.5 and stats.cannot_keep_up
+    assert stats.held_back_count == 1
+    assert stats.schedule_lag_us == {"p50": 3_000.0, "p99": 3_000.0, "max": 3_000.0}  # rank round(0.5) = 1
+    assert stats.sent_avg_latency_us == 5.25
+
+
+def test_closed_loop_windows_carry_no_open_loop_samples():
+    recorder = SampleRecorder(now_ns=0)
+    recorder.record(None, 0, 1_000, InferOutcome(10, 20))
+    window = recorder.close_window(now_ns=10)
+    assert window.sent_latency_ns.size == 0 and window.lag_ns.size == 0

@@ -2,5 +2,11 @@
 
 from loadgen.schedule.base import Fire, Schedule
 from loadgen.schedule.concurrency import ConcurrencySchedule
+from loadgen.schedule.open_loop import (
+    IntervalSchedule,
+    OpenLoopSchedule,
+    RateSchedule,
+    read_intervals,
+)
 
-__all__ = ["ConcurrencySchedule", "Fire", "Schedule"]
+__all__ = ["ConcurrencySchedule", "Fire", "IntervalSchedule", "OpenLoopSchedule", "RateSchedule", "Schedule", "read_intervals"]

@@ -1,0 +1,116 @@
+"""Open loop: requests sent at intended times whatever the server does (vegeta's pacers).
+
+Each request carries its intended send time, so latency can be measured from it: a server
+that stalls shows in the tail instead of slowing the load (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from abc import abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from time import monotonic_ns
+
+import numpy as np
+
+from loadgen.errors import UsageError
+from loadgen.schedule.base import Fire, Schedule
+
+# Waits longer than this watch the stop event; shorter ones just sleep (cheaper per request).
+_WATCH_STOP_S = 0.05
+_POISSON_CHUNK = 4096
+
+
+class OpenLoopSchedule(Schedule):
+    label = "Request Rate"
+
+    @property
+    @abstractmethod
+    def target_rate_per_s(self) -> float: ...
+
+    @abstractmethod
+    def gaps_ns(self) -> Iterator[int]:
+        """The time from each request's intended send to the next one's."""
+
+    @property
+    def value(self) -> float:
+        return self.target_rate_per_s
+
+    async def drive(self, fire: Fire, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task] = set()
+        intended_ns = monotonic_ns()
+        for gap_ns in self.gaps_ns():
+            intended_ns += gap_ns
+            # uvloop's timers may fire up to a millisecond early: sleep again until the time has come.
+            while (wait_s := (intended_ns - monotonic_ns()) / 1e9) > 0 and not stop.is_set():
+                if wait_s > _WATCH_STOP_S:
+                    try:
+                        await asyncio.wait_for(stop.wait(), wait_s)
+                    except TimeoutError:
+                        pass
+                else:
+                    await asyncio.sleep(wait_s)
+            if stop.is_set():
+                break
+            task = loop.create_task(fire(intended_ns))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+
+class RateSchedule(OpenLoopSchedule):
+    """A fixed rate: constant gaps, or exponential ones (Poisson arrivals) from a seeded generator."""
+
+    def __init__(self, rate_per_s: float, distribution: str = "constant", seed: int | None = None) -> None:
+        if rate_per_s <= 0:
+            raise UsageError(f"request rate must be above 0, got {rate_per_s:g}: fix --request-rate-range")
+        self.rate_per_s = rate_per_s
+        self.distribution = distribution
+        self.seed = seed
+
+    @property
+    def target_rate_per_s(self) -> float:
+        return self.rate_per_s
+
+    def gaps_ns(self) -> Iterator[int]:
+        mean_ns = 1e9 / self.rate_per_s
+        if self.distribution == "constant":
+            return itertools.repeat(round(mean_ns))
+        return self._poisson(mean_ns)
+
+    def _poisson(self, mean_ns: float) -> Iterator[int]:
+        generator = np.random.default_rng(self.seed)
+        while True:
+            yield from generator.exponential(mean_ns, _POISSON_CHUNK).astype(np.int64).tolist()
+
+
+class IntervalSchedule(OpenLoopSchedule):
+    """perf_analyzer's --request-intervals: the given gaps, in a loop."""
+
+    def __init__(self, intervals_us: list[int]) -> None:
+        self.intervals_us = intervals_us
+
+    @property
+    def target_rate_per_s(self) -> float:
+        return 1e6 * len(self.intervals_us) / sum(self.intervals_us)
+
+    def gaps_ns(self) -> Iterator[int]:
+        return itertools.cycle([us * 1000 for us in self.intervals_us])
+
+
+def read_intervals(path: Path) -> list[int]:
+    """A --request-intervals file: one gap in microseconds per line (blank lines ignored)."""
+    try:
+        lines = Path(path).read_text().split()
+    except OSError as exc:
+        raise UsageError(f"cannot read --request-intervals {path}: {exc.strerror}") from None
+    try:
+        intervals = [int(line) for line in lines]
+    except ValueError:
+        raise UsageError(f"--request-intervals {path} must hold one whole number of microseconds per line") from None
+    if not intervals or any(us < 0 for us in intervals) or sum(intervals) == 0:
+        raise UsageError(f"--request-intervals {path} needs at least one gap and gaps of 0 µs or more, not all 0")
+    return intervals
