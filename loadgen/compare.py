@@ -18,17 +18,6 @@ FIGURES = (
 )
 
 
-def parse_percent(text: str, flag: str) -> float:
-    """'5%' or '5' → 5.0."""
-    try:
-        value = float(str(text).strip().removesuffix("%"))
-    except ValueError:
-        raise UsageError(f"{flag} {text!r} is not a percentage, e.g. 5%") from None
-    if value < 0:
-        raise UsageError(f"{flag} {text!r} is negative: give the allowed worsening, e.g. 5%")
-    return value
-
-
 @dataclass(frozen=True)
 class FigureDelta:
     figure: str

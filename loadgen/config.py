@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from loadgen.errors import UsageError
+from loadgen.schedule.open_loop import read_intervals
+from loadgen.sla import parse_sla
 from loadgen.windows import WindowPolicy
 
 DEFAULT_MODEL = "centernet-ensemble"
@@ -18,37 +20,43 @@ DEFAULT_MODEL = "centernet-ensemble"
 
 @dataclass(frozen=True)
 class Range:
-    """perf_analyzer's start:end:step. end == 0 means: keep stepping until the latency threshold."""
+    """perf_analyzer's start:end:step. end == 0 means: keep stepping until the latency threshold.
 
-    start: int
-    end: int
-    step: int
+    Concurrency ranges are whole numbers; request rates may have decimals.
+    """
 
-    def values(self) -> list[int] | None:
+    start: float
+    end: float
+    step: float
+
+    def values(self) -> list[float] | None:
         """The levels, or None for an open-ended range."""
         if self.end == 0:
             return None
-        return list(range(self.start, self.end + 1, self.step))
+        count = int((self.end - self.start) / self.step + 1e-9) + 1
+        return [self.start + i * self.step for i in range(count)]
 
     def __str__(self) -> str:
-        return f"{self.start}:{self.end}:{self.step}"
+        return f"{self.start:g}:{self.end:g}:{self.step:g}"
 
 
-def parse_range(text: str, flag: str) -> Range:
+def parse_range(text: str, flag: str, whole: bool = True) -> Range:
     parts = str(text).split(":")
+    kind = int if whole else float
     try:
-        numbers = [int(p) for p in parts]
+        numbers = [kind(p) for p in parts]
     except ValueError:
-        raise UsageError(f"{flag} {text!r} is not start[:end[:step]] of whole numbers, e.g. 1:8:1") from None
+        example = "1:8:1" if whole else "100:400:100"
+        raise UsageError(f"{flag} {text!r} is not start[:end[:step]] of {'whole ' if whole else ''}numbers, e.g. {example}") from None
     if not 1 <= len(numbers) <= 3:
         raise UsageError(f"{flag} {text!r} has {len(numbers)} parts: use start[:end[:step]], e.g. 1:8:1")
     start = numbers[0]
     end = numbers[1] if len(numbers) > 1 else start
-    step = numbers[2] if len(numbers) > 2 else 1
-    if start < 1:
-        raise UsageError(f"{flag} {text!r} starts below 1: the smallest level is 1")
-    if step < 1:
-        raise UsageError(f"{flag} {text!r} has step {step}: the step must be at least 1")
+    step = numbers[2] if len(numbers) > 2 else kind(1)
+    if start < 1 if whole else start <= 0:
+        raise UsageError(f"{flag} {text!r} starts below {'1' if whole else 'or at 0'}: the smallest level is {'1' if whole else 'above 0'}")
+    if step < 1 if whole else step <= 0:
+        raise UsageError(f"{flag} {text!r} has step {step}: the step must be {'at least 1' if whole else 'above 0'}")
     if end != 0 and end < start:
         raise UsageError(f"{flag} {text!r} ends before it starts: write start:end with end >= start")
     return Range(start, end, step)
@@ -64,6 +72,17 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     if not sep or not name or not shape or any(d < 1 for d in shape):
         raise UsageError(f"--shape {text!r} is not NAME:d1,d2,... with positive dimensions, e.g. INPUT0:3,224,224")
     return name, shape
+
+
+def parse_percent(text: str, flag: str) -> float:
+    """'5%' or '5' → 5.0."""
+    try:
+        value = float(str(text).strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a percentage, e.g. 5%") from None
+    if value < 0:
+        raise UsageError(f"{flag} {text!r} is negative: give the allowed worsening, e.g. 5%")
+    return value
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -83,6 +102,16 @@ class RunConfig:
     url: str | None = None
     protocol: str = "http"
     concurrency_range: Range = Range(1, 1, 1)
+    request_rate_range: Range | None = None  # open loop at these rates, instead of the concurrency range
+    request_distribution: str = "constant"
+    request_intervals: Path | None = None  # open loop with these gaps (µs, one per line, looped)
+    max_inflight: int | None = None
+    seed: int | None = None  # of the Poisson arrivals
+    binary_search: bool = False
+    slas: tuple[str, ...] = ()
+    junit_file: Path | None = None
+    target_throughput: float | None = None
+    headroom_pct: float = 0.0
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     input_data: str | None = None
     string_length: int = 128
@@ -111,15 +140,50 @@ class RunConfig:
             raise UsageError(f"metrics interval must be at least 1 ms, got {self.metrics_interval_ms}: fix --metrics-interval")
         if self.export_metrics_port is not None and not 0 < self.export_metrics_port < 65536:
             raise UsageError(f"--export-metrics-port {self.export_metrics_port} is not a port number (1-65535)")
-        if self.concurrency_range.end == 0 and self.latency_threshold_ms is None:
-            raise UsageError("an open-ended --concurrency-range (end 0) needs -l/--latency-threshold to stop it")
+        if self.load_range.end == 0 and self.latency_threshold_ms is None and not self.slas:
+            raise UsageError(f"an open-ended {self.range_flag} (end 0) needs -l/--latency-threshold or --sla to stop it")
+        # Mistakes fail now, not after the embedded server has started.
+        for text in self.slas:
+            parse_sla(text)
+        if self.request_intervals is not None:
+            read_intervals(self.request_intervals)
+        if self.request_distribution not in ("constant", "poisson"):
+            raise UsageError(f"unknown --request-distribution {self.request_distribution!r}: use constant or poisson")
+        if self.max_inflight is not None and self.max_inflight < 1:
+            raise UsageError(f"--max-inflight must be at least 1, got {self.max_inflight}")
+        if self.binary_search:
+            if self.latency_threshold_ms is None and not self.slas:
+                raise UsageError("--binary-search needs -l/--latency-threshold or --sla: the bound it searches under")
+            if self.load_range.end == 0 or self.load_range.end <= self.load_range.start:
+                raise UsageError(f"--binary-search needs {self.range_flag} start:end with end above start, e.g. 1:64")
+            if self.request_intervals is not None:
+                raise UsageError("--binary-search searches a range: it does not apply to --request-intervals")
+        if self.target_throughput is not None and self.target_throughput <= 0:
+            raise UsageError(f"--target-throughput must be above 0, got {self.target_throughput:g}")
+        if not 0 <= self.headroom_pct < 100:
+            raise UsageError(f"--headroom must be from 0% up to (not including) 100%, got {self.headroom_pct:g}%")
+
+    @property
+    def open_loop(self) -> bool:
+        return self.request_rate_range is not None or self.request_intervals is not None
+
+    @property
+    def load_range(self) -> Range:
+        """The range the levels come from: request rates for open loop, else concurrency."""
+        return self.request_rate_range or self.concurrency_range
+
+    @property
+    def range_flag(self) -> str:
+        return "--request-rate-range" if self.request_rate_range is not None else "--concurrency-range"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, header values left out (they may carry credentials)."""
         data = dataclasses.asdict(self)
         data["concurrency_range"] = str(self.concurrency_range)
+        data["request_rate_range"] = str(self.request_rate_range) if self.request_rate_range is not None else None
+        data["slas"] = list(self.slas)
         data["headers"] = sorted(self.headers)
-        for key in ("csv_file", "report_dir", "model_repository"):
+        for key in ("csv_file", "report_dir", "model_repository", "request_intervals", "junit_file"):
             data[key] = str(data[key]) if data[key] is not None else None
         data["shapes"] = {k: list(v) for k, v in self.shapes.items()}
         return data
@@ -152,6 +216,16 @@ OPTIONS: dict[str, Any] = {
     "metrics-url": str,
     "metrics-interval": int,
     "export-metrics-port": int,
+    "request-rate-range": str,
+    "request-distribution": str,
+    "request-intervals": str,
+    "max-inflight": int,
+    "seed": int,
+    "binary-search": bool,
+    "sla": list,
+    "junit": str,
+    "target-throughput": float,
+    "headroom": str,
 }
 
 
@@ -208,6 +282,9 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
     for flag in ("metrics-url", "metrics-interval"):
         if flag in o and not o.get("collect-metrics"):
             raise UsageError(f"--{flag} only applies with --collect-metrics: add it, or drop --{flag}")
+    loads = [flag for flag in ("concurrency-range", "request-rate-range", "request-intervals") if flag in o]
+    if len(loads) > 1:
+        raise UsageError(f"{' and '.join('--' + f for f in loads)} are different loads: give one of them")
     if "url" in o and "model-name" not in o:
         raise UsageError("-m/--model-name is required with -u: name the model to load test")
     return RunConfig(
@@ -231,4 +308,16 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         metrics_url=o.get("metrics-url"),
         metrics_interval_ms=o.get("metrics-interval", 1000),
         export_metrics_port=o.get("export-metrics-port"),
+        request_rate_range=parse_range(o["request-rate-range"], "--request-rate-range", whole=False)
+        if "request-rate-range" in o
+        else None,
+        request_distribution=o.get("request-distribution", "constant"),
+        request_intervals=Path(o["request-intervals"]) if "request-intervals" in o else None,
+        max_inflight=o.get("max-inflight"),
+        seed=o.get("seed"),
+        binary_search=o.get("binary-search", False),
+        slas=tuple(str(s) for s in o.get("sla", [])),
+        junit_file=Path(o["junit"]) if "junit" in o else None,
+        target_throughput=o.get("target-throughput"),
+        headroom_pct=parse_percent(o["headroom"], "--headroom") if "headroom" in o else 0.0,
     )

@@ -18,6 +18,7 @@ from loadgen.progress import Progress
 from loadgen.report.base import ReportWriter
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
+from loadgen.report.junit import JunitReport
 from loadgen.report.metrics_csv import MetricsCsvReport
 from loadgen.report.render import SUMMARY, HtmlReport
 from loadgen.scraper import metrics_url, server_metrics_url
@@ -115,6 +116,8 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     ]
     if config.csv_file is not None:
         all_writers.append(CsvReport(config.csv_file))
+    if config.junit_file is not None:
+        all_writers.append(JunitReport(config.junit_file))
     all_writers.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
     metrics_at = metrics_url(config.metrics_url) if config.collect_metrics and config.metrics_url else None
     server = None

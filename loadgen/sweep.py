@@ -7,19 +7,28 @@ import itertools
 import os
 import platform
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from time import monotonic_ns
 from typing import Any
 
+from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.measurement import LevelResult, OnWindow, measure_level
 from loadgen.metrics import Scrape
-from loadgen.schedule import ConcurrencySchedule
+from loadgen.schedule import (
+    ConcurrencySchedule,
+    IntervalSchedule,
+    RateSchedule,
+    Schedule,
+    read_intervals,
+)
+from loadgen.schema import level_dict
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
+from loadgen.sla import evaluate, parse_sla
 from loadgen.transport.base import Transport
 
 
@@ -37,6 +46,14 @@ class RunResult:
     warnings: tuple[str, ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
     metrics_series: tuple[Scrape, ...] | None = None  # None without --collect-metrics
+    capacity: CapacityPlan | None = None
+
+    @property
+    def sla_passed(self) -> bool:
+        """Every bound met: with --binary-search, some level met them all; else every level met every SLA."""
+        if self.config.binary_search:
+            return self.capacity is not None
+        return all(verdict.passed for level in self.levels for verdict in level.sla)
 
     def level_at(self, t_ns: int) -> int | None:
         """The index of the level being measured at `t_ns`, None between levels."""
@@ -46,11 +63,11 @@ class RunResult:
         return None
 
 
-def _levels(config: RunConfig) -> Iterator[int]:
-    values = config.concurrency_range.values()
+def _values(config: RunConfig) -> Iterator[float]:
+    values = config.load_range.values()
     if values is not None:
         return iter(values)
-    return itertools.count(config.concurrency_range.start, config.concurrency_range.step)
+    return itertools.count(config.load_range.start, config.load_range.step)
 
 
 def _now() -> str:
@@ -90,6 +107,8 @@ class Sweep:
         self.started_at = _now()
         self.started_ns = monotonic_ns()
         self._transport = transport
+        self._slas = [parse_sla(text) for text in config.slas]
+        self._intervals_us = read_intervals(config.request_intervals) if config.request_intervals is not None else None
 
     @classmethod
     async def open(cls, config: RunConfig, transport: Transport) -> Sweep:
@@ -109,7 +128,8 @@ class Sweep:
             transport.prepare(config.model_name, config.model_version, tensors, outputs)
             for tensors in build_request_inputs(specs, config)
         ]
-        return cls(config, server_metadata, configs, tree, LoadEngine(transport, requests), transport)
+        engine = LoadEngine(transport, requests, config.max_inflight)
+        return cls(config, server_metadata, configs, tree, engine, transport)
 
     async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
         """Scrape `url` from now on, every --metrics-interval and at each window boundary."""
@@ -138,32 +158,90 @@ class Sweep:
         statistics, _ = await asyncio.gather(self._transport.model_statistics(), self.scraper.scrape(at_ns=boundary_ns))
         return parse_statistics(statistics)
 
+    def _schedule(self, value: float) -> Schedule:
+        config = self.config
+        if self._intervals_us is not None:
+            return IntervalSchedule(self._intervals_us)
+        if config.request_rate_range is not None:
+            return RateSchedule(value, config.request_distribution, config.seed)
+        return ConcurrencySchedule(int(value))
+
+    def _bound_breach(self, level: LevelResult) -> str | None:
+        """Why `level` is out of bounds (-l, --sla, or unstable in a search), or None."""
+        config = self.config
+        latency_us = level.client.latency_us(config.windows.percentile)
+        if config.latency_threshold_ms is not None and latency_us > config.latency_threshold_ms * 1e3:
+            return f"latency {latency_us / 1e3:.2f} ms exceeded the {config.latency_threshold_ms:g} ms threshold"
+        failed = [verdict.expression for verdict in level.sla if not verdict.passed]
+        if failed:
+            return f"SLA {', '.join(failed)} breached"
+        if config.binary_search and not level.stable:
+            return "no stable measurement"
+        return None
+
+    async def _measure(self, value: float, on_level_start, on_window, on_level) -> LevelResult:
+        config = self.config
+        schedule = self._schedule(value)
+        if on_level_start is not None:
+            on_level_start(schedule, self.engine)
+        level = await measure_level(
+            self.engine, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
+        )
+        level = replace(level, sla=tuple(evaluate(self._slas, level_dict(level, self.started_ns))))
+        self.levels.append(level)
+        if on_level is not None:
+            on_level(level)
+        return level
+
     async def run(
         self,
-        on_level_start: Callable[[ConcurrencySchedule, LoadEngine], None] | None = None,
+        on_level_start: Callable[[Schedule, LoadEngine], None] | None = None,
         on_window: OnWindow | None = None,
         on_level: Callable[[LevelResult], None] | None = None,
     ) -> None:
-        """Measure level after level, until the range ends or a level exceeds the latency threshold."""
-        config = self.config
-        threshold_us = config.latency_threshold_ms * 1e3 if config.latency_threshold_ms is not None else None
-        for concurrency in _levels(config):
-            schedule = ConcurrencySchedule(concurrency)
-            if on_level_start is not None:
-                on_level_start(schedule, self.engine)
-            level = await measure_level(
-                self.engine, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
-            )
-            self.levels.append(level)
-            if on_level is not None:
-                on_level(level)
-            latency_us = level.client.latency_us(config.windows.percentile)
-            if threshold_us is not None and latency_us > threshold_us:
-                self.stop_reason = (
-                    f"latency {latency_us / 1e3:.2f} ms exceeded the {config.latency_threshold_ms:g} ms threshold "
-                    f"at concurrency {concurrency}"
-                )
+        """Measure level after level until the range ends, or bisect it (--binary-search).
+
+        A sweep stops after the first level over -l (or, open-ended, over an --sla).
+        """
+        hooks = (on_level_start, on_window, on_level)
+        if self.config.binary_search:
+            await self._search(*hooks)
+            return
+        for value in _values(self.config):
+            level = await self._measure(value, *hooks)
+            breach = self._bound_breach(level)
+            over_latency = breach is not None and breach.startswith("latency")
+            if breach is not None and (over_latency or self.config.load_range.end == 0):
+                self.stop_reason = f"{breach} at {level.label.lower()} {level.value:g}"
                 return
+            if self.config.request_intervals is not None:
+                return  # one level: the intervals are the load
+
+    async def _search(self, *hooks) -> None:
+        """perf_analyzer's --binary-search: the highest level in the range that meets every bound."""
+        load = self.config.load_range
+        low, high = load.start, load.end
+        first = await self._measure(low, *hooks)
+        if (breach := self._bound_breach(first)) is not None:
+            self.stop_reason = f"no level meets the bounds: {breach} already at {first.label.lower()} {first.value:g}"
+            return
+        if self._bound_breach(await self._measure(high, *hooks)) is None:
+            return
+        while (middle := midpoint(low, high, load.step)) is not None:
+            if self._bound_breach(await self._measure(middle, *hooks)) is None:
+                low = middle
+            else:
+                high = middle
+
+    def _capacity(self) -> CapacityPlan | None:
+        if not (self.config.binary_search or self.config.target_throughput is not None):
+            return None
+        passing = [
+            (level.label, level.value, level.client.throughput_infer_per_s)
+            for level in self.levels
+            if self._bound_breach(level) is None and level.stable
+        ]
+        return plan_capacity(passing, self.config.target_throughput, self.config.headroom_pct)
 
     def result(self) -> RunResult:
         return RunResult(
@@ -171,7 +249,8 @@ class Sweep:
             model=self.tree,
             server_metadata=self.server_metadata,
             model_configs=self.model_configs,
-            levels=tuple(self.levels),
+            # A search measures out of order; its report reads best in level order.
+            levels=tuple(sorted(self.levels, key=lambda level: level.value) if self.config.binary_search else self.levels),
             started_at=self.started_at,
             finished_at=_now(),
             started_ns=self.started_ns,
@@ -179,4 +258,5 @@ class Sweep:
             warnings=tuple(self.warnings),
             environment=environment(),
             metrics_series=tuple(self.scraper.series) if self.scraper is not None else None,
+            capacity=self._capacity(),
         )

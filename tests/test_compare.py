@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.compare import compare_runs, comparison_lines, parse_percent
+from loadgen.compare import compare_runs, comparison_lines
+from loadgen.config import parse_percent
 from loadgen.errors import UsageError
 
 

@@ -100,3 +100,35 @@ def test_metrics_options():
 def test_bad_metrics_options(options, message):
     with pytest.raises(UsageError, match=message):
         build_config(options)
+
+
+def test_open_loop_and_capacity_options(tmp_path):
+    config = build_config({"request-rate-range": "12.5:50:12.5", "request-distribution": "poisson", "seed": 3,
+                           "max-inflight": 64, "sla": ["p99_ms<50"], "binary-search": True,
+                           "target-throughput": 900, "headroom": "30%"})  # fmt: skip
+    assert config.open_loop and config.load_range.values() == [12.5, 25.0, 37.5, 50.0]
+    assert (config.request_distribution, config.seed, config.max_inflight) == ("poisson", 3, 64)
+    assert (config.slas, config.binary_search, config.target_throughput, config.headroom_pct) == (("p99_ms<50",), True, 900, 30.0)
+    assert config.to_dict()["request_rate_range"] == "12.5:50:12.5"
+    gaps = tmp_path / "gaps.txt"
+    gaps.write_text("1000\n")
+    assert build_config({"request-intervals": str(gaps)}).open_loop
+    assert not build_config({}).open_loop
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"concurrency-range": "1:4", "request-rate-range": "10"}, "are different loads"),
+    ({"request-rate-range": "0"}, "starts below or at 0"),
+    ({"request-rate-range": "10:20:0"}, "above 0"),
+    ({"request-distribution": "uniform"}, "constant or poisson"),
+    ({"binary-search": True, "concurrency-range": "1:8"}, "needs -l/--latency-threshold or --sla"),
+    ({"binary-search": True, "latency-threshold": 10}, "end above start"),
+    ({"sla": ["p99<5"]}, "unknown metric"),
+    ({"headroom": "100%"}, "up to"),
+    ({"max-inflight": 0}, "at least 1"),
+    ({"request-intervals": "/nonexistent/gaps.txt"}, "cannot read"),
+    ({"request-rate-range": "10:0"}, "needs -l/--latency-threshold or --sla"),
+])
+def test_bad_open_loop_and_capacity_options(options, message):
+    with pytest.raises(UsageError, match=message):
+        build_config(options)

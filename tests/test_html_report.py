@@ -210,3 +210,54 @@ def test_report_of_a_real_run(metrics_run):
     assert "centernet-postprocess v" in text
     assert "The server exposes no GPU metrics" in text
     assert "Metrics were not collected" not in text
+
+
+def test_sla_verdicts(tmp_path):
+    """One level meets its SLAs, the other breaches one (with a hostile expression and reason): shown, escaped, red."""
+    data = summary()
+    data["sla"] = ["p99_ms<50", f"{HOSTILE}.queue_ms<1"]
+    passing, failing = data["levels"]
+    passing["sla"] = [{"expression": "p99_ms<50", "value": 16.05, "passed": True, "reason": ""},
+                      {"expression": f"{HOSTILE}.queue_ms<1", "value": 0.5, "passed": True, "reason": ""}]
+    failing["sla"] = [{"expression": "p99_ms<50", "value": 23.9, "passed": True, "reason": ""},
+                      {"expression": f"{HOSTILE}.queue_ms<1", "value": None, "passed": False,
+                       "reason": f"not measured: no model '{HOSTILE}' in this run"}]
+    source, page = render_and_open(data, tmp_path)
+    dom, text = page.dom, page.dom["text"]
+
+    assert "SLA breached at 1 of 2 levels." in text
+    assert '<div class="verdict fail">' in source  # red: a breach outweighs the warnings
+    assert dom["headings"] == HEADINGS and dom["tables"] == 12  # the verdicts table joins the levels section
+    assert dom["scripts"] == 0 and "<script>" not in source
+    # The levels table's SLA column, and the breaching level's row flagged.
+    levels_table = source[source.index("<h2>Levels</h2>"):source.index("<h3>SLA verdicts</h3>")]
+    assert "<th>SLA</th>" in levels_table
+    assert levels_table.count("<td>✓</td>") == 1 and levels_table.count("<td>✗</td>") == 1
+    # One verdict row each, in level order; the failing one flagged.
+    verdicts = source[source.index("<h3>SLA verdicts</h3>"):source.index("<h3>Errors</h3>")]
+    assert verdicts.count("<tr") == 5 and verdicts.count('<tr class="warn">') == 1
+    assert "Concurrency 1\tp99_ms<50\t16.05\t✓ PASS" in text
+    assert f"Concurrency 2\t{HOSTILE}.queue_ms<1\t—\t✗ FAIL\tnot measured: no model '{HOSTILE}' in this run" in text
+
+    met = copy.deepcopy(data)
+    met["levels"][1]["sla"][1].update(value=0.4, passed=True, reason="")
+    met.update(stop_reason=None, warnings=[])
+    met["levels"][1].update(stable=True)
+    met["levels"][1]["count_check"]["mismatch"] = False
+    (tmp_path / "met").mkdir()
+    source, page = render_and_open(met, tmp_path / "met")
+    assert "SLA: all 2 levels met every SLA." in page.dom["text"]
+    assert '<div class="verdict">' in source
+
+
+def test_runs_without_sla_show_no_sla_parts(tmp_path):
+    old = summary()  # written before SLAs: no "sla" key anywhere
+    without = summary()  # a run without --sla
+    without["sla"] = []
+    for each in without["levels"]:
+        each["sla"] = []
+    for name, data in (("old", old), ("without", without)):
+        (tmp_path / name).mkdir()
+        source, page = render_and_open(data, tmp_path / name)
+        assert "SLA" not in page.dom["text"] and "verdict fail" not in source
+        assert page.dom["tables"] == 11

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
 from loadgen.report.base import ReportWriter
 from loadgen.server_stats import ServerFigures
-from loadgen.stats import REPORTED_PERCENTILES
+from loadgen.sla import describe
+from loadgen.stats import LATE_NS, REPORTED_PERCENTILES, OpenLoopStats
 from loadgen.sweep import RunResult
 from loadgen.windows import COUNT_WINDOWS
 
@@ -27,7 +29,7 @@ def settings_lines(config: RunConfig) -> list[str]:
     """perf_analyzer 2.51's settings header."""
     policy = config.windows
     latency = "average latency" if policy.percentile is None else f"p{policy.percentile} latency"
-    limit = config.concurrency_range.end or config.concurrency_range.start
+    limit = config.load_range.end or config.load_range.start
     lines = [
         "*** Measurement Settings ***",
         f"  Batch size: {config.batch_size}",
@@ -39,11 +41,24 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
     else:
         lines.append(f"  Measurement window: {policy.interval_ms} msec")
-    if config.concurrency_range.end != 1:  # perf_analyzer shows the limits only for a sweep
+    if config.request_intervals is not None:
+        lines.append(f"  Using request intervals from {config.request_intervals}")
+    elif config.open_loop:
         lines += [
             f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
-            f"  Concurrency limit: {limit} concurrent requests",
+            f"  Request Rate limit: {_num(limit)} requests per seconds",
+            f"  Using {'uniform' if config.request_distribution == 'constant' else 'poisson'} distribution on request generation",
         ]
+    elif config.concurrency_range.end != 1:  # perf_analyzer shows the limits only for a sweep
+        lines += [
+            f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
+            f"  Concurrency limit: {limit:g} concurrent requests",
+        ]
+    if config.max_inflight is not None and config.open_loop:
+        lines.append(f"  At most {config.max_inflight} requests in flight (--max-inflight)")
+    if config.binary_search:
+        lines.append("  Using binary search")
+    lines += [f"  SLA: {text}" for text in config.slas]
     lines.append("  Using asynchronous calls for inference")
     return lines
 
@@ -119,13 +134,44 @@ def metrics_lines(metrics: MetricsFigures | None) -> list[str]:
     return lines
 
 
+def _open_loop_lines(stats: OpenLoopStats) -> list[str]:
+    """What perf_analyzer says about keeping the rate, then the lag and the latency from the actual send."""
+    lines = [f"    Avg send request rate: {stats.achieved_rate_per_s:.2f} infer/sec"]
+    if stats.cannot_keep_up:
+        lines.append(
+            "    [WARNING] loadgen was not able to keep up with the desired request rate. "
+            f"{stats.late_fraction:.2%} of the requests were delayed. "
+        )
+    lag = stats.schedule_lag_us
+    lines.append(
+        f"    Schedule lag: p50 {_us(lag['p50'])}, p99 {_us(lag['p99'])}, max {_us(lag['max'])}; "
+        f"{stats.late_count} of {stats.sent_count} requests sent over {LATE_NS // 1000} usec late"
+    )
+    if stats.held_back_count:
+        lines.append(f"    Held back by --max-inflight: {stats.held_back_count} requests (their latency counts from when they were due)")
+    sent = stats.sent_percentile_latency_us
+    lines.append(
+        f"    Latency from the actual send: avg {_us(stats.sent_avg_latency_us)}, "
+        + ", ".join(f"p{p} {_us(v)}" for p, v in sent.items())
+    )
+    return lines
+
+
+def _level_title(level: LevelResult) -> str:
+    if level.label == "Request Rate":
+        return f"Request Rate: {_num(level.value)} inference requests per seconds"
+    return f"Request {level.label.lower()}: {_num(level.value)}"
+
+
 def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
     client, server = level.client, level.server
-    lines = [f"Request {level.label.lower()}: {_num(level.value)}", "  Client: "]
+    lines = [_level_title(level), "  Client: "]
     lines += [
         f"    Request count: {client.request_count}",
         f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
     ]
+    if level.open_loop is not None:
+        lines += _open_loop_lines(level.open_loop)
     if client.error_count:
         lines.append(f"    Errors: {client.error_count} ({client.error_rate:.2%} of requests)")
     if percentile is None:  # perf_analyzer shows the average only when it stabilizes on it
@@ -143,6 +189,7 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
             f"+ response wait {_us(client.avg_response_wait_us)})"
         )
     lines += [f"  Error ({count}x): {message}" for message, count in client.error_messages.items()]
+    lines += [f"  SLA {describe(verdict)}" for verdict in level.sla]
     if not level.stable:
         lines.append(
             f"  Failed to obtain stable measurement within {len(level.windows)} measurement windows for "
@@ -171,6 +218,25 @@ def summary_lines(result: RunResult) -> list[str]:
         )
     if result.stop_reason:
         lines.append(f"Stopped: {result.stop_reason}")
+    if result.config.slas:
+        lines.append("SLA: " + ("met" if result.sla_passed else "BREACHED"))
+    if result.capacity is not None:
+        lines += capacity_lines(result.capacity)
+    elif result.config.binary_search or result.config.target_throughput is not None:
+        lines.append("Capacity: no level met every bound")
+    return lines
+
+
+def capacity_lines(plan: CapacityPlan) -> list[str]:
+    lines = [
+        f"Capacity: {_num(plan.throughput_infer_per_s)} infer/sec per server within every bound, "
+        f"at {plan.level_label.lower()} {_num(plan.level_value)}"
+    ]
+    if plan.replicas is not None:
+        lines.append(
+            f"  {_num(plan.target_throughput_infer_per_s)} infer/sec with {plan.headroom_pct:g}% headroom needs "
+            f"{plan.replicas} server{'s' if plan.replicas != 1 else ''}"
+        )
     return lines
 
 

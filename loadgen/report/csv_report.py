@@ -32,6 +32,8 @@ def header(label: str, config: RunConfig) -> list[str]:
         columns += (["Avg latency"] if percentile is None else []) + ["request/response", "response wait"]
         if config.collect_metrics:
             columns += METRICS_COLUMNS
+    if config.slas:  # loadgen's own, after all of perf_analyzer's
+        columns.append("SLA")
     return columns
 
 
@@ -66,6 +68,9 @@ def row(level: LevelResult, config: RunConfig) -> list:
         cells += [int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
         if config.collect_metrics:
             cells += gpu_cells(level.metrics)
+    if config.slas:
+        failed = [f"{v.expression} ({v.reason})" for v in level.sla if not v.passed]
+        cells.append("fail: " + "; ".join(failed) if failed else "pass")
     return cells
 
 

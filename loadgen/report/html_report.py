@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from loadgen.report.base import Plot, write_atomic
+from loadgen.sla import format_value
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
-WARN = "⚠ "  # a cell starting with it flags its row
+WARN = "⚠ "
+FAIL = "✗"
+PASS = "✓"
+FLAGS = (WARN, FAIL)  # a cell starting with one flags its row
 
 CSS = """
 body { margin: 0; background: #f6f7f9; color: #1f2328;
@@ -30,6 +34,7 @@ h3 { margin: 20px 0 8px; font-size: 16px; }
 .meta { color: #59636e; margin: 0 0 16px; }
 .verdict { padding: 12px 16px; border-radius: 6px; border-left: 5px solid #1a7f37; background: #dafbe1; }
 .verdict.warn { border-color: #bf8700; background: #fff8c5; }
+.verdict.fail { border-color: #cf222e; background: #ffebe9; }
 .verdict p { margin: 0; font-weight: 600; }
 .verdict ul { margin: 6px 0 0; padding-left: 20px; }
 .scroll { overflow-x: auto; }
@@ -56,7 +61,7 @@ def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
     body = [
         f"<h1>loadgen report: {escape(model)}</h1>",
         _header(summary),
-        _levels(summary["levels"]),
+        _levels(summary["levels"], bool(summary.get("sla"))),
         _plots(plots),
         _breakdown(summary["levels"]),
         _composing(summary["levels"]),
@@ -112,13 +117,14 @@ def _level_name(level: dict) -> str:
     return f"{level['label']} {level['value']:g}"
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1, css: str = "") -> str:
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Collection[int] = (0,),
+           css: str = "") -> str:
     """An HTML table; every header and cell is escaped here, so callers pass plain text.
 
-    The first `text_columns` columns are left-aligned text (names, messages), the rest right-aligned figures.
+    The `text_columns` (indices) are left-aligned text (names, messages), the others right-aligned figures.
     """
     def tag(name: str, column: int, text: str) -> str:
-        css = ' class="t"' if column < text_columns else ""
+        css = ' class="t"' if column in text_columns else ""
         return f"<{name}{css}>{escape(text)}</{name}>"
 
     lines = [f'<div class="scroll"><table class="{css}"><thead><tr>']
@@ -126,7 +132,7 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int
     lines.append("</tr></thead><tbody>")
     for row in rows:
         cells = [MISSING if cell is None else str(cell) for cell in row]
-        flagged = any(cell.startswith(WARN) for cell in cells)
+        flagged = any(cell.startswith(FLAGS) for cell in cells)
         lines.append('<tr class="warn">' if flagged else "<tr>")
         lines += [tag("td", column, text) for column, text in enumerate(cells)]
         lines.append("</tr>")
@@ -147,20 +153,64 @@ def _header(summary: dict) -> str:
     mismatched = sum(level["count_check"]["mismatch"] for level in levels)
     stop_reason, warnings = summary.get("stop_reason"), summary.get("warnings") or []
     verdict = f"Stopped: {stop_reason}." if stop_reason else "Finished."
-    verdict += f" {len(levels)} level{'' if len(levels) == 1 else 's'} measured, {unstable} unstable"
+    verdict += f" {_count(len(levels))} measured, {unstable} unstable"
     if mismatched:
         verdict += f", {mismatched} with a count cross-check mismatch"
+    lines = [verdict + "."]
+    breached = sum(not _sla_met(level) for level in levels)
+    if summary.get("sla"):
+        lines.append(_sla_line(len(levels), breached))
+    lines += _capacity_lines(summary)
+    # A binary search breaches bounds on purpose; it fails only when no level met them (sla_passed).
+    failed = summary["sla_passed"] is False if "sla_passed" in summary else breached
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
-    css = "verdict warn" if stop_reason or warnings or unstable or mismatched else "verdict"
+    css = ("verdict fail" if failed else
+           "verdict warn" if stop_reason or warnings or unstable or mismatched else "verdict")
     return (f'<p class="meta">{escape(meta)}</p>'
-            f'<div class="{css}"><p>{escape(verdict)}.</p>{f"<ul>{items}</ul>" if items else ""}</div>')
+            f'<div class="{css}">{"".join(f"<p>{escape(line)}</p>" for line in lines)}'
+            f'{f"<ul>{items}</ul>" if items else ""}</div>')
 
 
-def _levels(levels: list[dict]) -> str:
+def _capacity_lines(summary: dict) -> list[str]:
+    plan = summary.get("capacity")
+    config = summary.get("config") or {}
+    if plan is None:
+        searched = config.get("binary_search") or config.get("target_throughput") is not None
+        return ["Capacity: no level met every bound."] if searched and summary["levels"] else []
+    lines = [
+        f"Capacity: {plan['throughput_infer_per_s']:,.1f} infer/s per server within every bound, "
+        f"at {str(plan['level_label']).lower()} {plan['level_value']:g}."
+    ]
+    if plan.get("replicas") is not None:
+        lines.append(
+            f"{plan['target_throughput_infer_per_s']:,.1f} infer/s with {plan['headroom_pct']:g}% headroom "
+            f"needs {plan['replicas']} server{'' if plan['replicas'] == 1 else 's'}."
+        )
+    return lines
+
+
+def _count(levels: int) -> str:
+    return f"{levels} level{'' if levels == 1 else 's'}"
+
+
+def _sla_line(measured: int, breached: int) -> str:
+    if not measured:
+        return "SLA: no level was measured."
+    if breached:
+        return f"SLA breached at {breached} of {_count(measured)}."
+    return f"SLA: all {_count(measured)} met every SLA."
+
+
+def _sla_met(level: dict) -> bool:
+    """Whether every SLA verdict of the level passed (old summaries and runs without SLA have none)."""
+    return all(verdict["passed"] for verdict in level.get("sla") or [])
+
+
+def _levels(levels: list[dict], with_sla: bool) -> str:
     if not levels:
         return "<h2>Levels</h2><p>No level was measured.</p>"
     head = [levels[0]["label"], "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
-            "Successes", "Errors", "Error rate", "Stable", "Count check"]
+            "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else [])]
     rows = []
     errors = []  # (level, message, count): messages are user-facing and may be long, so listed apart
     for level in levels:
@@ -172,13 +222,33 @@ def _levels(levels: list[dict]) -> str:
             _num(client["request_count"], 0), _num(client["error_count"], 0), _percent(client["error_rate"], 2),
             "yes" if level["stable"] else WARN + "no",
             WARN + f"mismatch ({check['client_success']} vs {check['server_success']})" if check["mismatch"] else "ok",
+            *([_sla_mark(level)] if with_sla else []),
         ])
         messages = client.get("error_messages") or {}
         errors += [(_level_name(level), message, count) for message, count in messages.items()]
     html = "<h2>Levels</h2>" + _table(head, rows)
+    if with_sla:
+        html += _sla_verdicts(levels)
     if errors:
-        html += "<h3>Errors</h3>" + _table(["Level", "Message", "Count"], errors, text_columns=2)
+        html += "<h3>Errors</h3>" + _table(["Level", "Message", "Count"], errors, text_columns=(0, 1))
     return html
+
+
+def _sla_mark(level: dict) -> str:
+    if not level.get("sla"):
+        return MISSING
+    return PASS if _sla_met(level) else FAIL
+
+
+def _sla_verdicts(levels: list[dict]) -> str:
+    rows = [[_level_name(level), verdict["expression"],
+             MISSING if verdict["value"] is None else format_value(verdict["value"]),
+             f"{PASS} PASS" if verdict["passed"] else f"{FAIL} FAIL", verdict["reason"]]
+            for level in levels for verdict in level.get("sla") or []]
+    if not rows:
+        return "<h3>SLA verdicts</h3><p>No level has SLA verdicts.</p>"
+    return "<h3>SLA verdicts</h3>" + _table(["Level", "Expression", "Value", "Verdict", "Reason"], rows,
+                                            text_columns=(0, 1, 3, 4))
 
 
 def _plots(plots: Sequence[Plot]) -> str:
@@ -241,7 +311,7 @@ def _metrics(summary: dict) -> str:
             for name, m in measured for gpu in m["gpus"]]
     html += "<h3>GPUs</h3>"
     html += (_table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
-                    text_columns=2)
+                    text_columns=(0, 1))
              if gpus else "<p>The server exposes no GPU metrics.</p>")
 
     models = [[name, f"{model['name']} v{model['version']}", _num(model.get("max_pending"), 0),
@@ -253,7 +323,7 @@ def _metrics(summary: dict) -> str:
     if models:
         html += "<h3>Models</h3>" + _table(
             ["Level", "Model", "Max pending", "Successes", "Failures", "Statistics API successes", "Cross-check"],
-            models, text_columns=2)
+            models, text_columns=(0, 1))
     return html
 
 
@@ -276,7 +346,7 @@ def _key_values(data: dict | None) -> str:
     if not data:
         return "<p>Not recorded.</p>"
     rows = [[key, _value(key, value)] for key, value in data.items()]
-    return _table(["Key", "Value"], rows, text_columns=2, css="kv")
+    return _table(["Key", "Value"], rows, text_columns=(0, 1), css="kv")
 
 
 def _model_configs(configs: dict) -> str:

@@ -9,8 +9,8 @@ from typing import Any
 from loadgen.errors import UsageError
 from loadgen.report.base import ReportWriter
 from loadgen.report.html_report import render_html
-from loadgen.report.json_report import SCHEMA_VERSION, summary
 from loadgen.report.plots import render_plots
+from loadgen.schema import SCHEMA_VERSION, summary
 from loadgen.sweep import RunResult
 
 SUMMARY = "summary.json"

@@ -1,0 +1,134 @@
+"""JUnit XML from summary.json (docs/summary.md), so CI systems (GitLab, Jenkins, GitHub) show a run as tests.
+
+One test suite for the model; a test case per level and SLA verdict, failing with the verdict's reason,
+or, when the run defined no SLA, one passing `level completed` case per level. A run that failed adds
+a `run` case in error. Each level's case carries its key figures in <system-out>.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.schema import summary as summary_dict
+from loadgen.sweep import RunResult
+
+# XML 1.0 cannot hold most control characters, even escaped; server error messages may contain them.
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+NOT_MEASURED = "n/a"
+
+
+class JunitReport(ReportWriter):
+    """--junit FILE.xml."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def finish(self, result: RunResult) -> None:
+        write_junit(self.path, summary_dict(result))
+
+
+def write_junit(path: Path, summary: dict[str, Any]) -> None:
+    """Write the run's JUnit XML at `path`, atomically (a CI job never reads half a file)."""
+    root = ET.Element("testsuites", name="loadgen")
+    suite = _suite(summary)
+    root.append(suite)
+    for count in ("tests", "failures", "errors", "time"):
+        root.set(count, suite.get(count))  # type: ignore[arg-type]
+    ET.indent(root)
+    write_atomic(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+
+
+def _text(value: Any) -> str:
+    return NOT_XML.sub("\ufffd", str(value))
+
+
+def _suite(summary: dict[str, Any]) -> ET.Element:
+    model = (summary.get("model") or {}).get("name") or (summary.get("config") or {}).get("model_name") or "model"
+    cases = [case for level in summary["levels"] for case in _level_cases(model, level)]
+    stop_reason = summary.get("stop_reason") or ""
+    if stop_reason.startswith("failed:"):
+        cases.append(_run_error(model, stop_reason))
+
+    suite = ET.Element("testsuite", {
+        "name": _text(f"loadgen: {model}"),
+        "tests": str(len(cases)),
+        "failures": str(sum(case.find("failure") is not None for case in cases)),
+        "errors": str(sum(case.find("error") is not None for case in cases)),
+        "skipped": "0",
+        "time": _seconds(_duration_s(summary, cases)),
+    })
+    if summary.get("started_at"):
+        # JUnit's timestamp has no zone; summary.json's times are UTC.
+        started = datetime.fromisoformat(summary["started_at"]).astimezone(timezone.utc)
+        suite.set("timestamp", started.strftime("%Y-%m-%dT%H:%M:%S"))
+    hostname = (summary.get("environment") or {}).get("hostname")
+    if hostname:
+        suite.set("hostname", _text(hostname))
+    if summary.get("sla"):
+        properties = ET.SubElement(suite, "properties")
+        for expression in summary["sla"]:
+            ET.SubElement(properties, "property", name="sla", value=_text(expression))
+    suite.extend(cases)
+    return suite
+
+
+def _duration_s(summary: dict[str, Any], cases: list[ET.Element]) -> float:
+    """The run's wall time when it finished, else the measured time of its levels."""
+    started, finished = summary.get("started_at"), summary.get("finished_at")
+    if started and finished:
+        return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    return sum(float(case.get("time", 0)) for case in cases)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _level_cases(model: str, level: dict[str, Any]) -> list[ET.Element]:
+    verdicts = level.get("sla") or []
+    if not verdicts:
+        return [_case(model, level, "level completed")]
+    cases = []
+    for verdict in verdicts:
+        case = _case(model, level, _text(verdict["expression"]))
+        if not verdict["passed"]:
+            failure = ET.Element("failure", message=_text(verdict["reason"]), type="SLA")
+            failure.text = _text(verdict["reason"])
+            case.insert(0, failure)  # JUnit's order: failure before system-out
+        cases.append(case)
+    return cases
+
+
+def _case(model: str, level: dict[str, Any], name: str) -> ET.Element:
+    case = ET.Element("testcase", classname=_text(f"{model}.{level['label']} {level['value']:g}"), name=name,
+                      time=_seconds(level["client"].get("duration_s") or 0.0))
+    ET.SubElement(case, "system-out").text = _figures(level)
+    return case
+
+
+def _figures(level: dict[str, Any]) -> str:
+    """The level's key figures, one line for people reading the CI job."""
+    client = level["client"]
+    percentiles = client.get("percentile_latency_us") or {}
+
+    def ms(us: float | None) -> str:
+        return NOT_MEASURED if us is None else f"{us / 1000:.2f} ms"
+
+    throughput, error_rate = client.get("throughput_infer_per_s"), client.get("error_rate")
+    return (f"throughput {NOT_MEASURED if throughput is None else f'{throughput:.1f} infer/s'}, "
+            f"latency avg {ms(client.get('avg_latency_us'))}, p50 {ms(percentiles.get('p50'))}, "
+            f"p99 {ms(percentiles.get('p99'))}, "
+            f"error rate {NOT_MEASURED if error_rate is None else f'{error_rate * 100:.2f} %'}, "
+            f"stable {'yes' if level.get('stable') else 'no'}")
+
+
+def _run_error(model: str, stop_reason: str) -> ET.Element:
+    case = ET.Element("testcase", classname=_text(model), name="run", time=_seconds(0.0))
+    error = ET.SubElement(case, "error", message=_text(stop_reason), type="RunFailed")
+    error.text = _text(stop_reason)
+    return case

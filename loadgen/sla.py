@@ -1,0 +1,261 @@
+"""SLAs: bounds like `p99_ms<50` that every level must meet, checked against a summary.json level dict.
+
+An expression is `METRIC OP NUMBER`, OP one of <, <=, >, >=, ==, !=, NUMBER a float (50, 0.01, 1e3).
+Metrics, their unit in their name:
+
+- `avg_ms`: the client's average latency.
+- `pN_ms`: the client's Nth latency percentile (`p99_ms`, `p99.9_ms`): one the run reported, or a
+  point of its latency curve.
+- `throughput`: inferences per second; `error_rate`: failed requests / all requests, 0..1.
+- `MODEL.FIELD_ms`: the server's figures for the top model or any composing model, at any depth;
+  FIELD is queue, compute_input, compute_infer, compute_output, compute, overhead or latency (the
+  average request latency). The name splits at its last dot, so model names may hold dots.
+- `gpu_util`: mean utilization over the GPUs, 0..1; `gpu_power_w`: their summed average power;
+  `gpu_memory_bytes`: the largest memory used on any GPU; `cpu_util`: CPU utilization, 0..1;
+  `energy_per_inference_j`: GPU energy per inference. These need --collect-metrics.
+- `lag_p99_ms`: the 99th percentile of how late requests were sent; `achieved_rate`: requests sent
+  per second. Open-loop levels only.
+
+A figure that was not measured fails its SLA, with the reason: a gate must not pass on missing data.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.errors import UsageError
+from loadgen.stats import CURVE_PERCENTILES
+
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}
+EXPRESSION = re.compile(r"\s*(?P<metric>[^<>=!\s]+)\s*(?P<op><=|>=|==|!=|<|>)\s*"
+                        r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*")
+PERCENTILE = re.compile(r"p(?P<percentile>\d+(?:\.\d+)?)_ms")
+# MODEL.FIELD_ms → the SERVER dict's key, in µs.
+MODEL_FIELDS = {
+    "queue": "queue_us", "compute_input": "compute_input_us", "compute_infer": "compute_infer_us",
+    "compute_output": "compute_output_us", "compute": "compute_us", "overhead": "overhead_us",
+    "latency": "avg_request_latency_us",
+}
+METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, error_rate, MODEL.FIELD_ms (FIELD: "
+                + ", ".join(MODEL_FIELDS)
+                + "), gpu_util, gpu_power_w, gpu_memory_bytes, cpu_util, energy_per_inference_j, lag_p99_ms, "
+                  "achieved_rate")
+
+
+@dataclass(frozen=True)
+class Sla:
+    expression: str  # as given, without spaces
+    metric: str
+    op: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    expression: str
+    value: float | None  # in the metric's unit; None when not measured
+    passed: bool
+    reason: str  # why it failed; empty when it passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expression": self.expression, "value": self.value, "passed": self.passed, "reason": self.reason}
+
+
+class _NotMeasured(Exception):
+    """The level lacks the figure; the message says why."""
+
+
+def parse_sla(text: str) -> Sla:
+    """`p99_ms < 50` → Sla; a UsageError names what is wrong with a malformed expression or unknown metric."""
+    match = EXPRESSION.fullmatch(text)
+    if match is None:
+        raise UsageError(f"--sla {text!r} is not METRIC OP NUMBER with OP one of {', '.join(OPERATORS)}, "
+                         "e.g. --sla 'p99_ms<50'")
+    metric, op, number = match["metric"], match["op"], match["number"]
+    _check_metric(text, metric)
+    return Sla(expression=f"{metric}{op}{number}", metric=metric, op=op, threshold=float(number))
+
+
+def _check_metric(text: str, metric: str) -> None:
+    if metric in FIXED_METRICS:
+        return
+    percentile = PERCENTILE.fullmatch(metric)
+    if percentile is not None:
+        if float(percentile["percentile"]) > 100:
+            raise UsageError(f"--sla {text!r}: percentile {percentile['percentile']} is over 100; use p0_ms to p100_ms")
+        return
+    model, dot, field = metric.rpartition(".")
+    if not dot:
+        raise UsageError(f"--sla {text!r}: unknown metric {metric!r}; use {METRIC_FORMS}")
+    name = field.removesuffix("_ms")
+    if not field.endswith("_ms") or name not in MODEL_FIELDS:
+        example = name if name in MODEL_FIELDS else "compute_infer"
+        raise UsageError(f"--sla {text!r}: unknown model figure {field!r}; use MODEL.FIELD_ms with FIELD one of "
+                         f"{', '.join(MODEL_FIELDS)}, e.g. {model or 'MODEL'}.{example}_ms")
+    if not model:
+        raise UsageError(f"--sla {text!r}: no model name before '.{field}'; use MODEL.FIELD_ms, e.g. centernet.{field}")
+
+
+def evaluate(slas: Sequence[Sla], level: dict[str, Any]) -> list[Verdict]:
+    """Each SLA's verdict on one level (summary.json's LEVEL dict, docs/summary.md)."""
+    return [_verdict(sla, level) for sla in slas]
+
+
+def _verdict(sla: Sla, level: dict[str, Any]) -> Verdict:
+    try:
+        value = _measure(sla.metric, level)
+    except _NotMeasured as missing:
+        return Verdict(sla.expression, None, False, f"not measured: {missing}")
+    if OPERATORS[sla.op](value, sla.threshold):
+        return Verdict(sla.expression, value, True, "")
+    return Verdict(sla.expression, value, False,
+                   f"{sla.metric} = {format_value(value)}, needs {sla.op} {format_value(sla.threshold)}")
+
+
+def describe(verdict: Verdict) -> str:
+    """One console line: `p99_ms<50: PASS (p99_ms = 31.2)` or `p99_ms<50: FAIL (p99_ms = 61.2, needs < 50)`."""
+    if not verdict.passed:
+        return f"{verdict.expression}: FAIL ({verdict.reason})"
+    metric = parse_sla(verdict.expression).metric
+    return f"{verdict.expression}: PASS ({metric} = {format_value(verdict.value)})"  # type: ignore[arg-type]
+
+
+def format_value(value: float) -> str:
+    """Six significant digits, and whole numbers in full (bytes) rather than in exponent form."""
+    return f"{value:.0f}" if abs(value) >= 1e6 else f"{value:.6g}"
+
+
+# Measuring: each function returns the figure in the metric's unit or raises _NotMeasured.
+
+def _measure(metric: str, level: dict[str, Any]) -> float:
+    if metric in FIXED_METRICS:
+        return FIXED_METRICS[metric](level)
+    percentile = PERCENTILE.fullmatch(metric)
+    if percentile is not None:
+        return _percentile_ms(level, float(percentile["percentile"]))
+    model, _, field = metric.rpartition(".")
+    return _model_ms(level, model, field.removesuffix("_ms"))
+
+
+def _present(value: float | None, why: str) -> float:
+    if value is None:
+        raise _NotMeasured(why)
+    return float(value)
+
+
+def _latency_client(level: dict[str, Any]) -> dict[str, Any]:
+    """The client figures, when latency was measured: with no success loadgen records 0 latencies, not real ones."""
+    client = level["client"]
+    if not client.get("request_count"):
+        raise _NotMeasured("no request succeeded at this level")
+    return client
+
+
+def _avg_ms(level: dict[str, Any]) -> float:
+    return _present(_latency_client(level).get("avg_latency_us"), "the run recorded no average latency") / 1000
+
+
+def _percentile_ms(level: dict[str, Any], percentile: float) -> float:
+    reported = _latency_client(level).get("percentile_latency_us") or {}
+    for key, latency_us in reported.items():
+        if float(key.removeprefix("p")) == percentile and latency_us is not None:
+            return latency_us / 1000
+    for point, latency_us in level.get("latency_curve_us") or []:
+        if point == percentile:
+            return latency_us / 1000
+    tail = ", ".join(f"{p:g}" for p in CURVE_PERCENTILES if p != int(p))
+    raise _NotMeasured(f"the run recorded no p{percentile:g} latency; use a whole percentile or one of {tail}")
+
+
+def _throughput(level: dict[str, Any]) -> float:
+    return _present(level["client"].get("throughput_infer_per_s"), "the run recorded no throughput")
+
+
+def _error_rate(level: dict[str, Any]) -> float:
+    client = level["client"]
+    if not client.get("request_count") and not client.get("error_count"):
+        raise _NotMeasured("no request completed at this level")  # loadgen records 0 errors of 0, not a rate
+    return _present(client.get("error_rate"), "the run recorded no error rate")
+
+
+def _models(server: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The model and its composing models, depth-first."""
+    yield server
+    for child in server.get("composing") or []:
+        yield from _models(child)
+
+
+def _model_ms(level: dict[str, Any], model: str, field: str) -> float:
+    found = next((server for server in _models(level["server"]) if server["name"] == model), None)
+    if found is None:
+        raise _NotMeasured(f"no model {model!r} in this run")
+    return _present(found.get(MODEL_FIELDS[field]), f"the server reported no {field} time for {model!r}") / 1000
+
+
+def _metrics(level: dict[str, Any]) -> dict[str, Any]:
+    metrics = level.get("metrics")
+    if not metrics:
+        raise _NotMeasured("metrics were not collected at this level (--collect-metrics, or no scrape succeeded)")
+    return metrics
+
+
+def _gpu_figures(level: dict[str, Any], key: str, what: str) -> list[float]:
+    """One figure of every GPU; all of them, or the GPU that lacks it is named."""
+    gpus = _metrics(level)["gpus"]
+    if not gpus:
+        raise _NotMeasured("the server exposes no GPU metrics")
+    return [_present(gpu.get(key), f"the server reported no {what} for {gpu['uuid']}") for gpu in gpus]
+
+
+def _gpu_util(level: dict[str, Any]) -> float:
+    figures = _gpu_figures(level, "avg_utilization", "utilization")
+    return sum(figures) / len(figures)
+
+
+def _gpu_power_w(level: dict[str, Any]) -> float:
+    return sum(_gpu_figures(level, "avg_power_w", "power"))
+
+
+def _gpu_memory_bytes(level: dict[str, Any]) -> float:
+    return max(_gpu_figures(level, "max_memory_used_bytes", "memory use"))
+
+
+def _cpu_util(level: dict[str, Any]) -> float:
+    return _present(_metrics(level).get("avg_cpu_utilization"), "the server exposes no CPU utilization")
+
+
+def _energy_per_inference_j(level: dict[str, Any]) -> float:
+    metrics = _metrics(level)
+    if not metrics["gpus"]:
+        raise _NotMeasured("the server exposes no GPU metrics")
+    return _present(metrics.get("energy_per_inference_j"),
+                    "the server reported no GPU energy, or no inference completed")
+
+
+def _open_loop(level: dict[str, Any]) -> dict[str, Any]:
+    open_loop = level.get("open_loop")
+    if not open_loop:
+        raise _NotMeasured("not an open-loop level (--request-rate-range or --request-intervals)")
+    return open_loop
+
+
+def _lag_p99_ms(level: dict[str, Any]) -> float:
+    lag = _open_loop(level).get("schedule_lag_us") or {}
+    return _present(lag.get("p99"), "no request was sent at this level") / 1000
+
+
+def _achieved_rate(level: dict[str, Any]) -> float:
+    return _present(_open_loop(level).get("achieved_rate_per_s"), "the run recorded no achieved rate")
+
+
+FIXED_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "avg_ms": _avg_ms, "throughput": _throughput, "error_rate": _error_rate,
+    "gpu_util": _gpu_util, "gpu_power_w": _gpu_power_w, "gpu_memory_bytes": _gpu_memory_bytes, "cpu_util": _cpu_util,
+    "energy_per_inference_j": _energy_per_inference_j, "lag_p99_ms": _lag_p99_ms, "achieved_rate": _achieved_rate,
+}

@@ -1,0 +1,150 @@
+"""junit.xml read back as a CI system would: counts, names, failure messages, escaping, JUnit's attributes."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from loadgen.report.junit import write_junit
+
+HOSTILE = "<b>\"Tom\" & 'Jerry'</b>\x00\x1b]"
+
+
+def level(label: str, value: float, verdicts: list[dict] | None = None) -> dict:
+    """The parts of a summary.json LEVEL the JUnit file reads."""
+    return {
+        "label": label, "value": value, "stable": True,
+        "client": {"request_count": 300, "error_count": 3, "error_rate": 0.0099, "duration_s": 3.25,
+                   "throughput_infer_per_s": 93.456, "avg_latency_us": 20_500.0,
+                   "percentile_latency_us": {"p50": 20_000.0, "p90": 24_000.0, "p95": 27_000.0, "p99": 31_200.0}},
+        "metrics": None, "open_loop": None,
+        **({} if verdicts is None else {"sla": verdicts}),
+    }
+
+
+def verdict(expression: str, value: float | None, reason: str = "") -> dict:
+    return {"expression": expression, "value": value, "passed": not reason, "reason": reason}
+
+
+def summary(levels: list[dict], slas: list[str] = (), model: str = "pipeline", stop_reason: str | None = None) -> dict:
+    return {"schema_version": 2, "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:05+00:00",
+            "stop_reason": stop_reason, "environment": {"hostname": "bench-01"}, "model": {"name": model},
+            "levels": levels, "sla": list(slas)}
+
+
+def written(tmp_path: Path, data: dict) -> ET.Element:
+    path = tmp_path / "junit.xml"
+    write_junit(path, data)
+    assert path.read_text(encoding="utf-8").startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    assert not list(tmp_path.glob("*.tmp")), "the atomic write left its temporary file"
+    root = ET.parse(path).getroot()  # raises on a malformed file
+    check_junit_structure(root)
+    return root
+
+
+def check_junit_structure(root: ET.Element) -> None:
+    """What JUnit readers rely on: counts on suites that match their cases, names and times on every case."""
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert suites and all(child.tag == "testsuite" for child in root)
+    for suite in suites:
+        assert {"name", "tests", "failures", "errors", "skipped", "time"} <= set(suite.attrib)
+        cases = suite.findall("testcase")
+        assert int(suite.get("tests")) == len(cases)
+        assert int(suite.get("failures")) == sum(case.find("failure") is not None for case in cases)
+        assert int(suite.get("errors")) == sum(case.find("error") is not None for case in cases)
+        assert float(suite.get("time")) >= 0
+        for case in cases:
+            assert case.get("classname") and case.get("name")
+            assert float(case.get("time")) >= 0
+            for outcome in [*case.findall("failure"), *case.findall("error")]:
+                assert outcome.get("message") is not None and outcome.get("type")
+    for count in ("tests", "failures", "errors"):
+        assert int(root.get(count)) == sum(int(suite.get(count)) for suite in suites)
+
+
+def cases(root: ET.Element) -> list[tuple[str, str, str | None]]:
+    """(classname, name, failure or error message) of every case."""
+    result = []
+    for case in root.iter("testcase"):
+        outcome = case.find("failure") if case.find("failure") is not None else case.find("error")
+        result.append((case.get("classname"), case.get("name"), None if outcome is None else outcome.get("message")))
+    return result
+
+
+def test_one_case_per_level_and_verdict(tmp_path):
+    data = summary([
+        level("Concurrency", 1, [verdict("p99_ms<50", 31.2), verdict("throughput>=100", 93.456,
+                                                                     "throughput = 93.456, needs >= 100")]),
+        level("Concurrency", 2, [verdict("p99_ms<50", 61.2, "p99_ms = 61.2, needs < 50"),
+                                 verdict("throughput>=100", 125.5)]),
+    ], slas=["p99_ms < 50", "throughput>=100"])
+    root = written(tmp_path, data)
+    suite = root.find("testsuite")
+    assert suite.get("name") == "loadgen: pipeline"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "2", "0")
+    assert suite.get("time") == "65.000" and suite.get("timestamp") == "2026-11-22T10:00:00"
+    assert suite.get("hostname") == "bench-01"
+    assert [p.get("value") for p in suite.iter("property")] == ["p99_ms < 50", "throughput>=100"]
+    assert cases(root) == [
+        ("pipeline.Concurrency 1", "p99_ms<50", None),
+        ("pipeline.Concurrency 1", "throughput>=100", "throughput = 93.456, needs >= 100"),
+        ("pipeline.Concurrency 2", "p99_ms<50", "p99_ms = 61.2, needs < 50"),
+        ("pipeline.Concurrency 2", "throughput>=100", None),
+    ]
+    first = suite.find("testcase")
+    assert first.get("time") == "3.250"
+    assert first.findtext("system-out") == ("throughput 93.5 infer/s, latency avg 20.50 ms, p50 20.00 ms, "
+                                            "p99 31.20 ms, error rate 0.99 %, stable yes")
+    failure = suite.findall("testcase")[1].find("failure")
+    assert failure.get("type") == "SLA" and failure.text == "throughput = 93.456, needs >= 100"
+
+
+def test_run_without_sla_lists_its_levels(tmp_path):
+    rate = level("Request Rate", 120.5)  # no "sla" key: an old summary
+    rate["client"].update(percentile_latency_us={}, avg_latency_us=None)
+    root = written(tmp_path, summary([level("Concurrency", 1, []), rate]))
+    assert cases(root) == [("pipeline.Concurrency 1", "level completed", None),
+                           ("pipeline.Request Rate 120.5", "level completed", None)]
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "0")
+    assert suite.find("properties") is None
+    assert "latency avg n/a, p50 n/a, p99 n/a" in suite.findall("testcase")[1].findtext("system-out")
+
+
+def test_failed_run_adds_an_error_case(tmp_path):
+    data = summary([level("Concurrency", 1, [verdict("p99_ms<50", 31.2)])], slas=["p99_ms<50"],
+                   stop_reason="failed: server closed the connection")
+    data["finished_at"] = None
+    root = written(tmp_path, data)
+    assert cases(root)[-1] == ("pipeline", "run", "failed: server closed the connection")
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "1")
+    assert suite.find("testcase[@name='run']/error").get("type") == "RunFailed"
+    assert suite.get("time") == "3.250"  # no finish time: the measured levels' time
+
+
+def test_stops_that_are_not_failures_add_no_case(tmp_path):
+    for reason in ("interrupted", "latency 47.3 ms exceeded the 40 ms threshold", "SLA p99_ms<50 breached"):
+        root = written(tmp_path, summary([level("Concurrency", 1, [])], stop_reason=reason))
+        assert [name for _, name, _ in cases(root)] == ["level completed"]
+
+
+def test_no_level_measured(tmp_path):
+    root = written(tmp_path, summary([], stop_reason="failed: model not ready"))
+    assert cases(root) == [("pipeline", "run", "failed: model not ready")]
+
+
+def test_hostile_strings_are_escaped(tmp_path):
+    reason = f"not measured: no model '{HOSTILE}' in this run"
+    data = summary([level("Concurrency", 1, [verdict(f"{HOSTILE}.queue_ms<1", None, reason)])],
+                   slas=[f"{HOSTILE}.queue_ms<1"], model=HOSTILE, stop_reason=f"failed: {HOSTILE}\nsecond line")
+    root = written(tmp_path, data)
+    readable = HOSTILE.replace("\x00", "\ufffd").replace("\x1b", "\ufffd")  # XML cannot hold these even escaped
+    suite = root.find("testsuite")
+    assert suite.get("name") == f"loadgen: {readable}"
+    assert cases(root) == [(f"{readable}.Concurrency 1", f"{readable}.queue_ms<1", reason.replace(HOSTILE, readable)),
+                           (readable, "run", f"failed: {readable}\nsecond line")]
+    assert suite.find("properties/property").get("value") == f"{readable}.queue_ms<1"
+    source = (tmp_path / "junit.xml").read_text(encoding="utf-8")
+    assert "<b>" not in source and "&lt;b&gt;" in source and "&amp;" in source

@@ -1,0 +1,253 @@
+"""SLA expressions: parsing, each metric family evaluated on summary.json level dicts, and what fails unmeasured."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from loadgen.errors import UsageError
+from loadgen.sla import Sla, Verdict, describe, evaluate, parse_sla
+
+GPU_A, GPU_B = "GPU-1111aaaa", "GPU-2222bbbb"
+
+
+def server(name: str, queue_us: float, infer_us: float, composing: list[dict] = ()) -> dict:
+    return {"name": name, "version": "1", "inference_count": 300, "execution_count": 200, "success_count": 300,
+            "fail_count": 0, "avg_request_latency_us": queue_us + 200 + infer_us + 50 + 120, "queue_us": queue_us,
+            "compute_input_us": 200.0, "compute_infer_us": infer_us, "compute_output_us": 50.0,
+            "compute_us": 250 + infer_us, "overhead_us": 120.0, "composing": list(composing)}
+
+
+def level() -> dict:
+    """A closed-loop level of a nested ensemble on two GPUs, as summary.json holds it."""
+    tree = server("pipeline", 900, 9000, [
+        server("pre-process", 100, 1000),
+        server("inner.ensemble_v2", 800, 8000, [server("detector", 700, 7500), server("post_process", 100, 500)]),
+    ])
+    return {
+        "label": "Concurrency", "value": 4, "stable": True, "start_s": 10.0, "end_s": 13.0, "windows": [],
+        "client": {"request_count": 300, "error_count": 3, "error_rate": 3 / 303, "duration_s": 3.0,
+                   "throughput_infer_per_s": 100.0, "avg_latency_us": 20_500.0, "std_latency_us": 2_000.0,
+                   "percentile_latency_us": {"p50": 20_000.0, "p90": 24_000.0, "p95": 27_000.0, "p99": 31_200.0},
+                   "avg_send_us": 60.0, "avg_recv_us": 45.0, "avg_response_wait_us": 20_395.0,
+                   "error_messages": {"boom": 3}},
+        "latency_curve_us": [[0, 15_000.0], [50, 20_000.0], [97, 29_000.0], [99, 31_000.0], [99.9, 45_500.0],
+                             [100, 52_000.0]],
+        "breakdown_us": {},
+        "server": tree,
+        "count_check": {"client_success": 300, "server_success": 300, "tolerance": 8, "mismatch": False},
+        "metrics": {
+            "scrape_count": 3,
+            "gpus": [{"uuid": GPU_A, "avg_utilization": 0.5, "avg_power_w": 200.0, "max_memory_used_bytes": 6 * 2**30,
+                      "total_memory_bytes": 80 * 2**30, "energy_j": 600.0},
+                     {"uuid": GPU_B, "avg_utilization": 0.7, "avg_power_w": 250.5, "max_memory_used_bytes": 9 * 2**30,
+                      "total_memory_bytes": 80 * 2**30, "energy_j": 630.0}],
+            "energy_per_inference_j": 4.1, "avg_cpu_utilization": 0.45, "max_cpu_memory_used_bytes": 3 * 2**30,
+            "cpu_memory_total_bytes": 16 * 2**30, "models": [],
+        },
+        "open_loop": None,
+        "sla": [],
+    }
+
+
+def open_loop_level() -> dict:
+    data = level()
+    data.update(label="Request Rate", value=120)
+    data["open_loop"] = {"target_rate_per_s": 120.0, "achieved_rate_per_s": 118.5, "sent_count": 355,
+                         "late_count": 2, "held_back_count": 0,
+                         "schedule_lag_us": {"p50": 80.0, "p99": 1_450.0, "max": 3_000.0}}
+    return data
+
+
+def verdict(expression: str, data: dict) -> Verdict:
+    (result,) = evaluate([parse_sla(expression)], data)
+    return result
+
+
+def value(expression: str, data: dict | None = None) -> float:
+    result = verdict(expression, level() if data is None else data)
+    assert result.value is not None, result.reason
+    return result.value
+
+
+# Parsing
+
+@pytest.mark.parametrize("text, expected", [
+    ("p99_ms<50", Sla("p99_ms<50", "p99_ms", "<", 50.0)),
+    ("avg_ms<=20", Sla("avg_ms<=20", "avg_ms", "<=", 20.0)),
+    ("  error_rate  <  0.01 ", Sla("error_rate<0.01", "error_rate", "<", 0.01)),
+    ("throughput >= 100", Sla("throughput>=100", "throughput", ">=", 100.0)),
+    ("throughput>1e3", Sla("throughput>1e3", "throughput", ">", 1000.0)),
+    ("gpu_util==.5", Sla("gpu_util==.5", "gpu_util", "==", 0.5)),
+    ("cpu_util!=0", Sla("cpu_util!=0", "cpu_util", "!=", 0.0)),
+    ("p99.9_ms<80.5", Sla("p99.9_ms<80.5", "p99.9_ms", "<", 80.5)),
+    ("centernet.compute_infer_ms<10", Sla("centernet.compute_infer_ms<10", "centernet.compute_infer_ms", "<", 10.0)),
+    ("my-model.v2_x.queue_ms <= 2.5E-1", Sla("my-model.v2_x.queue_ms<=2.5E-1", "my-model.v2_x.queue_ms", "<=", 0.25)),
+    ("gpu_power_w<700", Sla("gpu_power_w<700", "gpu_power_w", "<", 700.0)),
+    ("gpu_memory_bytes<8e9", Sla("gpu_memory_bytes<8e9", "gpu_memory_bytes", "<", 8e9)),
+    ("energy_per_inference_j<=5", Sla("energy_per_inference_j<=5", "energy_per_inference_j", "<=", 5.0)),
+    ("lag_p99_ms<2", Sla("lag_p99_ms<2", "lag_p99_ms", "<", 2.0)),
+    ("achieved_rate>=119", Sla("achieved_rate>=119", "achieved_rate", ">=", 119.0)),
+    ("p100_ms<1", Sla("p100_ms<1", "p100_ms", "<", 1.0)),
+])
+def test_parse(text, expected):
+    assert parse_sla(text) == expected
+
+
+@pytest.mark.parametrize("text, says", [
+    ("p99<50", "unknown metric 'p99'; use avg_ms, pN_ms"),
+    ("latency_ms<50", "unknown metric 'latency_ms'"),
+    ("p99_ms 50", "is not METRIC OP NUMBER"),
+    ("p99_ms<", "is not METRIC OP NUMBER"),
+    ("<50", "is not METRIC OP NUMBER"),
+    ("p99_ms<<50", "is not METRIC OP NUMBER"),
+    ("p99_ms=50", "is not METRIC OP NUMBER"),
+    ("p99_ms<fifty", "is not METRIC OP NUMBER"),
+    ("p99_ms<nan", "is not METRIC OP NUMBER"),
+    ("p99_ms<50ms", "is not METRIC OP NUMBER"),
+    ("", "is not METRIC OP NUMBER"),
+    ("p99_ms<50\nrm -rf", "is not METRIC OP NUMBER"),
+    ("p101_ms<50", "percentile 101 is over 100"),
+    ("centernet.compute_ms_x<1", "unknown model figure 'compute_ms_x'"),
+    ("centernet.queue<1", "e.g. centernet.queue_ms"),
+    (".queue_ms<1", "no model name before '.queue_ms'"),
+])
+def test_bad_expressions_are_one_line_usage_errors(text, says):
+    with pytest.raises(UsageError) as raised:
+        parse_sla(text)
+    message = str(raised.value)
+    assert says in message
+    assert message.startswith(f"--sla {text!r}")
+    assert "\n" not in message
+
+
+# Evaluating each metric family
+
+def test_client_figures():
+    assert value("avg_ms<100") == 20.5
+    assert value("throughput>1") == 100.0
+    assert value("error_rate<1") == pytest.approx(3 / 303)
+    assert value("p99_ms<100") == 31.2  # the reported percentile, not the curve's 31.0
+    assert value("p99.0_ms<100") == 31.2  # the same percentile, written differently
+    assert value("p99.9_ms<100") == 45.5  # only on the curve
+    assert value("p97_ms<100") == 29.0
+    assert value("p100_ms<100") == 52.0
+
+
+def test_model_figures_at_any_depth_with_dots_and_dashes_in_names():
+    assert value("pipeline.queue_ms<100") == 0.9
+    assert value("pipeline.latency_ms<100") == pytest.approx((900 + 200 + 9000 + 50 + 120) / 1000)
+    assert value("pre-process.compute_infer_ms<100") == 1.0
+    assert value("inner.ensemble_v2.compute_ms<100") == 8.25
+    assert value("detector.compute_input_ms<100") == 0.2
+    assert value("detector.compute_output_ms<100") == 0.05
+    assert value("post_process.overhead_ms<100") == 0.12
+
+
+def test_machine_metrics():
+    assert value("gpu_util>0") == pytest.approx(0.6)  # the GPUs' mean
+    assert value("gpu_power_w>0") == 450.5  # their sum
+    assert value("gpu_memory_bytes>0") == 9 * 2**30  # the fullest GPU
+    assert value("cpu_util>0") == 0.45
+    assert value("energy_per_inference_j>0") == 4.1
+
+
+def test_open_loop_metrics():
+    data = open_loop_level()
+    assert value("lag_p99_ms<2", data) == 1.45
+    assert value("achieved_rate>=118", data) == 118.5
+    assert verdict("lag_p99_ms<1", data) == Verdict("lag_p99_ms<1", 1.45, False, "lag_p99_ms = 1.45, needs < 1")
+
+
+def test_verdicts_in_order_with_reasons():
+    slas = [parse_sla(text) for text in ("p99_ms < 50", "p99_ms<30", "throughput>=100", "error_rate<0.001")]
+    assert evaluate(slas, level()) == [
+        Verdict("p99_ms<50", 31.2, True, ""),
+        Verdict("p99_ms<30", 31.2, False, "p99_ms = 31.2, needs < 30"),
+        Verdict("throughput>=100", 100.0, True, ""),
+        Verdict("error_rate<0.001", pytest.approx(3 / 303), False, "error_rate = 0.00990099, needs < 0.001"),
+    ]
+    assert evaluate([], level()) == []
+
+
+@pytest.mark.parametrize("op, passes", [("<", False), ("<=", True), (">", False), (">=", True), ("==", True),
+                                        ("!=", False)])
+def test_operators_at_equality(op, passes):
+    assert verdict(f"throughput{op}100", level()).passed is passes
+    assert verdict(f"throughput{op}99.99", level()).passed is (op in (">", ">=", "!="))
+
+
+# Not measured: always a failure, with why
+
+def not_measured(expression: str, data: dict) -> str:
+    result = verdict(expression, data)
+    assert result.value is None and not result.passed
+    assert result.reason.startswith("not measured: ")
+    return result.reason.removeprefix("not measured: ")
+
+
+def test_machine_metrics_not_measured():
+    no_gpus = level()
+    no_gpus["metrics"].update(gpus=[], energy_per_inference_j=None)
+    for metric in ("gpu_util", "gpu_power_w", "gpu_memory_bytes", "energy_per_inference_j"):
+        assert not_measured(f"{metric}>=0", no_gpus) == "the server exposes no GPU metrics"
+    assert verdict("cpu_util<1", no_gpus).passed  # the CPU is still measured
+
+    no_metrics = level()
+    no_metrics["metrics"] = None
+    for metric in ("gpu_util", "gpu_power_w", "gpu_memory_bytes", "cpu_util", "energy_per_inference_j"):
+        assert "metrics were not collected" in not_measured(f"{metric}>=0", no_metrics)
+        assert "--collect-metrics" in not_measured(f"{metric}>=0", no_metrics)
+
+    partial = level()
+    partial["metrics"]["gpus"][1]["avg_power_w"] = None
+    partial["metrics"]["avg_cpu_utilization"] = None
+    assert not_measured("gpu_power_w<1000", partial) == f"the server reported no power for {GPU_B}"
+    assert not_measured("cpu_util<1", partial) == "the server exposes no CPU utilization"
+
+
+def test_model_not_in_run():
+    assert not_measured("centernet.queue_ms<1", level()) == "no model 'centernet' in this run"
+    assert not_measured("inner.queue_ms<1", level()) == "no model 'inner' in this run"  # not a name prefix
+
+
+def test_open_loop_metrics_on_a_closed_loop_level():
+    for data in (level(), {key: each for key, each in level().items() if key != "open_loop"}):  # null or absent
+        assert not_measured("lag_p99_ms<1", data).startswith("not an open-loop level")
+        assert not_measured("achieved_rate>1", data).startswith("not an open-loop level")
+
+
+def test_latency_without_a_success_is_not_zero():
+    failed = level()
+    failed["client"].update(request_count=0, error_count=40, error_rate=1.0, throughput_infer_per_s=0.0,
+                            avg_latency_us=0.0, percentile_latency_us={"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0})
+    failed["latency_curve_us"] = []
+    for expression in ("avg_ms<50", "p99_ms<50", "p99.9_ms<50"):
+        assert not_measured(expression, failed) == "no request succeeded at this level"
+    assert verdict("throughput>=0", failed).passed
+    assert verdict("error_rate<0.5", failed) == Verdict("error_rate<0.5", 1.0, False, "error_rate = 1, needs < 0.5")
+
+    idle = copy.deepcopy(failed)
+    idle["client"].update(error_count=0, error_rate=0.0)
+    assert not_measured("error_rate<0.01", idle) == "no request completed at this level"
+
+
+def test_percentile_the_run_did_not_record():
+    reason = not_measured("p97.5_ms<50", level())
+    assert reason.startswith("the run recorded no p97.5 latency; use a whole percentile or one of 99.5, 99.9")
+
+
+# Console lines and summary.json
+
+def test_describe_and_to_dict():
+    passed, failed, missing = evaluate([parse_sla("p99_ms<50"), parse_sla("p99_ms < 30"), parse_sla("lag_p99_ms<1")],
+                                       level())
+    assert describe(passed) == "p99_ms<50: PASS (p99_ms = 31.2)"
+    assert describe(failed) == "p99_ms<30: FAIL (p99_ms = 31.2, needs < 30)"
+    assert describe(missing).startswith("lag_p99_ms<1: FAIL (not measured: not an open-loop level")
+    assert failed.to_dict() == {"expression": "p99_ms<30", "value": 31.2, "passed": False,
+                                "reason": "p99_ms = 31.2, needs < 30"}
+    assert missing.to_dict()["value"] is None
+    big = verdict("gpu_memory_bytes<8e9", level())
+    assert big.reason == "gpu_memory_bytes = 9663676416, needs < 8000000000"  # bytes in full, not 9.66368e+09
