@@ -1,0 +1,39 @@
+"""The ready scenarios in configs/: each one is a valid run, and the SLA gate passes on the shipped ensemble."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from loadgen.cli import main
+from loadgen.config import build_config, load_config_file
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("name", ["smoke", "capacity", "sla-check", "stress"])
+def test_each_scenario_is_a_valid_run(name):
+    config = build_config(load_config_file(CONFIGS / f"{name}.yaml"))
+    assert config.model_name == "centernet-ensemble"
+    if name == "capacity":
+        assert config.binary_search and config.target_throughput and config.headroom_pct == 30
+    if name == "sla-check":
+        assert config.open_loop and config.slas and config.junit_file
+    if name == "stress":
+        assert config.open_loop and len(config.load_range.values()) >= 5 and config.max_inflight
+
+
+def test_the_sla_check_gate_passes_on_the_shipped_ensemble(triton, tmp_path, capsys):
+    junit = tmp_path / "gate.xml"
+    code = main(["run", "--config", str(CONFIGS / "sla-check.yaml"), "-u", triton.http, "-m", "centernet-ensemble",
+                 "-p", "3000", "--junit", str(junit), "--report-dir", str(tmp_path / "report")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (level,) = json.loads((tmp_path / "report" / "summary.json").read_text())["levels"]
+    assert level["label"] == "Request Rate" and level["value"] == 40
+    assert len(level["sla"]) == 5 and all(verdict["passed"] for verdict in level["sla"])
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "0")
