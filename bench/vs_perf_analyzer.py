@@ -1,10 +1,10 @@
 """loadgen side by side with perf_analyzer, on the same embedded server, model and input.
 
     python bench/vs_perf_analyzer.py [--levels 1,2,4,8] [--protocols http,grpc] [-p 2000]
-                                     [--collect-metrics] [--export-metrics]
+                                     [--collect-metrics] [--export-metrics] [--request-rates]
 
 Installs perf_analyzer with ../shared/tools/get-perf-analyzer, starts the embedded server once on
-model_repository/, then for each protocol and concurrency runs perf_analyzer and loadgen with the
+model_repository/, then for each protocol and level runs perf_analyzer and loadgen with the
 same window settings and the same input (grace_hopper.jpg as perf_analyzer JSON). Per level it
 prints both throughputs and p50s, each tool's own figures from its own report, and each client's
 CPU per 1000 requests.
@@ -12,6 +12,9 @@ CPU per 1000 requests.
 On a shared 2-core VM the server's own speed drifts by 20% from minute to minute whichever client
 drives it, so each level runs in ABBA order (perf_analyzer, loadgen, loadgen, perf_analyzer; --pairs
 sets how many such blocks) and each tool's figures are the means of its runs: linear drift cancels.
+
+--request-rates makes the levels open-loop request rates (--request-rate-range, constant arrivals)
+instead of concurrencies: the figures then also show how well each tool keeps the rate.
 
 --collect-metrics makes both tools scrape the server's metrics page (every 1000 ms, their
 default); --export-metrics also has loadgen serve its own live metrics, which adds a counter and
@@ -91,9 +94,9 @@ def sample_cpu(process: subprocess.Popen, http: str) -> tuple[float, float]:
     return (cpu1 - cpu0) * 1e6 / max(requests, 1), requests / (t1 - t0)
 
 
-def run_perf_analyzer(pa: str, url: str, protocol: str, concurrency: int, args, data: Path, workdir: Path, http: str) -> Measured:
-    out = workdir / f"pa-{protocol}-{concurrency}.csv"
-    command = [pa, "-m", MODEL, "-u", url, "-i", protocol, "--concurrency-range", str(concurrency),
+def run_perf_analyzer(pa: str, url: str, protocol: str, level: int, args, data: Path, workdir: Path, http: str) -> Measured:
+    out = workdir / f"pa-{protocol}-{level}.csv"
+    command = [pa, "-m", MODEL, "-u", url, "-i", protocol, args.load_flag, str(level),
                "-p", str(args.p), "-s", str(args.s), "-r", str(args.r), "--input-data", str(data), "-f", str(out),
                *args.pa_extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,19 +108,19 @@ def run_perf_analyzer(pa: str, url: str, protocol: str, concurrency: int, args, 
     return Measured(float(row["Inferences/Second"]), float(row["p50 latency"]), cpu, rate)
 
 
-def run_loadgen(url: str, protocol: str, concurrency: int, args, data: Path, workdir: Path, http: str) -> Measured:
-    report = workdir / f"loadgen-{protocol}-{concurrency}"
+def run_loadgen(url: str, protocol: str, level: int, args, data: Path, workdir: Path, http: str) -> Measured:
+    report = workdir / f"loadgen-{protocol}-{level}"
     command = [sys.executable, "-m", "loadgen", "run", "-m", MODEL, "-u", url, "-i", protocol,
-               "--concurrency-range", str(concurrency), "-p", str(args.p), "-s", str(args.s), "-r", str(args.r),
+               args.load_flag, str(level), "-p", str(args.p), "-s", str(args.s), "-r", str(args.r),
                "--input-data", str(data), "--report-dir", str(report), *args.loadgen_extra]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     cpu, rate = sample_cpu(process, http)
     output, _ = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"loadgen failed ({process.returncode}):\n{output[-2000:]}")
-    (level,) = json.loads((report / "summary.json").read_text())["levels"]
-    client = level["client"]
-    return Measured(client["throughput_infer_per_s"], client["percentile_latency_us"]["p50"], cpu, rate, level["stable"])
+    (measured,) = json.loads((report / "summary.json").read_text())["levels"]
+    client = measured["client"]
+    return Measured(client["throughput_infer_per_s"], client["percentile_latency_us"]["p50"], cpu, rate, measured["stable"])
 
 
 def mean(runs: list[Measured]) -> Measured:
@@ -141,7 +144,8 @@ def input_file(workdir: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels (default 1,2,4,8)")
+    parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels or request rates (default 1,2,4,8)")
+    parser.add_argument("--request-rates", action="store_true", help="levels are open-loop request rates per second")
     parser.add_argument("--protocols", default="http,grpc", help="protocols (default http,grpc)")
     parser.add_argument("-p", type=int, default=3000, help="measurement window in ms for both tools (default 3000)")
     parser.add_argument("-s", type=float, default=15, help="stability percentage for both tools (default 15)")
@@ -150,6 +154,7 @@ def main() -> int:
     parser.add_argument("--collect-metrics", action="store_true", help="both tools scrape the server's metrics")
     parser.add_argument("--export-metrics", action="store_true", help="loadgen also serves its own live metrics")
     args = parser.parse_args()
+    args.load_flag = "--request-rate-range" if args.request_rates else "--concurrency-range"
     levels = [int(v) for v in args.levels.split(",")]
     protocols = args.protocols.split(",")
 
@@ -165,21 +170,21 @@ def main() -> int:
     try:
         for protocol in protocols:
             url = endpoints.http if protocol == "http" else endpoints.grpc
-            for concurrency in levels:
+            for level in levels:
                 runs: dict[str, list[Measured]] = {"perf_analyzer": [], "loadgen": []}
                 for tool in ["perf_analyzer", "loadgen", "loadgen", "perf_analyzer"] * args.pairs:
                     try:
                         if tool == "perf_analyzer":
-                            measured = run_perf_analyzer(pa, url, protocol, concurrency, args, data, workdir, endpoints.http)
+                            measured = run_perf_analyzer(pa, url, protocol, level, args, data, workdir, endpoints.http)
                         else:
-                            measured = run_loadgen(url, protocol, concurrency, args, data, workdir, endpoints.http)
+                            measured = run_loadgen(url, protocol, level, args, data, workdir, endpoints.http)
                     except RuntimeError as exc:  # e.g. perf_analyzer exits 2 when a level never stabilizes
-                        print(f"  {protocol} c={concurrency} {tool}: no result: {str(exc).splitlines()[-1]}", file=sys.stderr)
+                        print(f"  {protocol} {level} {tool}: no result: {str(exc).splitlines()[-1]}", file=sys.stderr)
                         continue
                     runs[tool].append(measured)
-                    print(f"  {protocol} c={concurrency} {tool}: {measured}", file=sys.stderr, flush=True)
+                    print(f"  {protocol} {level} {tool}: {measured}", file=sys.stderr, flush=True)
                 if runs["perf_analyzer"] and runs["loadgen"]:
-                    rows.append((protocol, concurrency, mean(runs["perf_analyzer"]), mean(runs["loadgen"])))
+                    rows.append((protocol, level, mean(runs["perf_analyzer"]), mean(runs["loadgen"])))
     finally:
         server.stop()
 
@@ -187,18 +192,18 @@ def main() -> int:
     print(f"\nloadgen vs perf_analyzer on {MODEL}, same server and input (-p {args.p} -s {args.s} -r {args.r}"
           f"{''.join(' ' + f for f in features)}; "
           f"ABBA x{args.pairs}; CPU sampled over {SAMPLE_S:g} s of steady load in each run)\n")
-    header = ("proto", "conc", "PA infer/s", "LG infer/s", "ratio", "PA p50 us", "LG p50 us",
+    header = ("proto", "rate" if args.request_rates else "conc", "PA infer/s", "LG infer/s", "ratio", "PA p50 us", "LG p50 us",
               "PA CPU ms/1k req", "LG CPU ms/1k req", "CPU ratio", "verdict")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     failed = False
-    for protocol, concurrency, pa_run, lg_run in rows:
+    for protocol, level, pa_run, lg_run in rows:
         ratio = lg_run.throughput / pa_run.throughput
         cpu_ratio = lg_run.cpu_us_per_request / pa_run.cpu_us_per_request
         ok = cpu_ratio <= CPU_TARGET and (protocol != "http" or ratio >= HTTP_THROUGHPUT_TARGET)
         failed |= protocol == "http" and not ok
         verdict = ("ok" if ok else "MISSED") + ("" if lg_run.stable else " (loadgen unstable)")
-        print(f"| {protocol} | {concurrency} | {pa_run.throughput:.1f} | {lg_run.throughput:.1f} | {ratio:.2f} | "
+        print(f"| {protocol} | {level} | {pa_run.throughput:.1f} | {lg_run.throughput:.1f} | {ratio:.2f} | "
               f"{pa_run.p50_us:.0f} | {lg_run.p50_us:.0f} | {pa_run.cpu_us_per_request:.1f} | "
               f"{lg_run.cpu_us_per_request:.1f} | {cpu_ratio:.2f} | {verdict} |")
     print(f"\nTargets: HTTP throughput >= {HTTP_THROUGHPUT_TARGET}x perf_analyzer at every level; CPU per request <= {CPU_TARGET}x.")
