@@ -47,3 +47,12 @@ def metrics_run(triton, tmp_path_factory):
     process = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr
     return report, process.stdout
+
+
+QUEUEING_REPOSITORY = ROOT / "tests" / "model_repos" / "queueing"
+
+
+@pytest.fixture(scope="session")
+def queueing_triton(tmp_path_factory):
+    """The embedded server on the queueing test repository (fixed-service, stalling)."""
+    yield from _serve(QUEUEING_REPOSITORY, tmp_path_factory.mktemp("queueing") / "server.log")
