@@ -65,3 +65,24 @@ def test_drive_fires_at_intended_times_until_stopped():
     intended = asyncio.run(scenario())
     assert len(intended) >= 50  # about 100 due in 0.2 s, however slowly the machine runs
     assert set(np.diff(intended).tolist()) == {2_000_000}
+
+
+def test_the_timer_wakes_at_the_instant_asked():
+    from time import monotonic_ns
+
+    from loadgen.schedule.timer import MonotonicTimer
+
+    async def scenario():
+        timer = MonotonicTimer()
+        try:
+            due = monotonic_ns() + 20_000_000
+            await timer.sleep_until(due)
+            woke = monotonic_ns()
+            await timer.sleep_until(due - 1_000_000)  # already past: at once
+            return woke - due, monotonic_ns() - woke
+        finally:
+            timer.close()
+
+    late_ns, past_ns = asyncio.run(scenario())
+    assert late_ns >= 0  # never early, unlike the loop's millisecond timers
+    assert past_ns < 20_000_000

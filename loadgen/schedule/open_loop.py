@@ -17,12 +17,11 @@ import numpy as np
 
 from loadgen.errors import UsageError
 from loadgen.schedule.base import Fire, Schedule
+from loadgen.schedule.timer import MonotonicTimer
 
-# Waits longer than this watch the stop event; shorter ones just sleep (cheaper per request).
+# Gaps longer than this also watch the stop event, so a slow schedule stops promptly.
 _WATCH_STOP_S = 0.05
-# How long before a request's time the pacer stops sleeping and starts yielding, at most (measured:
-# with 2 ms, requests at 18-70/s on this VM left under 1 ms late; with plain sleeps, 10-30% did not).
-_WAKE_EARLY_S = 0.002
+_WAKE_EARLY_NS = 300_000
 _POISSON_CHUNK = 4096
 
 
@@ -44,26 +43,28 @@ class OpenLoopSchedule(Schedule):
     async def drive(self, fire: Fire, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Task] = set()
-        intended_ns = monotonic_ns()
-        for gap_ns in self.gaps_ns():
-            intended_ns += gap_ns
-            # uvloop's timers have millisecond resolution and fire up to a millisecond early or late:
-            # sleep until shortly before the time, then yield to the loop until it has come. The
-            # yielding burns CPU, so it is bounded by a tenth of the gap.
-            early_s = min(_WAKE_EARLY_S, gap_ns / 1e10)
-            while (wait_s := (intended_ns - monotonic_ns()) / 1e9) > 0 and not stop.is_set():
-                if wait_s > _WATCH_STOP_S:
+        timer = MonotonicTimer()
+        try:
+            intended_ns = monotonic_ns()
+            for gap_ns in self.gaps_ns():
+                intended_ns += gap_ns
+                if (intended_ns - monotonic_ns()) / 1e9 > _WATCH_STOP_S:  # a long gap: stop may come first
                     try:
-                        await asyncio.wait_for(stop.wait(), wait_s - early_s)
+                        await asyncio.wait_for(stop.wait(), (intended_ns - monotonic_ns()) / 1e9 - _WATCH_STOP_S)
                     except TimeoutError:
                         pass
-                else:
-                    await asyncio.sleep(max(0.0, wait_s - early_s))
-            if stop.is_set():
-                break
-            task = loop.create_task(fire(intended_ns))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+                if stop.is_set():
+                    break
+                # Wake a little early and yield until the time has come: waking an idle vCPU takes
+                # a few hundred microseconds on the VMs we run on.
+                await timer.sleep_until(intended_ns - min(_WAKE_EARLY_NS, gap_ns // 10))
+                while monotonic_ns() < intended_ns:
+                    await asyncio.sleep(0)
+                task = loop.create_task(fire(intended_ns))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        finally:
+            timer.close()
         await asyncio.gather(*pending)
 
 
