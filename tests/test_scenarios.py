@@ -35,5 +35,8 @@ def test_the_sla_check_gate_passes_on_the_shipped_ensemble(triton, tmp_path, cap
     (level,) = json.loads((tmp_path / "report" / "summary.json").read_text())["levels"]
     assert level["label"] == "Request Rate" and level["value"] == 40
     assert len(level["sla"]) == 5 and all(verdict["passed"] for verdict in level["sla"])
+    assert level["open_loop"]["target_rate_per_s"] == 40 and level["open_loop"]["sent_count"] > 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Open loop</h2>" in page and "Lag p99 (ms)" in page
     suite = ET.parse(junit).getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "0")

@@ -64,6 +64,7 @@ def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
         _levels(summary["levels"], bool(summary.get("sla"))),
         _plots(plots),
         _breakdown(summary["levels"]),
+        _open_loop(summary["levels"]),
         _composing(summary["levels"]),
         _metrics(summary),
         "<h2>Configuration</h2>", _key_values(summary.get("config")),
@@ -268,6 +269,26 @@ def _breakdown(levels: list[dict]) -> str:
     rows = [[f"{level['value']:g}", *(_num(level["breakdown_us"].get(key)) for key in keys),
              _num(level["client"]["avg_latency_us"])] for level in levels]
     return "<h2>Latency breakdown (µs)</h2>" + _table(head, rows)
+
+
+def _open_loop(levels: list[dict]) -> str:
+    """How well each request rate was kept, and latency from the actual send beside the honest one."""
+    rated = [level for level in levels if level.get("open_loop")]
+    if not rated:
+        return ""
+    head = ["Level", "Target /s", "Sent /s", "Late (>1 ms)", "Held back", "Lag p50 (ms)", "Lag p99 (ms)",
+            "Lag max (ms)", "p99 from due (ms)", "p99 from sent (ms)"]
+    rows = []
+    for level in rated:
+        loop, lag = level["open_loop"], level["open_loop"]["schedule_lag_us"]
+        rows.append([
+            _level_name(level), _num(loop["target_rate_per_s"]), _num(loop["achieved_rate_per_s"]),
+            (WARN if loop.get("cannot_keep_up") else "") + f"{loop['late_count']} ({_percent(loop.get('late_fraction'))})",
+            _num(loop["held_back_count"], 0), _ms(lag["p50"]), _ms(lag["p99"]), _ms(lag["max"]),
+            _ms(level["client"]["percentile_latency_us"].get("p99")), _ms(loop["sent_percentile_latency_us"].get("p99")),
+        ])
+    return ("<h2>Open loop</h2><p>Latency runs from each request's intended send time; "
+            "the latency from the actual send is shown beside it.</p>" + _table(head, rows))
 
 
 def _server_rows(server: dict, depth: int = 0) -> list[list[str]]:
