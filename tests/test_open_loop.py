@@ -49,7 +49,9 @@ def test_constant_arrivals_well_below_capacity_do_not_queue(queueing_triton, tmp
     assert open_loop["late_count"] <= 0.05 * open_loop["sent_count"]
     # Each request finds the instance free: its time in the queue is the scheduler's handling only.
     assert level["server"]["queue_us"] < SERVICE_US / 10
-    assert level["client"]["percentile_latency_us"]["p99"] < 2 * SERVICE_US
+    # And the typical request takes the service time and no more (p90: a hundred-odd samples, and
+    # the VM's occasional multi-millisecond hiccup must not decide the test).
+    assert level["client"]["percentile_latency_us"]["p90"] < 1.5 * SERVICE_US
 
 
 @pytest.mark.parametrize(("utilization", "window_ms"), [(0.5, 5000), (0.8, 12_000)])
