@@ -166,18 +166,21 @@ class Sweep:
             return RateSchedule(value, config.request_distribution, config.seed)
         return ConcurrencySchedule(int(value))
 
+    def _latency_breach(self, level: LevelResult) -> str | None:
+        threshold_ms = self.config.latency_threshold_ms
+        latency_us = level.client.latency_us(self.config.windows.percentile)
+        if threshold_ms is not None and latency_us > threshold_ms * 1e3:
+            return f"latency {latency_us / 1e3:.2f} ms exceeded the {threshold_ms:g} ms threshold"
+        return None
+
+    def _sla_breach(self, level: LevelResult) -> str | None:
+        failed = [verdict.expression for verdict in level.sla if not verdict.passed]
+        return f"SLA {', '.join(failed)} breached" if failed else None
+
     def _bound_breach(self, level: LevelResult) -> str | None:
         """Why `level` is out of bounds (-l, --sla, or unstable in a search), or None."""
-        config = self.config
-        latency_us = level.client.latency_us(config.windows.percentile)
-        if config.latency_threshold_ms is not None and latency_us > config.latency_threshold_ms * 1e3:
-            return f"latency {latency_us / 1e3:.2f} ms exceeded the {config.latency_threshold_ms:g} ms threshold"
-        failed = [verdict.expression for verdict in level.sla if not verdict.passed]
-        if failed:
-            return f"SLA {', '.join(failed)} breached"
-        if config.binary_search and not level.stable:
-            return "no stable measurement"
-        return None
+        unstable = "no stable measurement" if self.config.binary_search and not level.stable else None
+        return self._latency_breach(level) or self._sla_breach(level) or unstable
 
     async def _measure(self, value: float, on_level_start, on_window, on_level) -> LevelResult:
         config = self.config
@@ -209,9 +212,9 @@ class Sweep:
             return
         for value in _values(self.config):
             level = await self._measure(value, *hooks)
-            breach = self._bound_breach(level)
-            over_latency = breach is not None and breach.startswith("latency")
-            if breach is not None and (over_latency or self.config.load_range.end == 0):
+            open_ended = self.config.load_range.end == 0
+            breach = self._latency_breach(level) or (self._sla_breach(level) if open_ended else None)
+            if breach is not None:
                 self.stop_reason = f"{breach} at {level.label.lower()} {level.value:g}"
                 return
             if self.config.request_intervals is not None:
