@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from loadgen.config import build_config, load_config_file
-from loadgen.errors import LoadgenError, UsageError
+from loadgen.errors import Interrupted, LoadgenError, UsageError
 
 EXIT_BREACHED = 1  # an SLA, or a regression in compare
 EXIT_INTERRUPTED = 130
@@ -17,7 +18,7 @@ EXIT_INTERRUPTED = 130
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage text, and our exit code
-        raise UsageError(f"{message} (see loadgen {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _run_parser(sub) -> None:
@@ -27,13 +28,14 @@ def _run_parser(sub) -> None:
     add("-m", "--model-name", help="model to measure (default: centernet-ensemble on the embedded server)")
     add("-x", "--model-version", help="model version (default: latest)")
     add("-b", "--batch-size", type=int, help="batch size of each request (default 1)")
-    add("-u", "--url", help="host:port of a running server; without it loadgen starts the embedded server")
+    add("-u", "--url", help="host:port (https://host:port for HTTPS) of a running server; without it loadgen starts the embedded server")
     add("-i", "--protocol", choices=["http", "grpc"], help="protocol (default http)")
     add("--concurrency-range", metavar="START:END:STEP", help="concurrency levels (default 1); END 0 = until -l is exceeded")
     add("--request-rate-range", metavar="START:END:STEP", help="open loop: request rates per second, instead of concurrency")
     add("--request-distribution", choices=["constant", "poisson"], help="open-loop arrivals (default constant)")
     add("--request-intervals", metavar="FILE", help="open loop: gaps in microseconds, one per line, looped")
     add("--max-inflight", type=int, metavar="N", help="open loop: at most N requests out; later ones wait and are counted")
+    add("--request-timeout", type=float, metavar="MS", help="count a request unanswered after MS milliseconds as a timeout error")
     add("--seed", type=int, metavar="N", help="seed of the Poisson arrivals (default: a fresh one each run)")
     add("--shape", action="append", metavar="NAME:D1,D2", help="shape of a variable-shape input (repeatable)")
     add("--input-data", metavar="zero|random|FILE.json|DIR", help="request data (default: random, photographs for image models)")
@@ -60,6 +62,18 @@ def _run_parser(sub) -> None:
     add("--metrics-url", metavar="URL", help="metrics page (default: the server's metrics port, host:8002/metrics)")
     add("--metrics-interval", type=int, metavar="MS", help="time between scrapes (default 1000)")
     add("--export-metrics-port", type=int, metavar="N", help="serve loadgen's own live metrics for Prometheus on this port")
+    # TLS, as perf_analyzer takes it: HTTPS by -u https://host:port, gRPC over TLS by --ssl-grpc-use-ssl.
+    add("--ssl-grpc-use-ssl", action="store_const", const=True, help="gRPC over TLS")
+    add("--ssl-grpc-root-certifications-file", metavar="FILE.pem", help="gRPC: CA certificates to verify the server with (default: the system's)")
+    add("--ssl-grpc-private-key-file", metavar="FILE.pem", help="gRPC: the client's private key (mutual TLS)")
+    add("--ssl-grpc-certificate-chain-file", metavar="FILE.pem", help="gRPC: the client's certificate chain (mutual TLS)")
+    add("--ssl-https-verify-peer", type=int, choices=[0, 1], help="HTTPS: 1 verifies the server's certificate, 0 accepts any (default 1)")
+    add("--ssl-https-verify-host", type=int, choices=[0, 1, 2], help="HTTPS: 1 or 2 checks the certificate names the host, 0 does not (default 2)")
+    add("--ssl-https-ca-certificates-file", metavar="FILE.pem", help="HTTPS: CA bundle to verify the server with (default: the system's)")
+    add("--ssl-https-client-certificate-file", metavar="FILE.pem", help="HTTPS: the client certificate (mutual TLS)")
+    add("--ssl-https-client-certificate-type", choices=["PEM", "DER"], help="HTTPS: client certificate format; PEM only (default PEM)")
+    add("--ssl-https-private-key-file", metavar="FILE.pem", help="HTTPS: the client certificate's private key")
+    add("--ssl-https-private-key-type", choices=["PEM", "DER"], help="HTTPS: private key format; PEM only (default PEM)")
 
 
 def _serve_parser(sub) -> None:
@@ -171,9 +185,14 @@ def _interrupt_on_termination() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _interrupt_on_termination()
+    # grpc's core logs a failed TLS handshake on stderr at INFO, beside our one-line error.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except Interrupted as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return exc.exit_code
     except LoadgenError as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -9,13 +9,19 @@ from typing import Any
 
 from loadgen.samples import SampleRecorder
 from loadgen.schedule.base import Schedule
-from loadgen.transport.base import Transport
+from loadgen.transport.base import InferOutcome, Transport
 
 
 class LoadEngine:
     """Runs one schedule at a time over a fixed set of prepared requests, taken round robin."""
 
-    def __init__(self, transport: Transport, requests: Sequence[Any], max_inflight: int | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        requests: Sequence[Any],
+        max_inflight: int | None = None,
+        request_timeout_ms: float | None = None,
+    ) -> None:
         if not requests:
             raise ValueError("the engine needs at least one prepared request")
         self._transport = transport
@@ -31,6 +37,11 @@ class LoadEngine:
         self._driving: asyncio.Task | None = None
         # --max-inflight: open-loop requests due while this many are out wait for a slot (and are counted).
         self._slots = asyncio.Semaphore(max_inflight) if max_inflight is not None else None
+        # --request-timeout: the request is cancelled (the transport drops its connection or stream).
+        self._timeout_s: float | None = None
+        if request_timeout_ms is not None:
+            self._timeout_s = request_timeout_ms / 1e3
+            self._timed_out = InferOutcome(0, 0, f"timeout: no response within {request_timeout_ms:g} ms")
 
     async def _fire(self, intended_ns: int | None) -> None:
         if self._slots is not None and intended_ns is not None:
@@ -50,7 +61,14 @@ class LoadEngine:
         sent_ns = monotonic_ns()
         if intended_ns is not None:
             self.recorder.record_send(intended_ns, sent_ns)
-        outcome = await self._transport.infer(prepared)
+        if self._timeout_s is None:
+            outcome = await self._transport.infer(prepared)
+        else:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    outcome = await self._transport.infer(prepared)
+            except TimeoutError:
+                outcome = self._timed_out
         end_ns = monotonic_ns()
         self.in_flight -= 1
         self.completed += 1
@@ -75,3 +93,13 @@ class LoadEngine:
             return
         self._stop.set()
         await driving
+
+    async def abandon(self) -> None:
+        """Stop at once: the requests in flight are cancelled, their outcomes never recorded."""
+        driving, self._driving = self._driving, None
+        if driving is None:
+            return
+        self._stop.set()
+        driving.cancel()
+        await asyncio.wait({driving})  # not `await driving`: that would re-raise its cancellation here
+        self.in_flight = 0

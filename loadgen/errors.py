@@ -17,3 +17,13 @@ class ServerError(LoadgenError):
     """The server could not be started, reached or used for the run."""
 
     exit_code = 3
+
+
+class ServerGone(ServerError):
+    """The server died or stopped answering part way through a run."""
+
+
+class Interrupted(LoadgenError):
+    """SIGINT or SIGTERM ended the run; the finished levels were written."""
+
+    exit_code = 130

@@ -28,16 +28,20 @@ class CountCheck:
 
     The two sides are read at slightly different moments, so up to the requests in flight at
     each of the two outer boundaries may fall on either side: `tolerance` allows for that. A
-    larger gap means other traffic reached the model during the measurement.
+    request that failed at the client may still be a success to the server (the Python backend
+    counts a response carrying an error as one), so the server's count may exceed the client's
+    by up to its errors. A larger gap means other traffic reached the model during the measurement.
     """
 
     client_success: int
     server_success: int
     tolerance: int
+    client_errors: int = 0
 
     @property
     def mismatch(self) -> bool:
-        return abs(self.server_success - self.client_success) > self.tolerance
+        low, high = self.client_success - self.tolerance, self.client_success + self.client_errors + self.tolerance
+        return not low <= self.server_success <= high
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,10 @@ async def measure_level(
             )
             if on_window is not None:
                 on_window(schedule, len(windows), figures[-1])
-    finally:
-        await engine.stop()
+    except BaseException:  # a dead server, an interruption: what is in flight is abandoned
+        await engine.abandon()
+        raise
+    await engine.stop()
     merged = windows[-STABLE_WINDOW_COUNT:]
     client = client_stats(merged, batch_size, percentiles)
     server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
@@ -177,7 +183,7 @@ async def measure_level(
         windows=tuple(figures),
         client=client,
         server=server,
-        count_check=CountCheck(client.request_count, server.success_count, tolerance),
+        count_check=CountCheck(client.request_count, server.success_count, tolerance, client.error_count),
         metrics=metrics,
         open_loop=open_loop_stats(merged, schedule.target_rate_per_s) if isinstance(schedule, OpenLoopSchedule) else None,
     )

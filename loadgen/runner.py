@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 import uvloop
 
 from loadgen.config import RunConfig
-from loadgen.errors import LoadgenError, UsageError
+from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
+from loadgen.health import ServerWatch
 from loadgen.live_metrics import LiveMetrics
 from loadgen.progress import Progress
+from loadgen.redact import redact_url
 from loadgen.report.base import ReportWriter
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
@@ -24,7 +27,7 @@ from loadgen.report.metrics_csv import MetricsCsvReport
 from loadgen.report.render import SUMMARY, HtmlReport
 from loadgen.scraper import metrics_url, server_metrics_url
 from loadgen.server import EmbeddedServer
-from loadgen.sweep import RunResult, Sweep
+from loadgen.sweep import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunResult, Sweep
 from loadgen.transport import open_transport
 
 SERVER_LOG = "server.log"
@@ -46,25 +49,79 @@ def default_report_dir(model: str) -> Path:
     return Path("reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
 
 
-def _stop_reason(exc: BaseException) -> str:
+class _Interrupts:
+    """SIGINT and SIGTERM, while a run is on: the sweep is cancelled (its finished levels are then
+    written and the server stopped) instead of the process dying where it stands."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.task: asyncio.Task | None = None  # the sweep, once it runs
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+        task = self.task
+        if task is not None and not task.done():
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_writable(directory: Path, flag: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".loadgen-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write in {directory} ({exc.strerror or exc}): give {flag} a folder you can write to") from None
+
+
+def _failure(exc: BaseException, interrupts: _Interrupts) -> tuple[str, str]:
+    """(status, stop reason) of a run that `exc` ended."""
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-        return "interrupted"
+        return INTERRUPTED, f"interrupted by {interrupts.signal_name or 'SIGINT'}"
     if isinstance(exc, LoadgenError):
-        return f"failed: {exc}"
-    return f"failed: {type(exc).__name__}: {exc}"
+        return FAILED, f"failed: {exc}"
+    return FAILED, f"failed: {type(exc).__name__}: {exc}"
+
+
+def _write(writers: Sequence[ReportWriter], result: RunResult) -> list[str]:
+    """Every writer gets its turn whatever the others do: one that fails loses only its own files."""
+    failures = []
+    for writer in writers:
+        try:
+            writer.finish(result)
+        except Exception as exc:  # noqa: BLE001 - reported once all the others have written
+            failures.append(f"{type(writer).__name__}: {type(exc).__name__}: {exc}")
+    return failures
 
 
 async def _sweep(
-    config: RunConfig, metrics_at: str | None, writers: Sequence[ReportWriter], progress: Progress | None
+    config: RunConfig,
+    metrics_at: str | None,
+    writers: Sequence[ReportWriter],
+    progress: Progress | None,
+    interrupts: _Interrupts,
+    server_exit: Callable[[], str | None] | None,
+    live: LiveMetrics | None,
 ) -> RunResult:
-    async with open_transport(config.protocol, config.url, config.headers) as transport:
+    interrupts.task = asyncio.current_task()
+    async with open_transport(config.protocol, config.url, config.headers, config.tls) as transport:
         sweep = await Sweep.open(config, transport)
         # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
         # full passes, which otherwise pause the load for tens of milliseconds.
         gc.freeze()
-        live = LiveMetrics(config.model_name) if config.export_metrics_port is not None else None
         if live is not None:
-            live.serve(config.export_metrics_port)
             sweep.engine.observer = live.observe
         for writer in writers:
             writer.start(config)
@@ -76,30 +133,34 @@ async def _sweep(
                 live.level_start(schedule, engine)
 
         def on_level(level):
-            if progress is not None:
-                progress.level_done(level)
+            so_far = sweep.result(RUNNING)
             for writer in writers:
-                writer.level(level)
+                writer.level(level, so_far)
+            if progress is not None:  # once the level is on disk
+                progress.level_done(level)
 
+        status, ended_by = COMPLETE, None
         try:
             if metrics_at is not None:
                 await sweep.start_metrics(metrics_at, progress.warning if progress else None)
-            await sweep.run(
-                on_level_start=on_level_start,
-                on_window=progress.window if progress else None,
-                on_level=on_level,
+            watch = ServerWatch(redact_url(config.url), transport.server_live, server_exit)
+            await watch.guard(
+                sweep.run(on_level_start=on_level_start, on_window=progress.window if progress else None, on_level=on_level)
             )
-        except BaseException as exc:
-            sweep.stop_reason = _stop_reason(exc)
-            raise
-        finally:
-            await sweep.stop_metrics()
-            if live is not None:
-                live.close()
-            # Also after a failure or an interruption: the finished levels are written.
-            result = sweep.result()
-            for writer in writers:
-                writer.finish(result)
+        except ServerGone as exc:
+            during = f" during {sweep.measuring}" if sweep.measuring else ""
+            ended_by = ServerGone(f"{exc}{during}: {len(sweep.levels)} finished level(s) kept")
+            status, sweep.stop_reason = FAILED, f"failed: {ended_by}"
+        except BaseException as exc:  # interrupted, or failed: the finished levels are written all the same
+            ended_by = exc
+            status, sweep.stop_reason = _failure(exc, interrupts)
+        await sweep.stop_metrics()
+        result = sweep.result(status)
+        failures = _write(writers, result)
+    if ended_by is not None:
+        raise ended_by
+    if failures:
+        raise LoadgenError(f"the run finished but some reports could not be written: {'; '.join(failures)}")
     return result
 
 
@@ -108,8 +169,9 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
 
     The folder holds summary.json, the CSVs, the metrics time series (with --collect-metrics),
     the plots, report.html and (embedded server) the server's log; a run that fails or is
-    interrupted part way still writes the levels it finished. The server is stopped whatever
-    happens.
+    interrupted part way still writes the levels it finished, and summary.json and the CSVs are
+    rewritten after every level. The server is stopped whatever happens; SIGINT and SIGTERM
+    abandon the requests in flight and raise Interrupted once the report is written.
     """
     report_dir = config.report_dir or default_report_dir(config.model_name)
     all_writers: list[ReportWriter] = [
@@ -123,20 +185,33 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     if config.junit_file is not None:
         all_writers.append(JunitReport(config.junit_file))
     all_writers.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
+    # Mistakes that would otherwise surface only once the server is up, or the first level done.
+    _check_writable(report_dir, "--report-dir")
+    for path, flag in ((config.csv_file, "-f"), (config.junit_file, "--junit")):
+        if path is not None:
+            _check_writable(Path(path).parent, flag)
     metrics_at = metrics_url(config.metrics_url) if config.collect_metrics and config.metrics_url else None
-    server = None
-    if config.url is None:
-        server = EmbeddedServer(config.model_repository or default_model_repository(), report_dir / SERVER_LOG)
-        endpoints = server.start()
-        config = replace(config, url=endpoints.http if config.protocol == "http" else endpoints.grpc)
-        if config.collect_metrics and metrics_at is None:
-            metrics_at = endpoints.metrics_url
-    elif config.collect_metrics and metrics_at is None:
-        metrics_at = server_metrics_url(config.url)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(_sweep(config, metrics_at, all_writers, progress))
-    finally:
-        if server is not None:
-            server.stop()
-    return result
+    server = live = None
+    with _Interrupts() as interrupts:
+        try:
+            if config.export_metrics_port is not None:
+                live = LiveMetrics(config.model_name)
+                live.serve(config.export_metrics_port)
+            if config.url is None:
+                server = EmbeddedServer(config.model_repository or default_model_repository(), report_dir / SERVER_LOG)
+                endpoints = server.start()
+                config = replace(config, url=endpoints.http if config.protocol == "http" else endpoints.grpc)
+                if config.collect_metrics and metrics_at is None:
+                    metrics_at = endpoints.metrics_url
+            elif config.collect_metrics and metrics_at is None:
+                metrics_at = server_metrics_url(config.url)
+            server_exit = server.exit_status if server is not None else None
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(_sweep(config, metrics_at, all_writers, progress, interrupts, server_exit, live))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise Interrupted(f"interrupted by {interrupts.signal_name or 'SIGINT'}") from None
+        finally:
+            if server is not None:
+                server.stop()
+            if live is not None:
+                live.close()

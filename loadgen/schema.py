@@ -17,11 +17,12 @@ from loadgen.metrics import (
     gpu_uuids,
 )
 from loadgen.server_stats import ModelTree, ServerFigures
+from loadgen.stats import ClientStats
 
 if TYPE_CHECKING:
     from loadgen.sweep import RunResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _seconds(t_ns: int, origin_ns: int) -> float:
@@ -55,10 +56,27 @@ def open_loop_dict(level: LevelResult) -> dict[str, Any] | None:
     return data
 
 
+def errors_dict(client: ClientStats) -> dict[str, Any]:
+    """A level's failed requests: how many, how often, how long they took, and of which kinds."""
+    total = client.request_count + client.error_count
+
+    def rates(count: int) -> dict[str, float]:
+        return {"rate": count / total if total else 0.0, "per_s": count / client.duration_s if client.duration_s > 0 else 0.0}
+
+    return {
+        "count": client.error_count,
+        **rates(client.error_count),
+        "latency_us": client.error_latency_us or None,
+        "kinds": [{"kind": k.kind, "count": k.count, **rates(k.count), "messages": k.messages} for k in client.error_kinds],
+    }
+
+
 def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
     client = dataclasses.asdict(level.client)
     client["percentile_latency_us"] = {f"p{p}": v for p, v in level.client.percentile_latency_us.items()}
     client["error_rate"] = level.client.error_rate
+    for moved in ("error_kinds", "error_latency_us"):  # in the level's "errors"
+        del client[moved]
     curve = client.pop("latency_curve_us")
     merged = level.reported_windows
     return {
@@ -79,6 +97,8 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
             for w in level.windows
         ],
         "client": client,
+        "error_rate": level.client.error_rate,
+        "errors": errors_dict(level.client),
         "latency_curve_us": [list(point) for point in curve],
         "breakdown_us": level.breakdown_us,
         "server": server_dict(level.server),
@@ -127,6 +147,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "loadgen_version": __version__,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
+        "status": result.status,  # running (written after each level), complete, interrupted or failed
         "stop_reason": result.stop_reason,
         "warnings": list(result.warnings),
         "config": result.config.to_dict(),

@@ -98,10 +98,12 @@ class EmbeddedServer:
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         startup_timeout_s: float = 180.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.log_path = Path(log_path)
         self._ports = (http_port, grpc_port, metrics_port)
+        self.extra_args = tuple(extra_args)  # more tritonserver options, e.g. --http-header-forward-pattern=...
         self.startup_timeout_s = startup_timeout_s
         self.endpoints: Endpoints | None = None
         self._process: subprocess.Popen | None = None
@@ -111,11 +113,23 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    def exit_status(self) -> str | None:
+        """None while the server runs, else how its process ended ("was killed by SIGKILL")."""
+        code = self._process.poll() if self._process else None
+        if code is None:
+            return None
+        return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
     def start(self) -> Endpoints:
         if not self.model_repository.is_dir():
             raise UsageError(f"model repository {self.model_repository} is not a directory: pass --model-repository DIR")
-        for port in self._ports:
-            if port is not None and _port_in_use(port):
+        given = [port for port in self._ports if port is not None]
+        for port in given:
+            if not 0 < port < 65536:
+                raise UsageError(f"port {port} is not a port number: give one from 1 to 65535, or leave the port flag out")
+            if given.count(port) > 1:
+                raise UsageError(f"port {port} is given twice: the HTTP, gRPC and metrics ports must differ")
+            if _port_in_use(port):
                 raise UsageError(f"port {port} is in use: choose another one or leave the port flag out")
         http, grpc, metrics = (port if port is not None else free_port() for port in self._ports)
         dist, libs = _triton_dist()
@@ -133,6 +147,7 @@ class EmbeddedServer:
             f"--metrics-port={metrics}",
             "--allow-metrics=true",
             "--exit-timeout-secs=10",
+            *self.extra_args,
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from loadgen.samples import WindowSamples
+from loadgen.samples import WindowSamples, error_kind
 
 REPORTED_PERCENTILES = (50, 90, 95, 99)
+# Distinct messages reported per error kind: the first ones seen.
+MESSAGES_PER_KIND = 3
 # Points of the latency distribution kept for plots: every percent, then the tail.
 CURVE_PERCENTILES = (*range(100), 99.5, 99.9, 99.99, 100)
 
@@ -28,8 +30,42 @@ def percentile_of_sorted(sorted_values: np.ndarray, percentile: float) -> float:
 
 
 @dataclass(frozen=True)
+class ErrorKind:
+    """The failed requests of one kind (`HTTP 503`, `gRPC UNAVAILABLE`, `timeout`, `connection error`)."""
+
+    kind: str
+    count: int
+    messages: dict[str, int]  # the first MESSAGES_PER_KIND distinct messages, with their counts
+
+
+def error_kinds(errors: Counter) -> tuple[ErrorKind, ...]:
+    """Errors by kind, most frequent first; `errors` counts messages in order of first appearance."""
+    counts: Counter = Counter()
+    messages: dict[str, dict[str, int]] = {}
+    for message, count in errors.items():
+        kind = error_kind(message)
+        counts[kind] += count
+        shown = messages.setdefault(kind, {})
+        if len(shown) < MESSAGES_PER_KIND:
+            shown[message] = count
+    return tuple(ErrorKind(kind, count, messages[kind]) for kind, count in counts.most_common())
+
+
+def latency_summary_us(latency_ns: np.ndarray) -> dict[str, float]:
+    """avg, p50, p90, p99 and max of some latencies, in µs ({} without any)."""
+    if not latency_ns.size:
+        return {}
+    ordered = np.sort(latency_ns) / 1e3
+    summary = {"avg": float(ordered.mean())}
+    summary.update({f"p{p}": percentile_of_sorted(ordered, p) for p in (50, 90, 99)})
+    summary["max"] = float(ordered[-1])
+    return summary
+
+
+@dataclass(frozen=True)
 class ClientStats:
-    """What the client saw over some windows. Latencies are of successful requests only."""
+    """What the client saw over some windows. Latencies are of successful requests only; failed
+    requests' latencies are apart, in `error_latency_us`."""
 
     request_count: int
     error_count: int
@@ -41,7 +77,8 @@ class ClientStats:
     avg_send_us: float
     avg_recv_us: float
     avg_response_wait_us: float
-    error_messages: dict[str, int] = field(default_factory=dict)
+    error_kinds: tuple[ErrorKind, ...] = ()
+    error_latency_us: dict[str, float] = field(default_factory=dict)  # avg, p50, p90, p99, max
     latency_curve_us: tuple[tuple[float, float], ...] = ()  # (percentile, latency), empty without successes
 
     @property
@@ -57,6 +94,7 @@ class ClientStats:
 def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
     """Merge windows and summarize them. Throughput counts batch items per second of window time."""
     latency = np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64)
+    error_latency = np.concatenate([w.error_latency_ns for w in windows]) if windows else np.empty(0, np.int64)
     send = np.concatenate([w.send_ns for w in windows]) if windows else np.empty(0, np.int64)
     recv = np.concatenate([w.recv_ns for w in windows]) if windows else np.empty(0, np.int64)
     duration_s = sum(w.duration_s for w in windows)
@@ -89,7 +127,8 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
         avg_send_us=avg_send_us,
         avg_recv_us=avg_recv_us,
         avg_response_wait_us=max(0.0, avg_latency_us - avg_send_us - avg_recv_us),
-        error_messages=dict(errors.most_common(5)),
+        error_kinds=error_kinds(errors),
+        error_latency_us=latency_summary_us(error_latency),
         latency_curve_us=curve,
     )
 

@@ -31,6 +31,9 @@ from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate, parse_sla
 from loadgen.transport.base import Transport
 
+# RunResult.status: a run's state when its report was written.
+RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -43,6 +46,7 @@ class RunResult:
     finished_at: str
     started_ns: int  # monotonic clock, the origin of every time in the report
     stop_reason: str | None = None
+    status: str = COMPLETE
     warnings: tuple[str, ...] = ()
     environment: dict[str, Any] = field(default_factory=dict)
     metrics_series: tuple[Scrape, ...] | None = None  # None without --collect-metrics
@@ -102,6 +106,7 @@ class Sweep:
         self.engine = engine
         self.levels: list[LevelResult] = []
         self.stop_reason: str | None = None
+        self.measuring: str | None = None  # the level in progress, e.g. "concurrency 4"
         self.warnings: list[str] = []
         self.scraper: MetricsScraper | None = None
         self.started_at = _now()
@@ -128,7 +133,7 @@ class Sweep:
             transport.prepare(config.model_name, config.model_version, tensors, outputs)
             for tensors in build_request_inputs(specs, config)
         ]
-        engine = LoadEngine(transport, requests, config.max_inflight)
+        engine = LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms)
         return cls(config, server_metadata, configs, tree, engine, transport)
 
     async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
@@ -139,7 +144,7 @@ class Sweep:
             if on_warning is not None:
                 on_warning(message)
 
-        self.scraper = MetricsScraper(url, self.config.metrics_interval_ms, self.model_configs, warn)
+        self.scraper = MetricsScraper(url, self.config.metrics_interval_ms, self.model_configs, warn, self.config.https_tls)
         await self.scraper.start()
 
     async def stop_metrics(self) -> None:
@@ -185,6 +190,7 @@ class Sweep:
     async def _measure(self, value: float, on_level_start, on_window, on_level) -> LevelResult:
         config = self.config
         schedule = self._schedule(value)
+        self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
         if on_level_start is not None:
             on_level_start(schedule, self.engine)
         level = await measure_level(
@@ -192,6 +198,7 @@ class Sweep:
         )
         level = replace(level, sla=tuple(evaluate(self._slas, level_dict(level, self.started_ns))))
         self.levels.append(level)
+        self.measuring = None
         if on_level is not None:
             on_level(level)
         return level
@@ -246,7 +253,7 @@ class Sweep:
         ]
         return plan_capacity(passing, self.config.target_throughput, self.config.headroom_pct)
 
-    def result(self) -> RunResult:
+    def result(self, status: str = COMPLETE) -> RunResult:
         return RunResult(
             config=self.config,
             model=self.tree,
@@ -258,6 +265,7 @@ class Sweep:
             finished_at=_now(),
             started_ns=self.started_ns,
             stop_reason=self.stop_reason,
+            status=status,
             warnings=tuple(self.warnings),
             environment=environment(),
             metrics_series=tuple(self.scraper.series) if self.scraper is not None else None,

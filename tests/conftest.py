@@ -50,9 +50,23 @@ def metrics_run(triton, tmp_path_factory):
 
 
 QUEUEING_REPOSITORY = ROOT / "tests" / "model_repos" / "queueing"
+FAULTS_REPOSITORY = ROOT / "tests" / "model_repos" / "faults"
+
+
+def triton_pids(repository: Path) -> set[int]:
+    """Triton and stub processes serving `repository` (other agents' servers on the machine are not ours)."""
+    found = subprocess.run(["pgrep", "-f", f"(tritonserver|triton_python_backend_stub).*{repository}"],
+                           capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
 
 
 @pytest.fixture(scope="session")
 def queueing_triton(tmp_path_factory):
     """The embedded server on the queueing test repository (fixed-service, stalling)."""
     yield from _serve(QUEUEING_REPOSITORY, tmp_path_factory.mktemp("queueing") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def faults_triton(tmp_path_factory):
+    """The embedded server on the faults test repository (flaky, slow)."""
+    yield from _serve(FAULTS_REPOSITORY, tmp_path_factory.mktemp("faults") / "server.log")

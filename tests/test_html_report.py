@@ -33,6 +33,8 @@ def server(name: str, scale: float, composing: list[dict] = ()) -> dict:
 
 def level(value: int, throughput: float, stable: bool = True, errors: dict | None = None) -> dict:
     latency = value * 1e6 / throughput
+    error_count = sum((errors or {}).values())
+    error_rate = error_count / (3 * throughput + error_count)
     tree = server("pipeline", 1, [server("preprocess", 0.2), server("inner-ensemble", 1, [
         server("detector", 1.5), server("postprocess", 0.1)])])
     return {
@@ -40,13 +42,17 @@ def level(value: int, throughput: float, stable: bool = True, errors: dict | Non
         "windows": [{"start_s": 10.0 * value + i, "end_s": 10.0 * value + i + 1, "duration_s": 1.0,
                      "request_count": int(throughput), "throughput_infer_per_s": throughput, "latency_us": latency}
                     for i in range(3)],
-        "client": {"request_count": int(3 * throughput), "error_count": sum((errors or {}).values()),
-                   "error_rate": sum((errors or {}).values()) / (3 * throughput), "duration_s": 3.0,
+        "client": {"request_count": int(3 * throughput), "error_count": error_count,
+                   "error_rate": error_rate, "duration_s": 3.0,
                    "throughput_infer_per_s": throughput, "avg_latency_us": latency, "std_latency_us": latency / 10,
                    "percentile_latency_us": {"p50": latency * 0.98, "p90": latency * 1.1, "p95": latency * 1.2,
                                              "p99": latency * 1.5},
-                   "avg_send_us": 60.0, "avg_recv_us": 45.0, "avg_response_wait_us": latency - 105,
-                   "error_messages": errors or {}},
+                   "avg_send_us": 60.0, "avg_recv_us": 45.0, "avg_response_wait_us": latency - 105},
+        "error_rate": error_rate,
+        "errors": {"count": error_count, "rate": error_rate, "per_s": error_count / 3.0,
+                   "latency_us": {"avg": 900.0, "p50": 800.0, "p90": 1500.0, "p99": 2000.0, "max": 2100.0} if errors else None,
+                   "kinds": [{"kind": "HTTP 500", "count": error_count, "rate": error_rate, "per_s": error_count / 3.0,
+                              "messages": errors}] if errors else []},
         "latency_curve_us": [[p, latency * (0.8 + p / 200)] for p in (0, 50, 90, 99, 99.9, 100)],
         "breakdown_us": {"client_send": 60.0, "network": 210.0, "server_queue": tree["queue_us"],
                          "server_compute_input": tree["compute_input_us"],
@@ -77,7 +83,7 @@ def summary() -> dict:
     unstable["count_check"].update(server_success=420, mismatch=True)  # someone else's traffic
     unstable["metrics"]["models"][2].update(failure={"BACKEND": 2, "OTHER": 0}, statistics_success=300, mismatch=True)
     return {
-        "schema_version": 2, "loadgen_version": "0.1.0",
+        "schema_version": 3, "loadgen_version": "0.1.0",
         "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:05+00:00",
         "stop_reason": "latency 47.3 ms exceeded 40 ms",
         "warnings": ["metrics scrape 3 of 20 timed out"],

@@ -49,7 +49,7 @@ def level(index, value, ensemble, stable=True):
                    "throughput_infer_per_s": 1000 * value / (avg_us / 1000), "avg_latency_us": avg_us,
                    "std_latency_us": 900.0, "percentile_latency_us": {"p50": curve[50][1], "p90": curve[90][1],
                                                                       "p95": curve[95][1], "p99": curve[99][1]},
-                   "avg_send_us": 90.0, "avg_recv_us": 60.0, "avg_response_wait_us": avg_us - 150, "error_messages": {}},
+                   "avg_send_us": 90.0, "avg_recv_us": 60.0, "avg_response_wait_us": avg_us - 150},
         "latency_curve_us": curve,
         "breakdown_us": {"client_send": 90.0, "network": 400.0, "server_queue": 1500 * load, "server_compute_input": 250.0,
                          "server_compute_infer": 7000.0, "server_compute_output": 300.0, "client_recv": 60.0},
@@ -95,7 +95,7 @@ def summary(levels=3, ensemble=True, gpus=2, series=True, scrapes=None):
         {"name": "postprocess-ensemble", "version": "1", "composing": [
             {"name": "detector", "version": "1", "composing": []}, {"name": "nms", "version": "1", "composing": []}]}]
     return {
-        "schema_version": 2, "loadgen_version": "0.1.0", "stop_reason": None, "warnings": [],
+        "schema_version": 3, "loadgen_version": "0.1.0", "stop_reason": None, "warnings": [],
         "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:00+00:00",
         "model": {"name": "centernet-ensemble" if ensemble else "detector", "version": "1", "composing": composing},
         "levels": level_list,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from conftest import NESTED_REPOSITORY
+from conftest import NESTED_REPOSITORY, triton_pids
 
 from loadgen.cli import main
 from loadgen.inputs import sample_photographs
@@ -137,7 +137,10 @@ def test_json_input_data_reaches_the_model(triton, tmp_path, capsys):
     (level,) = summary(tmp_path / "bad")["levels"]
     assert level["client"]["request_count"] == 0
     assert level["client"]["error_count"] > 0
-    assert any("not a decodable image" in message for message in level["client"]["error_messages"])
+    assert level["error_rate"] == 1.0
+    (kind,) = level["errors"]["kinds"]
+    assert kind["kind"] == "HTTP 500" and kind["count"] == level["errors"]["count"]  # Triton: a backend error is a 500
+    assert any("not a decodable image" in message for message in kind["messages"])
     assert not level["stable"]
 
 
@@ -185,15 +188,8 @@ def test_nested_ensemble_breakdown(nested_triton, tmp_path, capsys):
     assert outer["compute_us"] == pytest.approx(sum(c["compute_us"] for c in leaves))
 
 
-def _triton_pids(repository: Path) -> set[int]:
-    """Triton and stub processes serving `repository` (other agents' servers on the machine are not ours)."""
-    found = subprocess.run(["pgrep", "-f", f"(tritonserver|triton_python_backend_stub).*{repository}"],
-                           capture_output=True, text=True)
-    return {int(pid) for pid in found.stdout.split()}
-
-
 def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
-    before = _triton_pids(NESTED_REPOSITORY)
+    before = triton_pids(NESTED_REPOSITORY)
     code, out, err = run(["run", "--model-repository", str(NESTED_REPOSITORY), "-m", "nested-outer",
                           "-p", "500", "-r", "3", "-s", "100", "--collect-metrics", "--report-dir", str(tmp_path)], capsys)
     assert code == 0, err
@@ -201,7 +197,7 @@ def test_run_without_url_starts_and_stops_the_embedded_server(tmp_path, capsys):
     assert level["client"]["request_count"] > 0
     assert level["metrics"]["avg_cpu_utilization"] > 0  # scraped from the embedded server's own metrics port
     assert "Started HTTPService" in (tmp_path / "server.log").read_text()
-    assert _triton_pids(NESTED_REPOSITORY) <= before, "the run left Triton processes behind"
+    assert triton_pids(NESTED_REPOSITORY) <= before, "the run left Triton processes behind"
 
 
 def _start_serve(tmp_path) -> tuple[subprocess.Popen, str]:
@@ -216,14 +212,14 @@ def _start_serve(tmp_path) -> tuple[subprocess.Popen, str]:
 
 def _wait_gone(pids: set[int], timeout_s: float = 30) -> set[int]:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and pids & _triton_pids(NESTED_REPOSITORY):
+    while time.monotonic() < deadline and pids & triton_pids(NESTED_REPOSITORY):
         time.sleep(0.5)
-    return pids & _triton_pids(NESTED_REPOSITORY)
+    return pids & triton_pids(NESTED_REPOSITORY)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_serve_until_a_signal(tmp_path, stop):
-    before = _triton_pids(NESTED_REPOSITORY)
+    before = triton_pids(NESTED_REPOSITORY)
     process, url = _start_serve(tmp_path)
     try:
         assert triton_http.InferenceServerClient(url).is_model_ready("nested-outer")
@@ -231,13 +227,13 @@ def test_serve_until_a_signal(tmp_path, stop):
         process.send_signal(stop)
         process.wait(timeout=60)
     assert process.returncode == 0
-    assert _triton_pids(NESTED_REPOSITORY) <= before, "serve left Triton processes behind"
+    assert triton_pids(NESTED_REPOSITORY) <= before, "serve left Triton processes behind"
 
 
 def test_killed_loadgen_takes_its_server_with_it(tmp_path):
-    before = _triton_pids(NESTED_REPOSITORY)
+    before = triton_pids(NESTED_REPOSITORY)
     process, _ = _start_serve(tmp_path)
-    ours = _triton_pids(NESTED_REPOSITORY) - before
+    ours = triton_pids(NESTED_REPOSITORY) - before
     assert ours, "the server's processes are found"
     process.kill()  # SIGKILL: no handler runs; the kernel's parent-death signal stops Triton
     process.wait()
@@ -283,9 +279,10 @@ def test_interrupted_run_keeps_finished_levels(nested_triton, tmp_path):
         process.kill()
     assert process.returncode == 130
     data = summary(tmp_path)
-    assert data["stop_reason"] == "interrupted"
+    assert data["stop_reason"] == "interrupted by SIGINT" and data["status"] == "interrupted"
     assert [level["value"] for level in data["levels"]][:2] == [1, 2]
-    assert "Stopped: interrupted" in out
+    assert "Stopped: interrupted by SIGINT" in out
+    assert "loadgen: interrupted by SIGINT" in err
     assert f"Report: {tmp_path}" in err
 
 

@@ -5,9 +5,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from loadgen.samples import SampleRecorder, WindowSamples
+from loadgen.samples import (
+    MAX_DISTINCT_ERRORS,
+    SampleRecorder,
+    WindowSamples,
+    error_kind,
+    other_messages,
+)
 from loadgen.stats import (
+    MESSAGES_PER_KIND,
     client_stats,
+    error_kinds,
     open_loop_stats,
     percentile_index,
     percentile_of_sorted,
@@ -61,8 +69,45 @@ def test_client_stats_counts_errors_apart_from_latency():
     assert stats.request_count == 1
     assert stats.error_count == 3
     assert stats.error_rate == pytest.approx(0.75)
-    assert stats.error_messages == {"HTTP 400: bad": 2, "timeout": 1}
+    assert [(k.kind, k.count, k.messages) for k in stats.error_kinds] == [
+        ("HTTP 400", 2, {"HTTP 400: bad": 2}),
+        ("timeout", 1, {"timeout": 1}),
+    ]
     assert stats.avg_latency_us == 100
+    assert stats.error_latency_us == {"avg": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "max": 1.0}
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ("HTTP 500: Failed to process the request(s) for model 'flaky'", "HTTP 500"),
+        ("HTTP 503", "HTTP 503"),
+        ("gRPC UNAVAILABLE: cannot connect to 127.0.0.1:1: Connection refused", "gRPC UNAVAILABLE"),
+        ("gRPC INTERNAL: the server reset the stream (INTERNAL_ERROR)", "gRPC INTERNAL"),
+        ("timeout: no response within 100 ms", "timeout"),
+        ("connection error: Connection reset by peer", "connection error"),
+        ("something else entirely", "other"),
+    ],
+)
+def test_error_kind(message, kind):
+    assert error_kind(message) == kind
+
+
+def test_error_kinds_keep_the_first_distinct_messages_and_sort_by_count():
+    errors = Counter({"HTTP 500: a": 1, "timeout: x": 5, "HTTP 500: b": 2, "HTTP 500: c": 1, "HTTP 500: d": 3})
+    kinds = error_kinds(errors)
+    assert [(k.kind, k.count) for k in kinds] == [("HTTP 500", 7), ("timeout", 5)]
+    assert list(kinds[0].messages) == ["HTTP 500: a", "HTTP 500: b", "HTTP 500: c"][:MESSAGES_PER_KIND]
+
+
+def test_recorder_bounds_the_distinct_messages_of_a_window():
+    recorder = SampleRecorder(0)
+    for i in range(MAX_DISTINCT_ERRORS + 50):
+        recorder.record(None, 0, 1_000, InferOutcome(0, 0, f"HTTP 500: request {i} failed"))
+    errors = recorder.close_window(10).errors
+    assert len(errors) == MAX_DISTINCT_ERRORS + 1
+    assert errors[other_messages("HTTP 500")] == 50
+    assert sum(errors.values()) == MAX_DISTINCT_ERRORS + 50
 
 
 def test_client_stats_of_an_empty_window():

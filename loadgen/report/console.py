@@ -11,7 +11,7 @@ from loadgen.metrics import MetricsFigures
 from loadgen.report.base import ReportWriter
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
-from loadgen.stats import LATE_NS, REPORTED_PERCENTILES, OpenLoopStats
+from loadgen.stats import LATE_NS, REPORTED_PERCENTILES, ClientStats, OpenLoopStats
 from loadgen.sweep import RunResult
 from loadgen.windows import COUNT_WINDOWS
 
@@ -173,7 +173,7 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
     if level.open_loop is not None:
         lines += _open_loop_lines(level.open_loop)
     if client.error_count:
-        lines.append(f"    Errors: {client.error_count} ({client.error_rate:.2%} of requests)")
+        lines += _error_lines(client)
     if percentile is None:  # perf_analyzer shows the average only when it stabilizes on it
         lines.append(f"    Avg latency: {_us(client.avg_latency_us)} (standard deviation {_us(client.std_latency_us)})")
     shown = sorted(set(REPORTED_PERCENTILES) | ({percentile} if percentile is not None else set()))
@@ -188,7 +188,8 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
             f"    Avg HTTP time: {_us(client.avg_latency_us)} (send/recv {_us(client.avg_send_us + client.avg_recv_us)} "
             f"+ response wait {_us(client.avg_response_wait_us)})"
         )
-    lines += [f"  Error ({count}x): {message}" for message, count in client.error_messages.items()]
+    for kind in client.error_kinds:
+        lines += [f"  Error ({count}x): {message}" for message, count in kind.messages.items()]
     lines += [f"  SLA {describe(verdict)}" for verdict in level.sla]
     if not level.stable:
         lines.append(
@@ -207,14 +208,27 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
     return lines
 
 
+def _error_lines(client: ClientStats) -> list[str]:
+    """The error rate, the failed requests' own latency, and the count of each kind."""
+    latency = client.error_latency_us
+    kinds = ", ".join(f"{kind.kind} {kind.count}" for kind in client.error_kinds)
+    per_s = client.error_count / client.duration_s if client.duration_s > 0 else 0.0
+    return [
+        f"    Errors: {client.error_count} (error rate {client.error_rate:.2%}, {_num(per_s)}/sec): {kinds}",
+        f"    Error latency: avg {_us(latency['avg'])}, p50 {_us(latency['p50'])}, p99 {_us(latency['p99'])}, max {_us(latency['max'])}",
+    ]
+
+
 def summary_lines(result: RunResult) -> list[str]:
     percentile = result.config.windows.percentile
     name = "Average" if percentile is None else f"p{percentile}"
     lines = [f"Inferences/Second vs. Client {name} Batch Latency"]
+    with_errors = any(level.client.error_count for level in result.levels)
     for level in result.levels:
         lines.append(
             f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
             f"latency {_us(level.client.latency_us(percentile))}"
+            + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
         )
     if result.stop_reason:
         lines.append(f"Stopped: {result.stop_reason}")
@@ -259,7 +273,7 @@ class ConsoleReport(ReportWriter):
         self._collect_metrics = config.collect_metrics
         self._print(settings_lines(config) + [""])
 
-    def level(self, level: LevelResult) -> None:
+    def level(self, level: LevelResult, so_far: RunResult) -> None:
         lines = level_lines(level, self._protocol, self._percentile)
         if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
             lines += metrics_lines(level.metrics)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
-from loadgen.report.base import ReportWriter
+from loadgen.report.base import ReportWriter, write_atomic
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
 from loadgen.sweep import RunResult
@@ -99,24 +100,26 @@ def composing_path(path: Path, model: str, version: str) -> Path:
 def write_csv(path: Path, result: RunResult) -> None:
     """Write the run's CSV at `path` and its composing models' beside it."""
     label = result.levels[0].label if result.levels else "Concurrency"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(header(label, result.config))
-        for level in result.levels:
-            out.writerow(row(level, result.config))
+    write_atomic(path, csv_text([header(label, result.config), *(row(level, result.config) for level in result.levels)]))
     per_level = [{(f.name, f.version): f for f in level.server.walk()} for level in result.levels]
     for key in per_level[0] if per_level else {}:
-        with open(composing_path(path, *key), "w", newline="") as handle:
-            out = csv.writer(handle)
-            out.writerow([label, *BASE_COLUMNS])
-            for level, figures in zip(result.levels, per_level):
-                out.writerow(composing_row(level, figures[key]))
+        rows = [composing_row(level, figures[key]) for level, figures in zip(result.levels, per_level)]
+        write_atomic(composing_path(path, *key), csv_text([[label, *BASE_COLUMNS], *rows]))
+
+
+def csv_text(rows) -> str:
+    """Rows as CSV text, with the csv module's CRLF line ends."""
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
 
 
 class CsvReport(ReportWriter):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    def level(self, level: LevelResult, so_far: RunResult) -> None:
+        write_csv(self.path, so_far)
 
     def finish(self, result: RunResult) -> None:
         write_csv(self.path, result)

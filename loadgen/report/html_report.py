@@ -213,7 +213,7 @@ def _levels(levels: list[dict], with_sla: bool) -> str:
     head = [levels[0]["label"], "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
             "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else [])]
     rows = []
-    errors = []  # (level, message, count): messages are user-facing and may be long, so listed apart
+    errors = []  # (level, kind, share, message, count): messages are user-facing and may be long, so listed apart
     for level in levels:
         client, check = level["client"], level["count_check"]
         percentiles = client.get("percentile_latency_us") or {}
@@ -225,13 +225,15 @@ def _levels(levels: list[dict], with_sla: bool) -> str:
             WARN + f"mismatch ({check['client_success']} vs {check['server_success']})" if check["mismatch"] else "ok",
             *([_sla_mark(level)] if with_sla else []),
         ])
-        messages = client.get("error_messages") or {}
-        errors += [(_level_name(level), message, count) for message, count in messages.items()]
+        for kind in (level.get("errors") or {}).get("kinds", []):
+            share = _percent(kind["rate"], 2)
+            errors += [(_level_name(level), kind["kind"], share, message, count) for message, count in kind["messages"].items()]
     html = "<h2>Levels</h2>" + _table(head, rows)
     if with_sla:
         html += _sla_verdicts(levels)
     if errors:
-        html += "<h3>Errors</h3>" + _table(["Level", "Message", "Count"], errors, text_columns=(0, 1))
+        html += "<h3>Errors</h3><p>The first distinct messages of each kind of error.</p>"
+        html += _table(["Level", "Kind", "Kind's share of requests", "Message", "Count"], errors, text_columns=(0, 1, 3))
     return html
 
 

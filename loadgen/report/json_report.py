@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from loadgen.measurement import LevelResult
 from loadgen.report.base import ReportWriter, write_atomic
 from loadgen.schema import summary
 from loadgen.sweep import RunResult
@@ -13,6 +14,9 @@ from loadgen.sweep import RunResult
 class JsonReport(ReportWriter):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+
+    def level(self, level: LevelResult, so_far: RunResult) -> None:
+        self.finish(so_far)
 
     def finish(self, result: RunResult) -> None:
         write_atomic(self.path, json.dumps(summary(result), indent=2) + "\n")

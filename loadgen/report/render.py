@@ -29,6 +29,8 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON (line {exc.lineno}): was the run's folder edited?") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text: was the run's folder edited?") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise UsageError(

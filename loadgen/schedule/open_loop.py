@@ -63,9 +63,13 @@ class OpenLoopSchedule(Schedule):
                 task = loop.create_task(fire(intended_ns))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+        except asyncio.CancelledError:  # abandoned: the requests in flight go with it
+            for task in pending:
+                task.cancel()
+            raise
         finally:
             timer.close()
-        await asyncio.gather(*pending)
 
 
 class RateSchedule(OpenLoopSchedule):
@@ -114,6 +118,8 @@ def read_intervals(path: Path) -> list[int]:
         lines = Path(path).read_text().split()
     except OSError as exc:
         raise UsageError(f"cannot read --request-intervals {path}: {exc.strerror}") from None
+    except ValueError:  # not UTF-8, or a NUL in a path from a config file
+        raise UsageError(f"cannot read --request-intervals {path}: give a text file of whole microseconds, one per line") from None
     try:
         intervals = [int(line) for line in lines]
     except ValueError:

@@ -5,18 +5,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from loadgen.errors import UsageError
+from loadgen.redact import redact_url
 
 
 def split_host_port(url: str, default_port: int) -> tuple[str, int]:
-    """(host, port) of `host:port` (a scheme:// prefix allowed; IPv6 in brackets)."""
-    rest = url.split("://", 1)[-1].rstrip("/")
+    """(host, port) of `host:port` (a scheme:// prefix and user:password@ allowed; IPv6 in brackets)."""
+    rest = url.split("://", 1)[-1].rstrip("/").rpartition("@")[2]
     host, sep, port = rest.rpartition(":")
-    ambiguous_ipv6 = ":" in host and not host.startswith("[")
-    if not sep or not port.isdigit() or not host or "/" in host or ambiguous_ipv6:
-        raise UsageError(f"bad server URL {url!r}: give it as host:port, e.g. -u localhost:{default_port}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    bad_host = not host or "/" in host or any(c in host for c in "[]:") and not bracketed or any(c.isspace() for c in host)
+    port_number = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    if not sep or not port_number or bad_host:
+        raise UsageError(f"bad server URL {redact_url(url)!r}: give it as host:port (port 1-65535), e.g. -u localhost:{default_port}")
     return host.strip("[]"), int(port)
+
+
+def url_credentials(url: str) -> str | None:
+    """The `user:password` of a URL's user:password@ part, percent-decoded; None without one."""
+    userinfo, at, _ = url.split("://", 1)[-1].rpartition("@")
+    return unquote(userinfo) if at else None
 
 
 def check_header(name: str, value: str) -> None:
@@ -83,6 +93,10 @@ class Transport(ABC):
     @abstractmethod
     async def model_statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
         """`{"model_stats": [...]}`; an empty model name asks for every model at once."""
+
+    @abstractmethod
+    async def server_live(self, timeout_s: float) -> str | None:
+        """None when the server answers its liveness check within `timeout_s`, else why not (one line)."""
 
     @abstractmethod
     def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> Any:

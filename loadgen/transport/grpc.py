@@ -57,18 +57,27 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import grpc
+import tritonclient.grpc.aio as grpcclient
 from google.protobuf import descriptor as _descriptor
 from google.protobuf.json_format import MessageToDict
-
-import tritonclient.grpc.aio as grpcclient
+from hpack import Decoder as _HpackDecoder
+from hpack.exceptions import HPACKError as _HpackError
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from loadgen.errors import ServerError
-from loadgen.transport.base import InferOutcome, InputTensor, Transport, check_header, split_host_port, unknown_model_error
-
-from hpack import Decoder as _HpackDecoder
-from hpack.exceptions import HPACKError as _HpackError
+from loadgen.errors import ServerError, UsageError
+from loadgen.redact import redact_url
+from loadgen.transport.base import (
+    InferOutcome,
+    InputTensor,
+    Transport,
+    check_header,
+    split_host_port,
+    unknown_model_error,
+    url_credentials,
+)
+from loadgen.transport.probe import check_port
+from loadgen.transport.tls import TlsOptions, tls_failure
 
 _CONTROL_TIMEOUT_S = 60.0
 _CONNECT_TIMEOUT_S = 20.0  # grpc's own default connect timeout
@@ -201,10 +210,10 @@ def _hpack_literal(name: bytes | int, value: bytes) -> bytes:
     return head + _hpack_int(len(value), 7, 0x00) + value
 
 
-def _request_header_block(authority: str, path: str, metadata: tuple[tuple[str, str], ...]) -> bytes:
+def _request_header_block(authority: str, path: str, metadata: tuple[tuple[str, str], ...], https: bool) -> bytes:
     block = [
         b"\x83",  # :method POST (static index 3)
-        b"\x86",  # :scheme http (static index 6)
+        b"\x87" if https else b"\x86",  # :scheme https or http (static index 7 or 6)
         _hpack_literal(4, path.encode()),  # :path
         _hpack_literal(1, authority.encode()),  # :authority
         _hpack_literal(31, b"application/grpc"),  # content-type
@@ -705,16 +714,21 @@ class _Prepared:
 class GrpcTransport(Transport):
     """Triton over gRPC. Connections are opened on first use, inside the running event loop."""
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url = url
+    def __init__(self, url: str, headers: dict[str, str], tls: TlsOptions | None = None) -> None:
+        self.url = redact_url(url)  # as messages show it
+        if url_credentials(url) is not None:
+            raise UsageError("gRPC takes no user:password@ in -u: send credentials as metadata, e.g. -H 'authorization: Bearer TOKEN'")
+        self._tls = tls
+        # Built once: a connection pays for its handshake, and a request for nothing but encryption.
+        self._ssl = tls.context("h2") if tls is not None else None
         self._headers = {str(k).strip().lower(): str(v).strip() for k, v in (headers or {}).items()}
         for name, value in self._headers.items():
             check_header(name, value)
         self._metadata = tuple(self._headers.items())
         self._client = None
         self._address = host, port = split_host_port(url, 8001)
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata)
+        self._target = authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata, https=tls is not None)
         self._conn: _H2Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future | None = None
@@ -722,7 +736,11 @@ class GrpcTransport(Transport):
 
     def _get_client(self):
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+            tls = self._tls
+            credentials = {} if tls is None else {
+                "ssl": True, "root_certificates": tls.ca_file, "private_key": tls.key_file, "certificate_chain": tls.cert_file,
+            }  # fmt: skip
+            self._client = grpcclient.InferenceServerClient(self._target, **credentials)
         return self._client
 
     # -- control calls ----------------------------------------------------------------------
@@ -736,7 +754,11 @@ class GrpcTransport(Transport):
             status = _status_name(exc)
             message = _one_line(exc.message() if hasattr(exc, "message") else exc.details())
             if status in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and "model" not in message.lower():
-                raise ServerError(f"cannot reach Triton over gRPC at {self.url}: {message}") from None
+                if self._tls is not None:
+                    message = tls_failure(message, "grpc") or message
+                else:  # a clearer error when nothing, or not gRPC, answers there (the probe speaks plain HTTP)
+                    await check_port("grpc", *self._address, self.url)
+                raise ServerError(f"cannot reach Triton over gRPC{' with TLS' if self._tls else ''} at {self.url}: {message}") from None
             unknown = None
             if status in ("NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE"):
                 unknown = unknown_model_error(message, model, version, self.url)
@@ -761,6 +783,13 @@ class GrpcTransport(Transport):
         )
         return to_http_json(response)
 
+    async def server_live(self, timeout_s: float) -> str | None:
+        try:
+            live = await self._get_client().is_server_live(headers=self._headers, client_timeout=timeout_s)
+        except (InferenceServerException, grpc.RpcError) as exc:
+            return f"gRPC {_status_name(exc)}: {_one_line(exc.message() if hasattr(exc, 'message') else exc.details())}"
+        return None if live else "it reports that it is not live"
+
     # -- the hot path -----------------------------------------------------------------------
 
     def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> _Prepared:
@@ -781,12 +810,20 @@ class GrpcTransport(Transport):
         loop = self._loop
         host, port = self._address
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _H2Connection(self._header_block, loop), host, port), _CONNECT_TIMEOUT_S
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _H2Connection(self._header_block, loop), host, port, ssl=self._ssl, server_hostname=host if self._ssl else None
+                ),
+                _CONNECT_TIMEOUT_S,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             reason = _one_line(str(exc)) or f"no connection within {_CONNECT_TIMEOUT_S:g} s"
+            if self._ssl is not None:
+                reason = tls_failure(reason, "grpc") or reason
             raise _ConnectionGone(f"cannot connect to {self.url}: {reason}") from None
+        if self._ssl is not None and transport.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
+            conn.close()
+            raise _ConnectionGone(f"{self.url} did not agree to HTTP/2 over TLS (ALPN h2): is it a gRPC port?")
         try:
             await asyncio.wait_for(asyncio.shield(conn.ready), _CONNECT_TIMEOUT_S)
         except asyncio.TimeoutError:

@@ -31,13 +31,25 @@ response was fully read and parsed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from time import perf_counter_ns
 from typing import Any
 from urllib.parse import quote
 
 from loadgen.errors import ServerError
-from loadgen.transport.base import InferOutcome, InputTensor, Transport, check_header, split_host_port, unknown_model_error
+from loadgen.redact import redact_url
+from loadgen.transport.base import (
+    InferOutcome,
+    InputTensor,
+    Transport,
+    check_header,
+    split_host_port,
+    unknown_model_error,
+    url_credentials,
+)
+from loadgen.transport.probe import check_port
+from loadgen.transport.tls import TlsOptions, tls_failure
 
 _MAX_HEAD = 64 * 1024
 _CONTROL_TIMEOUT_S = 60.0
@@ -354,11 +366,19 @@ def _header_block(headers: dict[str, str]) -> bytes:
 class HttpTransport(Transport):
     """Triton over HTTP/1.1 (KServe v2 with the binary tensor extension)."""
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url = url
+    def __init__(self, url: str, headers: dict[str, str], tls: TlsOptions | None = None) -> None:
+        self.url = redact_url(url)  # as messages show it
         self._host, self._port = split_host_port(url, 8000)
+        if tls is None and url.lower().startswith("https://"):
+            tls = TlsOptions()
+        # Built once: a connection pays for its handshake, and a request for nothing but encryption.
+        self._ssl = tls.context("http/1.1") if tls is not None else None
         headers = dict(headers or {})
         lowered = {k.lower() for k in headers}
+        credentials = url_credentials(url)
+        if credentials is not None and "authorization" not in lowered:  # user:password@, as curl (perf_analyzer) sends it
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+            lowered.add("authorization")
         if "host" not in lowered:
             host = f"[{self._host}]" if ":" in self._host else self._host
             headers = {"Host": f"{host}:{self._port}", **headers}
@@ -377,7 +397,9 @@ class HttpTransport(Transport):
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: _Connection(self._all), self._host, self._port)
+        _, conn = await loop.create_connection(
+            lambda: _Connection(self._all), self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+        )
         return conn
 
     async def _exchange(self, request: bytes, keep_body: bool) -> tuple:
@@ -464,18 +486,39 @@ class HttpTransport(Transport):
         except TimeoutError:
             raise ServerError(f"Triton at {self.url} did not answer {what} within {_CONTROL_TIMEOUT_S:g} s") from None
         except (_ConnectionFailed, OSError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ServerError(f"cannot reach Triton over HTTP at {self.url}: {reason}") from None
+            await self._check_port()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "the server closed the connection"
+            if self._ssl is not None:
+                reason = tls_failure(reason, "http") or reason
+            raise ServerError(f"cannot reach Triton over HTTP{'S' if self._ssl else ''} at {self.url}: {reason}") from None
         if status != 200:
             error = _http_error(status, body)
             unknown = unknown_model_error(error, model, version, self.url) if status in (400, 404) else None
             if unknown is not None:
                 raise unknown
+            await self._check_port()
             raise ServerError(f"{what} failed at {self.url}: {error}")
         try:
             return json.loads(body)
         except ValueError:
-            raise ServerError(f"{what} at {self.url} returned a body that is not JSON") from None
+            await self._check_port()
+            raise ServerError(f"{what} at {self.url} returned a body that is not JSON: is it Triton's HTTP port? check -u") from None
+
+    async def _check_port(self) -> None:
+        """A clearer error when nothing, or not Triton's HTTP API, answers there; not over TLS: the probe speaks plain HTTP."""
+        if self._ssl is None:
+            await check_port("http", self._host, self._port, self.url)
+
+    async def server_live(self, timeout_s: float) -> str | None:
+        request = b"GET /v2/health/live HTTP/1.1\r\n" + self._headers + b"\r\n"
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, *_ = await self._exchange(request, True)
+        except TimeoutError:
+            return f"no answer to a liveness check within {timeout_s:g} s"
+        except (_ConnectionFailed, OSError) as exc:
+            return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None if status == 200 else f"its liveness check answered HTTP {status}"
 
     @staticmethod
     def _model_path(model: str, version: str) -> str:
