@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
+from tritonclient.utils import (
+    deserialize_bytes_tensor,
+    serialize_byte_tensor,
+    triton_to_np_dtype,
+)
 
 from loadgen.errors import UsageError
 from loadgen.transport.base import InputTensor
@@ -39,7 +43,7 @@ def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_s
     if not batched and batch_size > 1:
         raise UsageError(f"model {name!r} does not support batching: use -b 1")
     if batched and batch_size > max_batch_size:
-        raise UsageError(f"-b {batch_size} exceeds model {name!r}'s max_batch_size {max_batch_size}: use -b {max_batch_size} or less")
+        raise UsageError(f"-b {batch_size} exceeds the max_batch_size {max_batch_size} of model {name!r}: use -b {max_batch_size} or less")
     specs = []
     for entry in metadata.get("inputs", []):
         shape = tuple(int(d) for d in entry["shape"])
@@ -49,13 +53,27 @@ def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_s
     return specs
 
 
+def _fits(spec: InputSpec, shape: tuple[int, ...]) -> bool:
+    """The model's dims accept `shape` (-1 takes any size)."""
+    return len(shape) == len(spec.shape) and all(d == -1 or d == g for d, g in zip(spec.shape, shape))
+
+
+def check_shapes(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Every --shape names an input of the model, in a shape its dims accept."""
+    by_name = {s.name: s for s in specs}
+    for name, given in shapes.items():
+        spec = by_name.get(name)
+        if spec is None:
+            raise UsageError(f"--shape {name}: the model has no input {name!r}; its inputs are {', '.join(by_name)}")
+        if not _fits(spec, given):
+            raise UsageError(
+                f"--shape {name}:{','.join(map(str, given))} does not fit input {name!r} of shape {list(spec.shape)} (-1: any size): fix --shape"
+            )
+
+
 def _resolve_shape(spec: InputSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
     if spec.name in shapes:
-        given = shapes[spec.name]
-        fits = len(given) == len(spec.shape) and all(d == -1 or d == g for d, g in zip(spec.shape, given))
-        if not fits:
-            raise UsageError(f"--shape {spec.name}:{','.join(map(str, given))} does not fit the model's shape {list(spec.shape)}")
-        return given
+        return shapes[spec.name]
     if any(d < 0 for d in spec.shape):
         raise UsageError(f"input {spec.name!r} has a variable shape {list(spec.shape)}: give it with --shape {spec.name}:d1,d2,...")
     return spec.shape
@@ -86,6 +104,14 @@ def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length
     return rng.random(size=shape).astype(dtype)
 
 
+def _from_raw(spec: InputSpec, raw: bytes, what: str) -> np.ndarray:
+    """A non-BYTES tensor from its raw bytes."""
+    dtype = np.dtype(_numpy_dtype(spec.datatype))
+    if len(raw) % dtype.itemsize:
+        raise UsageError(f"{what} has {len(raw)} bytes, not a whole number of {spec.datatype} elements ({dtype.itemsize} bytes each): fix the data")
+    return np.frombuffer(raw, dtype=dtype)
+
+
 def _decode_b64(spec: InputSpec, text: Any, where: str) -> np.ndarray:
     """A b64 value is the tensor's raw bytes; for BYTES that is the serialized form (each element
     a 4-byte little-endian length and its bytes), as perf_analyzer reads it."""
@@ -94,7 +120,7 @@ def _decode_b64(spec: InputSpec, text: Any, where: str) -> np.ndarray:
     except (binascii.Error, TypeError, ValueError):
         raise UsageError(f"{where}: {spec.name}.b64 is not valid base64") from None
     if spec.datatype != "BYTES":
-        return np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+        return _from_raw(spec, raw, f"{where}: {spec.name}.b64")
     try:
         return deserialize_bytes_tensor(raw)
     except Exception:
@@ -109,7 +135,7 @@ def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int
     shape = None
     if isinstance(value, Mapping):
         if "shape" in value:
-            shape = tuple(int(d) for d in value["shape"])
+            shape = _json_shape(spec, value["shape"], where)
         if "b64" in value:
             array = _decode_b64(spec, value["b64"], where)
         elif "content" in value:
@@ -121,6 +147,15 @@ def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int
     return _shaped(array, shape or _resolve_shape(spec, shapes), f"{where}: {spec.name}")
 
 
+def _json_shape(spec: InputSpec, value: Any, where: str) -> tuple[int, ...]:
+    whole = isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
+    if not whole:
+        raise UsageError(f"{where}: {spec.name}.shape {value!r} is not a list of sizes, e.g. {[max(d, 1) for d in spec.shape]}")
+    if not _fits(spec, tuple(value)):
+        raise UsageError(f"{where}: {spec.name}.shape {value} does not fit the model's shape {list(spec.shape)} (-1: any size): fix the data")
+    return tuple(value)
+
+
 def _shaped(array: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     needed = int(np.prod(shape))
     if array.size != needed:
@@ -128,14 +163,52 @@ def _shaped(array: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     return array.reshape(shape)
 
 
+def _is_element(value: Any, datatype: str, dtype: np.dtype) -> bool:
+    """A JSON value the datatype holds as it is: a string for BYTES, true/false for BOOL, a whole
+    number in range for an integer type, a number for a floating-point one."""
+    if datatype == "BYTES":
+        return isinstance(value, str)
+    if datatype == "BOOL":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(value).is_integer() and info.min <= value <= info.max
+    return True
+
+
+def _element_kind(datatype: str, dtype: np.dtype) -> str:
+    if datatype == "BYTES":
+        return 'a string; raw bytes go in {"b64": ...}'
+    if datatype == "BOOL":
+        return "true or false"
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return f"a whole number from {info.min} to {info.max}"
+    return "a number"
+
+
+def _shown(value: Any) -> str:
+    """A JSON value in a message: as JSON, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _content_array(spec: InputSpec, content: Any, where: str) -> np.ndarray:
-    flat = np.asarray(content, dtype=np.object_).reshape(-1) if isinstance(content, list) else np.array([content], dtype=np.object_)
-    if spec.datatype == "BYTES":
-        return np.array([v.encode() if isinstance(v, str) else bytes(v) for v in flat], dtype=np.object_)
     try:
-        return flat.astype(_numpy_dtype(spec.datatype))
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: {spec.name} holds values that are not {spec.datatype}") from None
+        flat = np.asarray(content, dtype=np.object_).reshape(-1) if isinstance(content, list) else np.array([content], dtype=np.object_)
+    except ValueError:  # lists of uneven lengths
+        flat = np.array([content], dtype=np.object_)
+    dtype = np.dtype(np.object_ if spec.datatype == "BYTES" else _numpy_dtype(spec.datatype))
+    bad = [v for v in flat if not _is_element(v, spec.datatype, dtype)]
+    if bad:
+        raise UsageError(
+            f"{where}: {spec.name} holds {_shown(bad[0])}, which is not {spec.datatype} ({_element_kind(spec.datatype, dtype)}): fix the data"
+        )
+    if spec.datatype == "BYTES":
+        return np.array([v.encode() for v in flat], dtype=np.object_)
+    return flat.astype(dtype)
 
 
 def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
@@ -145,17 +218,24 @@ def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, t
         raise UsageError(f"cannot read --input-data {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"--input-data {path} is not valid JSON (line {exc.lineno}): fix the file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--input-data {path} is not UTF-8 text: give a perf_analyzer JSON file, or a directory for raw tensors") from None
     data = document.get("data") if isinstance(document, Mapping) else None
     if not isinstance(data, list) or not data:
         raise UsageError(f'--input-data {path} needs a non-empty "data" list, as perf_analyzer reads it')
+    known = {s.name for s in specs}
+    names = ", ".join(s.name for s in specs)
     entries = []
     for index, entry in enumerate(data):
         where = f"--input-data {path}, data[{index}]"
         if not isinstance(entry, Mapping):
             raise UsageError(f"{where} is not an object of input name: value")
+        unknown = [name for name in entry if name not in known]
+        if unknown:
+            raise UsageError(f"{where} has input {unknown[0]!r}, which the model does not have: its inputs are {names}")
         missing = [s.name for s in specs if s.name not in entry]
         if missing:
-            raise UsageError(f"{where} lacks input {missing[0]!r}")
+            raise UsageError(f"{where} lacks input {missing[0]!r}: give every input of the model ({names})")
         entries.append({s.name: _from_json_value(s, entry[s.name], shapes, where) for s in specs})
     return entries
 
@@ -165,11 +245,14 @@ def _directory_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[s
     (for BYTES: text, one element per line)."""
     entry = {}
     for spec in specs:
-        raw = (path / spec.name).read_bytes()
+        try:
+            raw = (path / spec.name).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --input-data {path / spec.name}: {exc.strerror}") from None
         if spec.datatype == "BYTES":
             array = np.array(raw.splitlines(), dtype=np.object_)
         else:
-            array = np.frombuffer(raw, dtype=_numpy_dtype(spec.datatype))
+            array = _from_raw(spec, raw, f"--input-data {path / spec.name}")
         shape = _resolve_shape(spec, shapes) if spec.name in shapes or all(d > 0 for d in spec.shape) else (array.size,)
         entry[spec.name] = _shaped(array, shape, f"--input-data {path / spec.name}")
     return [entry]
@@ -195,6 +278,7 @@ def _image_entries(spec: InputSpec, images: Sequence[Path]) -> list[dict[str, np
 
 
 def _entries(specs: Sequence[InputSpec], input_data: str | None, shapes: Mapping[str, tuple[int, ...]], string_length: int):
+    check_shapes(specs, shapes)
     image_spec = image_input(specs)
     if input_data is None and image_spec is not None:
         return _image_entries(image_spec, sample_photographs())

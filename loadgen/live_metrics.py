@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -47,7 +49,9 @@ class LiveMetrics:
         try:
             self._server, _ = start_http_server(port, registry=self.registry)
         except OSError as exc:
-            raise UsageError(f"cannot serve metrics on port {port} ({exc.strerror}): pick another --export-metrics-port") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {port} is in use: choose another --export-metrics-port") from None
+            raise UsageError(f"cannot serve metrics on port {port} ({exc.strerror}): choose another --export-metrics-port") from None
 
     def level_start(self, schedule: Schedule, engine: LoadEngine) -> None:
         self._level.clear()

@@ -21,6 +21,7 @@ A figure that was not measured fails its SLA, with the reason: a gate must not p
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -79,7 +80,10 @@ def parse_sla(text: str) -> Sla:
                          "e.g. --sla 'p99_ms<50'")
     metric, op, number = match["metric"], match["op"], match["number"]
     _check_metric(text, metric)
-    return Sla(expression=f"{metric}{op}{number}", metric=metric, op=op, threshold=float(number))
+    threshold = float(number)
+    if math.isinf(threshold):
+        raise UsageError(f"--sla {text!r}: {number} is beyond a float's range; give a threshold like 50 or 1e6")
+    return Sla(expression=f"{metric}{op}{number}", metric=metric, op=op, threshold=threshold)
 
 
 def _check_metric(text: str, metric: str) -> None:

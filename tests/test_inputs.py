@@ -98,7 +98,8 @@ def test_directory_of_files_per_input_and_of_images(tmp_path):
 @pytest.mark.parametrize("content,message", [
     ("{", "not valid JSON"),
     ('{"data": []}', "non-empty"),
-    ('{"data": [{"Y": [1]}]}', "lacks input 'X'"),
+    ('{"data": [{}]}', "lacks input 'X'"),
+    ('{"data": [{"Y": [1]}]}', "has input 'Y', which the model does not have: its inputs are X"),
     ('{"data": [{"X": [1, 2]}]}', "has 2 elements"),
     ('{"data": [{"X": ["a", "b", "c", "d"]}]}', "not FP32"),
     ('{"data": [{"X": {"b64": "***"}}]}', "not valid base64"),
