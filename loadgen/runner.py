@@ -50,7 +50,7 @@ def default_report_dir(model: str) -> Path:
 
 
 class _Interrupts:
-    """SIGINT and SIGTERM, while a run is on: the sweep is cancelled (its finished levels are then
+    """SIGINT, SIGTERM and SIGHUP, while a run is on: the sweep is cancelled (its finished levels are then
     written and the server stopped) instead of the process dying where it stands."""
 
     def __init__(self) -> None:
@@ -67,7 +67,7 @@ class _Interrupts:
             raise KeyboardInterrupt
 
     def __enter__(self) -> _Interrupts:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
