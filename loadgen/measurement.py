@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic_ns
@@ -136,20 +137,21 @@ async def measure_level(
     recorder = SampleRecorder(monotonic_ns(), count_target)
     driving = engine.start(schedule, recorder)
     percentiles = [policy.percentile] if policy.percentile is not None else []
-    windows: list[WindowSamples] = []
+    # Only the windows (and boundary snapshots) a level can merge are kept: a long level stays small.
+    windows: deque[WindowSamples] = deque(maxlen=STABLE_WINDOW_COUNT)
     figures: list[WindowFigures] = []
-    snapshots: list[Snapshot] = []
+    snapshots: deque[Snapshot] = deque(maxlen=STABLE_WINDOW_COUNT + 1)
     try:
         boundary_ns = monotonic_ns()
         recorder.close_window(boundary_ns)  # what completed before the first snapshot belongs to no window
         snapshots.append(await snapshot(boundary_ns))
         stable = False
-        while len(windows) < policy.max_trials and not stable:
+        while len(figures) < policy.max_trials and not stable:
             await _window_end(policy, recorder, driving)
             boundary_ns = monotonic_ns()
             windows.append(recorder.close_window(boundary_ns))
             snapshots.append(await snapshot(boundary_ns))
-            stats = client_stats(windows[-1:], batch_size, percentiles)
+            stats = client_stats([windows[-1]], batch_size, percentiles)
             figures.append(
                 WindowFigures(
                     start_ns=windows[-1].start_ns,
@@ -164,12 +166,12 @@ async def measure_level(
                 [f.throughput_infer_per_s for f in figures], [f.latency_us for f in figures], policy.stability_pct
             )
             if on_window is not None:
-                on_window(schedule, len(windows), figures[-1])
+                on_window(schedule, len(figures), figures[-1])
     except BaseException:  # a dead server, an interruption: what is in flight is abandoned
         await engine.abandon()
         raise
     await engine.stop()
-    merged = windows[-STABLE_WINDOW_COUNT:]
+    merged = list(windows)
     client = client_stats(merged, batch_size, percentiles)
     server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
     tolerance = 2 * engine.peak_in_flight

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,12 +32,82 @@ MODEL_METRICS = (PENDING, SUCCESS, FAILURE)
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-@dataclass(frozen=True)
-class Scrape:
-    """The kept series of one /metrics page, read at `t_ns` (monotonic clock)."""
+class _Layout:
+    """The series of a scrape, in order, shared by every scrape that has the same ones."""
 
-    t_ns: int
-    values: dict[SeriesKey, float]
+    __slots__ = ("keys", "index", "__weakref__")
+
+    def __init__(self, keys: tuple[SeriesKey, ...]) -> None:
+        self.keys = keys
+        self.index = {key: i for i, key in enumerate(keys)}
+
+
+# Live layouts by their keys. A run's pages nearly always have the same series, so its scrapes
+# share one or a few layouts; one is dropped with the last scrape that uses it.
+_layouts: weakref.WeakValueDictionary[tuple[SeriesKey, ...], _Layout] = weakref.WeakValueDictionary()
+
+
+def _layout(keys: tuple[SeriesKey, ...]) -> _Layout:
+    layout = _layouts.get(keys)
+    if layout is None:
+        layout = _layouts[keys] = _Layout(keys)
+    return layout
+
+
+class ScrapeValues(Mapping[SeriesKey, float]):
+    """A scrape's values as a read-only mapping from series to value."""
+
+    __slots__ = ("_layout", "_values")
+
+    def __init__(self, layout: _Layout, values: array) -> None:
+        self._layout = layout
+        self._values = values
+
+    def __getitem__(self, key: SeriesKey) -> float:
+        return self._values[self._layout.index[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._layout.index
+
+    def __iter__(self) -> Iterator[SeriesKey]:
+        return iter(self._layout.keys)
+
+    def __len__(self) -> int:
+        return len(self._layout.keys)
+
+    def items(self):  # type: ignore[override]  # the pairs, without a lookup per key
+        return zip(self._layout.keys, self._values)
+
+
+class Scrape:
+    """The kept series of one /metrics page, read at `t_ns` (monotonic clock); `values` maps series to value.
+
+    A run keeps every scrape (one per --metrics-interval and one at each window boundary), so each is stored
+    compactly: the series keys are shared with the other scrapes that have the same series, and
+    the values are one array of doubles. A scrape of the centernet ensemble's page (27 series)
+    takes about 0.4 KB this way, against about 15 KB as a dict of fresh key tuples and floats.
+    """
+
+    __slots__ = ("t_ns", "_layout", "_values")
+
+    def __init__(self, t_ns: int, values: Mapping[SeriesKey, float]) -> None:
+        self.t_ns = t_ns
+        self._layout = _layout(tuple(values))
+        self._values = array("d", values.values())
+
+    @property
+    def values(self) -> ScrapeValues:
+        return ScrapeValues(self._layout, self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scrape):
+            return NotImplemented
+        return self.t_ns == other.t_ns and dict(self.values.items()) == dict(other.values.items())
+
+    __hash__ = None  # type: ignore[assignment]  # like the dict it stands for
+
+    def __repr__(self) -> str:
+        return f"Scrape(t_ns={self.t_ns}, values={dict(self.values.items())!r})"
 
 
 def parse_metrics(text: str, models: Iterable[str] | None = None) -> dict[SeriesKey, float]:
