@@ -37,25 +37,18 @@ absolute growths in MiB are shown too). The RSS trace of each run goes to stderr
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import math
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import MODEL, ROOT, input_file, perf_analyzer, success_count
 
-from loadgen.inputs import sample_photographs  # noqa: E402
-from loadgen.server import EmbeddedServer  # noqa: E402
+from loadgen.server import EmbeddedServer
 
-MODEL = "centernet-ensemble"
-GET_PERF_ANALYZER = ROOT.parent / "shared" / "tools" / "get-perf-analyzer"
 WINDOW_MS = 10_000
 STABILITY_PCT = 0.01
 SAMPLE_S = 2.0
@@ -133,12 +126,6 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def success_count(http: str) -> int:
-    with urllib.request.urlopen(f"http://{http}/v2/models/{MODEL}/stats", timeout=5) as response:
-        stats = json.load(response)["model_stats"][0]["inference_stats"]["success"]["count"]
-    return int(stats)
-
-
 def soak(tool: str, command: list[str], http: str, log_path: Path) -> Soak:
     """Run `command`, sampling its RSS and the server's success count every SAMPLE_S until it exits; its output goes to `log_path`."""
     result = Soak(tool)
@@ -163,15 +150,6 @@ def soak(tool: str, command: list[str], http: str, log_path: Path) -> Soak:
     return result
 
 
-def input_file(workdir: Path) -> Path:
-    """perf_analyzer's JSON with the photograph; for a BYTES input, b64 holds the serialized tensor."""
-    photo = sample_photographs()[0].read_bytes()
-    serialized = len(photo).to_bytes(4, "little") + photo
-    path = workdir / "photo.json"
-    path.write_text(json.dumps({"data": [{"IMAGE": {"b64": base64.b64encode(serialized).decode()}}]}))
-    return path
-
-
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b and math.isfinite(a / b) else "n/a"
 
@@ -188,7 +166,7 @@ def main() -> int:
     if trials * WINDOW_MS / 1e3 < WARMUP_S + 2 * SAMPLE_S:
         parser.error(f"--minutes must leave time after the {WARMUP_S:g} s warm-up")
 
-    pa = subprocess.run([str(GET_PERF_ANALYZER)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    pa = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="loadgen-soak-"))
     data = input_file(workdir)
     server = EmbeddedServer(ROOT / "model_repository", workdir / "server.log")

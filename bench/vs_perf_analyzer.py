@@ -29,7 +29,6 @@ neither tool's start-up (a Python interpreter's imports, for one) is charged to 
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import json
 import os
@@ -38,18 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import MODEL, ROOT, input_file, perf_analyzer, success_count
 
-from loadgen.inputs import sample_photographs  # noqa: E402
-from loadgen.server import EmbeddedServer, free_port  # noqa: E402
+from loadgen.server import EmbeddedServer, free_port
 
-MODEL = "centernet-ensemble"
-GET_PERF_ANALYZER = ROOT.parent / "shared" / "tools" / "get-perf-analyzer"
 WARMUP_S = 1.5
 SAMPLE_S = 4.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -69,12 +63,6 @@ class Measured:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-def success_count(http: str) -> int:
-    with urllib.request.urlopen(f"http://{http}/v2/models/{MODEL}/stats", timeout=5) as response:
-        stats = json.load(response)["model_stats"][0]["inference_stats"]["success"]["count"]
-    return int(stats)
 
 
 def sample_cpu(process: subprocess.Popen, http: str) -> tuple[float, float]:
@@ -133,15 +121,6 @@ def mean(runs: list[Measured]) -> Measured:
     )
 
 
-def input_file(workdir: Path) -> Path:
-    """perf_analyzer's JSON with the photograph; for a BYTES input, b64 holds the serialized tensor."""
-    photo = sample_photographs()[0].read_bytes()
-    serialized = len(photo).to_bytes(4, "little") + photo
-    path = workdir / "photo.json"
-    path.write_text(json.dumps({"data": [{"IMAGE": {"b64": base64.b64encode(serialized).decode()}}]}))
-    return path
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,2,4,8", help="concurrency levels or request rates (default 1,2,4,8)")
@@ -158,7 +137,7 @@ def main() -> int:
     levels = [int(v) for v in args.levels.split(",")]
     protocols = args.protocols.split(",")
 
-    pa = subprocess.run([str(GET_PERF_ANALYZER)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    pa = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="loadgen-vs-pa-"))
     data = input_file(workdir)
     server = EmbeddedServer(ROOT / "model_repository", workdir / "server.log")
