@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -44,10 +45,18 @@ def _triton_dist() -> tuple[Path, Path]:
     return root / "tritonserver", root.parent / "nvidia_pytriton.libs"
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: the sockets stay bound until all are chosen, or the kernel
+    may hand out the same port twice."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def _port_in_use(port: int) -> bool:
@@ -131,7 +140,8 @@ class EmbeddedServer:
                 raise UsageError(f"port {port} is given twice: the HTTP, gRPC and metrics ports must differ")
             if _port_in_use(port):
                 raise UsageError(f"port {port} is in use: choose another one or leave the port flag out")
-        http, grpc, metrics = (port if port is not None else free_port() for port in self._ports)
+        spare = iter(free_ports(3))
+        http, grpc, metrics = (port if port is not None else next(spare) for port in self._ports)
         dist, libs = _triton_dist()
         self._workspace = Path(tempfile.mkdtemp(prefix="loadgen-triton-"))
         backends = _backend_directory(dist, self._workspace)
