@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -27,6 +28,38 @@ def percentile_index(count: int, percentile: float) -> int:
 
 def percentile_of_sorted(sorted_values: np.ndarray, percentile: float) -> float:
     return float(sorted_values[percentile_index(sorted_values.size, percentile)])
+
+
+# The figures below are computed alike from sorted samples and from merged histograms
+# (loadgen.merge): `at_us` gives the latency at a percentile, and is only called with samples.
+AtPercentile = Callable[[float], float]
+
+
+def per_second(count: float, duration_s: float) -> float:
+    """A count per second of window time; 0 without any time."""
+    return count / duration_s if duration_s > 0 else 0.0
+
+
+def percentiles_us(count: int, at_us: AtPercentile, percentiles: Sequence[int] = ()) -> dict[int, float]:
+    """The reported percentiles and `percentiles`, in order; 0s without samples."""
+    return {p: at_us(p) if count else 0.0 for p in sorted(set(REPORTED_PERCENTILES) | set(percentiles))}
+
+
+def curve_us(count: int, at_us: AtPercentile) -> tuple[tuple[float, float], ...]:
+    """(percentile, latency) at CURVE_PERCENTILES; empty without samples."""
+    return tuple((p, at_us(p)) for p in CURVE_PERCENTILES) if count else ()
+
+
+def summary_us(count: int, total_us: float, at_us: AtPercentile) -> dict[str, float]:
+    """avg, p50, p90, p99 and max, from the sum and the latency at a percentile ({} without samples)."""
+    if not count:
+        return {}
+    return {"avg": total_us / count, **{f"p{p}": at_us(p) for p in (50, 90, 99)}, "max": at_us(100)}
+
+
+def lag_summary_us(count: int, at_us: AtPercentile) -> dict[str, float]:
+    """p50, p99 and max of open-loop send lag; 0s without requests sent."""
+    return {key: at_us(p) if count else 0.0 for key, p in (("p50", 50), ("p99", 99), ("max", 100))}
 
 
 @dataclass(frozen=True)
@@ -53,13 +86,8 @@ def error_kinds(errors: Counter) -> tuple[ErrorKind, ...]:
 
 def latency_summary_us(latency_ns: np.ndarray) -> dict[str, float]:
     """avg, p50, p90, p99 and max of some latencies, in µs ({} without any)."""
-    if not latency_ns.size:
-        return {}
     ordered = np.sort(latency_ns) / 1e3
-    summary = {"avg": float(ordered.mean())}
-    summary.update({f"p{p}": percentile_of_sorted(ordered, p) for p in (50, 90, 99)})
-    summary["max"] = float(ordered[-1])
-    return summary
+    return summary_us(ordered.size, float(ordered.sum()), partial(percentile_of_sorted, ordered))
 
 
 @dataclass(frozen=True)
@@ -102,34 +130,29 @@ def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles:
     for w in windows:
         errors.update(w.errors)
     count = int(latency.size)
-    wanted = sorted(set(REPORTED_PERCENTILES) | set(percentiles))
+    latency_us = latency / 1e3
+    at_us = partial(percentile_of_sorted, np.sort(latency_us))
     if count:
-        latency_us = latency / 1e3
-        ordered = np.sort(latency_us)
         avg_latency_us = float(latency_us.mean())
         avg_send_us = float(send.mean() / 1e3)
         avg_recv_us = float(recv.mean() / 1e3)
         std_latency_us = float(latency_us.std(ddof=1)) if count > 1 else 0.0  # sample std, as perf_analyzer
-        pct = {p: percentile_of_sorted(ordered, p) for p in wanted}
-        curve = tuple((p, percentile_of_sorted(ordered, p)) for p in CURVE_PERCENTILES)
     else:
         avg_latency_us = std_latency_us = avg_send_us = avg_recv_us = 0.0
-        pct = {p: 0.0 for p in wanted}
-        curve = ()
     return ClientStats(
         request_count=count,
         error_count=sum(errors.values()),
         duration_s=duration_s,
-        throughput_infer_per_s=count * batch_size / duration_s if duration_s > 0 else 0.0,
+        throughput_infer_per_s=per_second(count * batch_size, duration_s),
         avg_latency_us=avg_latency_us,
         std_latency_us=std_latency_us,
-        percentile_latency_us=pct,
+        percentile_latency_us=percentiles_us(count, at_us, percentiles),
         avg_send_us=avg_send_us,
         avg_recv_us=avg_recv_us,
         avg_response_wait_us=max(0.0, avg_latency_us - avg_send_us - avg_recv_us),
         error_kinds=error_kinds(errors),
         error_latency_us=latency_summary_us(error_latency),
-        latency_curve_us=curve,
+        latency_curve_us=curve_us(count, at_us),
     )
 
 
@@ -167,17 +190,11 @@ def open_loop_stats(windows: Sequence[WindowSamples], target_rate_per_s: float) 
     duration_s = sum(w.duration_s for w in windows)
     return OpenLoopStats(
         target_rate_per_s=target_rate_per_s,
-        achieved_rate_per_s=lag.size / duration_s if duration_s > 0 else 0.0,
+        achieved_rate_per_s=per_second(lag.size, duration_s),
         sent_count=int(lag.size),
         late_count=int(np.count_nonzero(lag > LATE_NS / 1e3)),
         held_back_count=sum(w.held_back for w in windows),
-        schedule_lag_us={
-            "p50": percentile_of_sorted(lag, 50) if lag.size else 0.0,
-            "p99": percentile_of_sorted(lag, 99) if lag.size else 0.0,
-            "max": float(lag[-1]) if lag.size else 0.0,
-        },
+        schedule_lag_us=lag_summary_us(lag.size, partial(percentile_of_sorted, lag)),
         sent_avg_latency_us=float(sent_latency.mean()) if sent_latency.size else 0.0,
-        sent_percentile_latency_us={
-            p: percentile_of_sorted(sent_latency, p) if sent_latency.size else 0.0 for p in REPORTED_PERCENTILES
-        },
+        sent_percentile_latency_us=percentiles_us(sent_latency.size, partial(percentile_of_sorted, sent_latency)),
     )
