@@ -36,6 +36,8 @@ def _run_parser(sub) -> None:
     add("--request-intervals", metavar="FILE", help="open loop: gaps in microseconds, one per line, looped")
     add("--max-inflight", type=int, metavar="N", help="open loop: at most N requests out; later ones wait and are counted")
     add("--request-timeout", type=float, metavar="MS", help="count a request unanswered after MS milliseconds as a timeout error")
+    add("--workers", type=int, metavar="N", help="send the load from N worker processes on Ray (pip install 'loadgen[ray]'); each level is split among them")
+    add("--ray-address", metavar="ADDRESS", help="with --workers: an existing Ray cluster (auto, ray://host:10001); default: start Ray here")
     add("--seed", type=int, metavar="N", help="seed of the Poisson arrivals (default: a fresh one each run)")
     add("--shape", action="append", metavar="NAME:D1,D2", help="shape of a variable-shape input (repeatable)")
     add("--input-data", metavar="zero|random|FILE.json|DIR", help="request data (default: random, photographs for image models)")

@@ -128,6 +128,8 @@ class RunConfig:
     max_inflight: int | None = None
     request_timeout_ms: float | None = None  # a request without an answer by then counts as a timeout error
     seed: int | None = None  # of the Poisson arrivals
+    workers: int | None = None  # the load comes from this many worker processes on Ray; None: this process
+    ray_address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None: Ray starts locally
     binary_search: bool = False
     slas: tuple[str, ...] = ()
     junit_file: Path | None = None
@@ -195,6 +197,7 @@ class RunConfig:
             raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         if self.request_timeout_ms is not None and not self.request_timeout_ms > 0:
             raise UsageError(f"--request-timeout must be above 0 ms, got {self.request_timeout_ms:g}")
+        self._check_workers()
         if self.binary_search:
             if self.latency_threshold_ms is None and not self.slas:
                 raise UsageError("--binary-search needs -l/--latency-threshold or --sla: the bound it searches under")
@@ -207,6 +210,20 @@ class RunConfig:
         if not 0 <= self.headroom_pct < 100:
             raise UsageError(f"--headroom must be from 0% up to (not including) 100%, got {self.headroom_pct:g}%")
         self._check_tls()
+
+    def _check_workers(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.ray_address is not None and self.workers is None:
+            raise UsageError("--ray-address runs the load on Ray workers: add --workers N")
+        if self.ray_address not in (None, "auto"):
+            try:
+                split_host_port(self.ray_address, 10001)
+            except UsageError:
+                shown = redact_url(self.ray_address)
+                raise UsageError(f"--ray-address {shown!r} is not a Ray address: give auto, ray://host:10001 or host:6379") from None
+        if self.workers is not None and self.export_metrics_port is not None:
+            raise UsageError("--export-metrics-port counts requests in this process: it does not apply to --workers")
 
     def _check_tls(self) -> None:
         if self.ssl_https_verify_peer not in (0, 1):
@@ -302,7 +319,7 @@ class RunConfig:
         data["request_rate_range"] = str(self.request_rate_range) if self.request_rate_range is not None else None
         data["slas"] = list(self.slas)
         data["headers"] = redact_headers(self.headers)
-        for key in ("url", "metrics_url"):
+        for key in ("url", "metrics_url", "ray_address"):
             data[key] = redact_url(data[key]) if data[key] is not None else None
         for key in (key for key, value in data.items() if key.startswith("ssl_") and isinstance(value, Path)):
             data[key] = str(data[key])
@@ -355,6 +372,8 @@ OPTIONS: dict[str, Any] = {
     "request-intervals": str,
     "max-inflight": int,
     "request-timeout": float,
+    "workers": int,
+    "ray-address": str,
     "seed": int,
     "binary-search": bool,
     "sla": list,
@@ -504,6 +523,8 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         request_intervals=Path(o["request-intervals"]) if "request-intervals" in o else None,
         max_inflight=o.get("max-inflight"),
         request_timeout_ms=o.get("request-timeout"),
+        workers=o.get("workers"),
+        ray_address=o.get("ray-address"),
         seed=o.get("seed"),
         binary_search=o.get("binary-search", False),
         slas=tuple(str(s) for s in o.get("sla", [])),

@@ -27,3 +27,9 @@ class Interrupted(LoadgenError):
     """SIGINT or SIGTERM ended the run; the finished levels were written."""
 
     exit_code = 130
+
+
+class WorkerLost(LoadgenError):
+    """A load worker died or became unreachable part way through a level."""
+
+    exit_code = 3

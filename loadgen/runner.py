@@ -25,10 +25,12 @@ from loadgen.report.json_report import JsonReport
 from loadgen.report.junit import JunitReport
 from loadgen.report.metrics_csv import MetricsCsvReport
 from loadgen.report.render import SUMMARY, HtmlReport
+from loadgen.report.workers_csv import WorkersCsvReport
 from loadgen.scraper import metrics_url, server_metrics_url
 from loadgen.server import EmbeddedServer
 from loadgen.sweep import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunResult, Sweep
 from loadgen.transport import open_transport
+from loadgen.workers import preflight
 
 SERVER_LOG = "server.log"
 
@@ -118,45 +120,49 @@ async def _sweep(
     interrupts.task = asyncio.current_task()
     async with open_transport(config.protocol, config.url, config.headers, config.tls) as transport:
         sweep = await Sweep.open(config, transport)
-        # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
-        # full passes, which otherwise pause the load for tens of milliseconds.
-        gc.freeze()
-        if live is not None:
-            sweep.engine.observer = live.observe
-        for writer in writers:
-            writer.start(config)
-
-        def on_level_start(schedule, engine):
-            if progress is not None:
-                progress.level_start(schedule, engine)
-            if live is not None:
-                live.level_start(schedule, engine)
-
-        def on_level(level):
-            so_far = sweep.result(RUNNING)
-            for writer in writers:
-                writer.level(level, so_far)
-            if progress is not None:  # once the level is on disk
-                progress.level_done(level)
-
-        status, ended_by = COMPLETE, None
         try:
-            if metrics_at is not None:
-                await sweep.start_metrics(metrics_at, progress.warning if progress else None)
-            watch = ServerWatch(redact_url(config.url), transport.server_live, server_exit)
-            await watch.guard(
-                sweep.run(on_level_start=on_level_start, on_window=progress.window if progress else None, on_level=on_level)
-            )
-        except ServerGone as exc:
-            during = f" during {sweep.measuring}" if sweep.measuring else ""
-            ended_by = ServerGone(f"{exc}{during}: {len(sweep.levels)} finished level(s) kept")
-            status, sweep.stop_reason = FAILED, f"failed: {ended_by}"
-        except BaseException as exc:  # interrupted, or failed: the finished levels are written all the same
-            ended_by = exc
-            status, sweep.stop_reason = _failure(exc, interrupts)
-        await sweep.stop_metrics()
-        result = sweep.result(status)
-        failures = _write(writers, result)
+            # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
+            # full passes, which otherwise pause the load for tens of milliseconds.
+            gc.freeze()
+            if live is not None:
+                sweep.load.engine.observer = live.observe  # not with --workers: the config refuses that
+            for writer in writers:
+                writer.start(config)
+
+            def on_level_start(schedule, load):
+                if progress is not None:
+                    progress.level_start(schedule, load)
+                if live is not None:
+                    live.level_start(schedule, load)
+
+            def on_level(level):
+                so_far = sweep.result(RUNNING)
+                for writer in writers:
+                    writer.level(level, so_far)
+                if progress is not None:  # once the level is on disk
+                    progress.level_done(level)
+
+            status, ended_by = COMPLETE, None
+            try:
+                if metrics_at is not None:
+                    await sweep.start_metrics(metrics_at, progress.warning if progress else None)
+                watch = ServerWatch(redact_url(config.url), transport.server_live, server_exit)
+                await watch.guard(
+                    sweep.run(on_level_start=on_level_start, on_window=progress.window if progress else None, on_level=on_level)
+                )
+            except ServerGone as exc:
+                during = f" during {sweep.measuring}" if sweep.measuring else ""
+                ended_by = ServerGone(f"{exc}{during}: {len(sweep.levels)} finished level(s) kept")
+                status, sweep.stop_reason = FAILED, f"failed: {ended_by}"
+            except BaseException as exc:  # interrupted, or failed: the finished levels are written all the same
+                ended_by = exc
+                status, sweep.stop_reason = _failure(exc, interrupts)
+            await sweep.stop_metrics()
+            result = sweep.result(status)
+            failures = _write(writers, result)
+        finally:
+            await sweep.close()  # the workers' processes and connections, whatever happened
+
     if ended_by is not None:
         raise ended_by
     if failures:
@@ -179,6 +185,7 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
         JsonReport(report_dir / SUMMARY),
         CsvReport(report_dir / "results.csv"),
         MetricsCsvReport(report_dir / "metrics.csv"),
+        WorkersCsvReport(report_dir / "workers.csv"),
     ]
     if config.csv_file is not None:
         all_writers.append(CsvReport(config.csv_file))
@@ -186,6 +193,8 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
         all_writers.append(JunitReport(config.junit_file))
     all_writers.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
     # Mistakes that would otherwise surface only once the server is up, or the first level done.
+    if config.workers is not None:
+        preflight(config)
     _check_writable(report_dir, "--report-dir")
     for path, flag in ((config.csv_file, "-f"), (config.junit_file, "--junit")):
         if path is not None:

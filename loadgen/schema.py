@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadgen import __version__
 from loadgen.measurement import LevelResult
+from loadgen.merge import WorkerFigures
 from loadgen.metrics import (
     CPU_MEMORY_USED,
     CPU_UTILIZATION,
@@ -22,7 +23,7 @@ from loadgen.stats import ClientStats
 if TYPE_CHECKING:
     from loadgen.sweep import RunResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _seconds(t_ns: int, origin_ns: int) -> float:
@@ -71,6 +72,10 @@ def errors_dict(client: ClientStats) -> dict[str, Any]:
     }
 
 
+def worker_dict(worker: WorkerFigures) -> dict[str, Any]:
+    return {**dataclasses.asdict(worker), "overloaded": worker.overloaded}
+
+
 def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
     client = dataclasses.asdict(level.client)
     client["percentile_latency_us"] = {f"p{p}": v for p, v in level.client.percentile_latency_us.items()}
@@ -83,6 +88,7 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
         "label": level.label,
         "value": level.value,
         "stable": level.stable,
+        "incomplete": level.incomplete,
         "start_s": _seconds(merged[0].start_ns, origin_ns) if merged else None,
         "end_s": _seconds(merged[-1].end_ns, origin_ns) if merged else None,
         "windows": [
@@ -106,6 +112,7 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
         "metrics": metrics_dict(level.metrics),
         "open_loop": open_loop_dict(level),
         "sla": [verdict.to_dict() for verdict in level.sla],
+        "workers": [worker_dict(worker) for worker in level.workers],
     }
 
 

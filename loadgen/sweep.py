@@ -15,7 +15,9 @@ from typing import Any
 from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
+from loadgen.errors import WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
+from loadgen.load import Load, LocalLoad
 from loadgen.measurement import LevelResult, OnWindow, measure_level
 from loadgen.metrics import Scrape
 from loadgen.schedule import (
@@ -97,13 +99,13 @@ class Sweep:
     """
 
     def __init__(
-        self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, engine: LoadEngine, transport: Transport
+        self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, load: Load, transport: Transport
     ) -> None:
         self.config = config
         self.server_metadata = server_metadata
         self.model_configs = model_configs
         self.tree = tree
-        self.engine = engine
+        self.load = load
         self.levels: list[LevelResult] = []
         self.stop_reason: str | None = None
         self.measuring: str | None = None  # the level in progress, e.g. "concurrency 4"
@@ -129,12 +131,16 @@ class Sweep:
         metadata = await transport.model_metadata(config.model_name, config.model_version)
         specs = model_inputs(metadata, configs[config.model_name], config.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
-        requests = [
-            transport.prepare(config.model_name, config.model_version, tensors, outputs)
-            for tensors in build_request_inputs(specs, config)
-        ]
-        engine = LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms)
-        return cls(config, server_metadata, configs, tree, engine, transport)
+        tensors = build_request_inputs(specs, config)
+        if config.workers is None:
+            requests = [transport.prepare(config.model_name, config.model_version, t, outputs) for t in tensors]
+            load: Load = LocalLoad(LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms))
+        else:
+            # Ray is an optional extra: imported only when asked for.
+            from loadgen.workers.pool import WorkerPool
+
+            load = await WorkerPool.open(config, tensors, outputs)
+        return cls(config, server_metadata, configs, tree, load, transport)
 
     async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
         """Scrape `url` from now on, every --metrics-interval and at each window boundary."""
@@ -146,6 +152,10 @@ class Sweep:
 
         self.scraper = MetricsScraper(url, self.config.metrics_interval_ms, self.model_configs, warn, self.config.https_tls)
         await self.scraper.start()
+
+    async def close(self) -> None:
+        """Release the load: its connections, and with --workers the worker processes."""
+        await self.load.close()
 
     async def stop_metrics(self) -> None:
         if self.scraper is not None:
@@ -192,15 +202,17 @@ class Sweep:
         schedule = self._schedule(value)
         self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
         if on_level_start is not None:
-            on_level_start(schedule, self.engine)
+            on_level_start(schedule, self.load)
         level = await measure_level(
-            self.engine, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
+            self.load, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
         )
         level = replace(level, sla=tuple(evaluate(self._slas, level_dict(level, self.started_ns))))
         self.levels.append(level)
         self.measuring = None
         if on_level is not None:
             on_level(level)
+        if level.incomplete is not None:  # the remaining levels would run on fewer workers than asked for
+            raise WorkerLost(f"{level.incomplete} during {schedule.label.lower()} {schedule.value:g}: the level is kept, marked incomplete")
         return level
 
     async def run(

@@ -7,11 +7,19 @@ from typing import TextIO
 from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
+from loadgen.merge import OVERLOADED_CPU_PCT, WorkerFigures
 from loadgen.metrics import MetricsFigures
+from loadgen.redact import redact_url
 from loadgen.report.base import ReportWriter
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
-from loadgen.stats import LATE_NS, REPORTED_PERCENTILES, ClientStats, OpenLoopStats
+from loadgen.stats import (
+    LATE_NS,
+    LATE_WARNING_FRACTION,
+    REPORTED_PERCENTILES,
+    ClientStats,
+    OpenLoopStats,
+)
 from loadgen.sweep import RunResult
 from loadgen.windows import COUNT_WINDOWS
 
@@ -59,6 +67,9 @@ def settings_lines(config: RunConfig) -> list[str]:
     if config.binary_search:
         lines.append("  Using binary search")
     lines += [f"  SLA: {text}" for text in config.slas]
+    if config.workers is not None:
+        where = redact_url(config.ray_address) if config.ray_address is not None else "local"
+        lines.append(f"  Load from {config.workers} worker{'s' if config.workers != 1 else ''} on Ray ({where})")
     lines.append("  Using asynchronous calls for inference")
     return lines
 
@@ -165,7 +176,10 @@ def _level_title(level: LevelResult) -> str:
 
 def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
     client, server = level.client, level.server
-    lines = [_level_title(level), "  Client: "]
+    lines = [_level_title(level)]
+    if level.incomplete:
+        lines.append(f"  Incomplete: {level.incomplete}")
+    lines.append("  Client: ")
     lines += [
         f"    Request count: {client.request_count}",
         f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
@@ -208,6 +222,49 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
     return lines
 
 
+WORKER_COLUMNS = (
+    "Worker", "Host", "Share", "Requests", "Errors", "Throughput infer/sec", "Lag p99 usec", "Late %", "CPU %", "",
+)  # fmt: skip
+
+
+def _worker_flag(worker: WorkerFigures) -> str:
+    flags = (["OVERLOADED"] if worker.overloaded else []) + ([f"LOST: {worker.lost}"] if worker.lost else [])
+    return "; ".join(flags)
+
+
+def worker_lines(workers: tuple[WorkerFigures, ...]) -> list[str]:
+    """Each worker's part of the level, in fixed-width columns, so an overloaded or lost worker stands out."""
+    rows = [
+        [
+            str(w.worker),
+            w.host,
+            _num(w.share),
+            str(w.request_count),
+            str(w.error_count),
+            _num(w.throughput_infer_per_s),
+            str(int(w.schedule_lag_us["p99"])) if w.schedule_lag_us else "-",  # closed loop: nothing is scheduled
+            f"{w.late_fraction:.2%}" if w.schedule_lag_us else "-",
+            f"{w.cpu_pct:.1f}",
+            _worker_flag(w),
+        ]
+        for w in workers
+    ]
+    widths = [max(len(text) for text in column) for column in zip(WORKER_COLUMNS, *rows)]
+    left = {1, len(WORKER_COLUMNS) - 1}  # host and flag are text, the rest figures
+
+    def line(cells) -> str:
+        text = "  ".join(c.ljust(n) if i in left else c.rjust(n) for i, (c, n) in enumerate(zip(cells, widths)))
+        return ("    " + text).rstrip()
+
+    lines = ["  Workers: ", line(WORKER_COLUMNS), *(line(row) for row in rows)]
+    if any(w.overloaded for w in workers):
+        lines.append(
+            f"    OVERLOADED: over {LATE_WARNING_FRACTION:.0%} of its requests sent late, or its CPU at "
+            f"{OVERLOADED_CPU_PCT:g}% of one core or more: the worker, not the server, may limit the load. Add workers."
+        )
+    return lines + [""]  # set apart from the next level, as the server block is
+
+
 def _error_lines(client: ClientStats) -> list[str]:
     """The error rate, the failed requests' own latency, and the count of each kind."""
     latency = client.error_latency_us
@@ -229,6 +286,7 @@ def summary_lines(result: RunResult) -> list[str]:
             f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
             f"latency {_us(level.client.latency_us(percentile))}"
             + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
+            + (f", INCOMPLETE: {level.incomplete}" if level.incomplete else "")
         )
     if result.stop_reason:
         lines.append(f"Stopped: {result.stop_reason}")
@@ -277,6 +335,8 @@ class ConsoleReport(ReportWriter):
         lines = level_lines(level, self._protocol, self._percentile)
         if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
             lines += metrics_lines(level.metrics)
+        if level.workers:
+            lines += worker_lines(level.workers)
         self._print(lines)
 
     def finish(self, result: RunResult) -> None:

@@ -1,4 +1,4 @@
-"""report.html: one self-contained page from summary.json (schema 2, docs/summary.md) and the plots.
+"""report.html: one self-contained page from summary.json (docs/summary.md) and the plots.
 
 Everything is inline (CSS, plots as data: URIs) and a Content-Security-Policy forbids any fetch, so
 the file can be mailed or archived and opens offline. There is no JavaScript: <details> folds.
@@ -14,8 +14,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from loadgen.merge import OVERLOADED_CPU_PCT
 from loadgen.report.base import Plot, write_atomic
 from loadgen.sla import format_value
+from loadgen.stats import LATE_WARNING_FRACTION
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
@@ -65,6 +67,7 @@ def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
         _plots(plots),
         _breakdown(summary["levels"]),
         _open_loop(summary["levels"]),
+        _workers(summary["levels"]),
         _composing(summary["levels"]),
         _metrics(summary),
         "<h2>Configuration</h2>", _key_values(summary.get("config")),
@@ -151,10 +154,13 @@ def _header(summary: dict) -> str:
     meta += f" · loadgen {summary.get('loadgen_version') or MISSING}"
 
     unstable = sum(not level["stable"] for level in levels)
+    incomplete = sum(bool(level.get("incomplete")) for level in levels)
     mismatched = sum(level["count_check"]["mismatch"] for level in levels)
     stop_reason, warnings = summary.get("stop_reason"), summary.get("warnings") or []
     verdict = f"Stopped: {stop_reason}." if stop_reason else "Finished."
     verdict += f" {_count(len(levels))} measured, {unstable} unstable"
+    if incomplete:
+        verdict += f", {incomplete} incomplete"
     if mismatched:
         verdict += f", {mismatched} with a count cross-check mismatch"
     lines = [verdict + "."]
@@ -166,7 +172,7 @@ def _header(summary: dict) -> str:
     failed = summary["sla_passed"] is False if "sla_passed" in summary else breached
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
     css = ("verdict fail" if failed else
-           "verdict warn" if stop_reason or warnings or unstable or mismatched else "verdict")
+           "verdict warn" if stop_reason or warnings or unstable or incomplete or mismatched else "verdict")
     return (f'<p class="meta">{escape(meta)}</p>'
             f'<div class="{css}">{"".join(f"<p>{escape(line)}</p>" for line in lines)}'
             f'{f"<ul>{items}</ul>" if items else ""}</div>')
@@ -210,8 +216,11 @@ def _sla_met(level: dict) -> bool:
 def _levels(levels: list[dict], with_sla: bool) -> str:
     if not levels:
         return "<h2>Levels</h2><p>No level was measured.</p>"
+    # Only a run that lost a worker has the column, so ordinary reports keep their shape.
+    with_incomplete = any(level.get("incomplete") for level in levels)
     head = [levels[0]["label"], "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
-            "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else [])]
+            "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else []),
+            *(["Incomplete"] if with_incomplete else [])]
     rows = []
     errors = []  # (level, kind, share, message, count): messages are user-facing and may be long, so listed apart
     for level in levels:
@@ -224,11 +233,12 @@ def _levels(levels: list[dict], with_sla: bool) -> str:
             "yes" if level["stable"] else WARN + "no",
             WARN + f"mismatch ({check['client_success']} vs {check['server_success']})" if check["mismatch"] else "ok",
             *([_sla_mark(level)] if with_sla else []),
+            *([WARN + level["incomplete"] if level.get("incomplete") else "no"] if with_incomplete else []),
         ])
         for kind in (level.get("errors") or {}).get("kinds", []):
             share = _percent(kind["rate"], 2)
             errors += [(_level_name(level), kind["kind"], share, message, count) for message, count in kind["messages"].items()]
-    html = "<h2>Levels</h2>" + _table(head, rows)
+    html = "<h2>Levels</h2>" + _table(head, rows, text_columns=(0, len(head) - 1) if with_incomplete else (0,))
     if with_sla:
         html += _sla_verdicts(levels)
     if errors:
@@ -291,6 +301,38 @@ def _open_loop(levels: list[dict]) -> str:
         ])
     return ("<h2>Open loop</h2><p>Latency runs from each request's intended send time; "
             "the latency from the actual send is shown beside it.</p>" + _table(head, rows))
+
+
+def _worker_status(worker: dict) -> str:
+    if worker.get("lost"):
+        return f"{FAIL} lost: {worker['lost']}"
+    return WARN + "overloaded" if worker.get("overloaded") else "ok"
+
+
+def _workers(levels: list[dict]) -> str:
+    """Each worker's part of each level (--workers), so an overloaded or lost worker stands out."""
+    spread = [level for level in levels if level.get("workers")]
+    if not spread:
+        return ""
+    head = ["Worker", "Host", "PID", "Share", "Successes", "Errors", "Throughput (infer/s)", "Lag p50 (ms)",
+            "Lag p99 (ms)", "Lag max (ms)", "Late (>1 ms)", "CPU (% of a core)", "Status"]
+    sections = []
+    for level in spread:
+        rows = []
+        for worker in level["workers"]:
+            lag = worker.get("schedule_lag_us") or {}  # {} in closed loop: nothing was scheduled
+            rows.append([
+                worker["worker"], worker["host"], worker["pid"], f"{worker['share']:g}",
+                _num(worker["request_count"], 0), _num(worker["error_count"], 0),
+                _num(worker["throughput_infer_per_s"]), _ms(lag.get("p50")), _ms(lag.get("p99")), _ms(lag.get("max")),
+                _percent(worker["late_fraction"]) if lag else MISSING, _num(worker["cpu_pct"]), _worker_status(worker),
+            ])
+        title = _level_name(level) + (f" (incomplete: {level['incomplete']})" if level.get("incomplete") else "")
+        sections.append(f"<details open><summary>{escape(title)}</summary>"
+                        f"{_table(head, rows, text_columns=(1, len(head) - 1))}</details>")
+    return ("<h2>Workers</h2><p>Each worker process's part of the level. A worker is overloaded when over "
+            f"{LATE_WARNING_FRACTION:.0%} of its requests were sent late or it used {OVERLOADED_CPU_PCT:g}% of a CPU "
+            "core or more: then it, not the server, may limit the load.</p>" + "".join(sections))
 
 
 def _server_rows(server: dict, depth: int = 0) -> list[list[str]]:

@@ -1,8 +1,9 @@
 """JUnit XML from summary.json (docs/summary.md), so CI systems (GitLab, Jenkins, GitHub) show a run as tests.
 
 One test suite for the model; a test case per level and SLA verdict, failing with the verdict's reason,
-or, when the run defined no SLA, one passing `level completed` case per level. A run that failed adds
-a `run` case in error. Each level's case carries its key figures in <system-out>.
+and a `level completed` case per level when the run defined no SLA or the level is incomplete (a
+worker was lost), failing with the reason it is. A run that failed adds a `run` case in error. Each
+level's case carries its key figures in <system-out>.
 """
 
 from __future__ import annotations
@@ -91,17 +92,25 @@ def _seconds(value: float) -> str:
 
 def _level_cases(model: str, level: dict[str, Any]) -> list[ET.Element]:
     verdicts = level.get("sla") or []
-    if not verdicts:
-        return [_case(model, level, "level completed")]
+    incomplete = level.get("incomplete")
     cases = []
+    if incomplete or not verdicts:
+        case = _case(model, level, "level completed")
+        if incomplete:
+            _fail(case, incomplete, "Incomplete")
+        cases.append(case)
     for verdict in verdicts:
         case = _case(model, level, _text(verdict["expression"]))
         if not verdict["passed"]:
-            failure = ET.Element("failure", message=_text(verdict["reason"]), type="SLA")
-            failure.text = _text(verdict["reason"])
-            case.insert(0, failure)  # JUnit's order: failure before system-out
+            _fail(case, verdict["reason"], "SLA")
         cases.append(case)
     return cases
+
+
+def _fail(case: ET.Element, reason: str, kind: str) -> None:
+    failure = ET.Element("failure", message=_text(reason), type=kind)
+    failure.text = _text(reason)
+    case.insert(0, failure)  # JUnit's order: failure before system-out
 
 
 def _case(model: str, level: dict[str, Any], name: str) -> ET.Element:

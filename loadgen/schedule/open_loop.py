@@ -99,17 +99,23 @@ class RateSchedule(OpenLoopSchedule):
 
 
 class IntervalSchedule(OpenLoopSchedule):
-    """perf_analyzer's --request-intervals: the given gaps, in a loop."""
+    """perf_analyzer's --request-intervals: the given gaps, in a loop.
 
-    def __init__(self, intervals_us: list[int]) -> None:
+    `first_us`, when given, is the gap before the first send instead (a worker's place in the
+    round robin of loadgen.workers.split).
+    """
+
+    def __init__(self, intervals_us: list[int], first_us: int | None = None) -> None:
         self.intervals_us = intervals_us
+        self.first_us = first_us
 
     @property
     def target_rate_per_s(self) -> float:
         return 1e6 * len(self.intervals_us) / sum(self.intervals_us)
 
     def gaps_ns(self) -> Iterator[int]:
-        return itertools.cycle([us * 1000 for us in self.intervals_us])
+        gaps = itertools.cycle([us * 1000 for us in self.intervals_us])
+        return gaps if self.first_us is None else itertools.chain([self.first_us * 1000], gaps)
 
 
 def read_intervals(path: Path) -> list[int]:

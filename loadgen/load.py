@@ -1,0 +1,123 @@
+"""Where a level's requests come from: the load interface, and this process's engine behind it.
+
+measure_level drives a `Load` without knowing whether the requests leave from this process
+(`LocalLoad`) or from worker processes whose windows it merges (loadgen.workers.pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from time import monotonic_ns
+from typing import Any
+
+from loadgen.engine import LoadEngine
+from loadgen.merge import WorkerFigures
+from loadgen.samples import SampleRecorder, WindowSamples
+from loadgen.schedule.base import Schedule
+from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
+
+
+class Load(ABC):
+    """Runs one schedule at a time and hands over what completed, window by window.
+
+    A window is whatever `close_window` returns: it has `start_ns`, `end_ns` and `duration_s`
+    on this process's monotonic clock, and only this load's `client_stats` reads the rest.
+    """
+
+    @property
+    @abstractmethod
+    def completed(self) -> int:
+        """Requests completed since the load started (for progress)."""
+
+    @property
+    @abstractmethod
+    def in_flight(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def peak_in_flight(self) -> int:
+        """The most requests in flight at once since the schedule started."""
+
+    @property
+    def boundary_skew_s(self) -> float:
+        """How far apart the load's window boundaries and the driver's may fall (0 in one process)."""
+        return 0.0
+
+    @abstractmethod
+    async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
+        """Start driving `schedule`; the future settles when the load stops, or fails.
+
+        With `count_target`, `window_full` returns once that many requests completed in the window.
+        """
+
+    @abstractmethod
+    async def window_full(self) -> None: ...
+
+    @abstractmethod
+    async def close_window(self, boundary_ns: int) -> Any:
+        """End the current window at `boundary_ns` and start the next one."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop sending and wait for the requests in flight."""
+
+    @abstractmethod
+    async def abandon(self) -> None:
+        """Stop at once; what is in flight is never recorded."""
+
+    @abstractmethod
+    def client_stats(self, windows: Sequence[Any], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats: ...
+
+    @abstractmethod
+    def open_loop_stats(self, windows: Sequence[Any], target_rate_per_s: float) -> OpenLoopStats: ...
+
+    def worker_figures(self, windows: Sequence[Any], batch_size: int) -> tuple[WorkerFigures, ...]:
+        """Each worker's part of `windows`; none when the load comes from one process."""
+        return ()
+
+    async def close(self) -> None:
+        """Release what the load holds (connections, worker processes)."""
+
+
+class LocalLoad(Load):
+    """The load from this process's event loop: exact figures from every sample."""
+
+    def __init__(self, engine: LoadEngine) -> None:
+        self.engine = engine
+        self._recorder: SampleRecorder | None = None
+
+    @property
+    def completed(self) -> int:
+        return self.engine.completed
+
+    @property
+    def in_flight(self) -> int:
+        return self.engine.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self.engine.peak_in_flight
+
+    async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
+        self._recorder = SampleRecorder(monotonic_ns(), count_target)
+        return self.engine.start(schedule, self._recorder)
+
+    async def window_full(self) -> None:
+        await self._recorder.window_full.wait()
+
+    async def close_window(self, boundary_ns: int) -> WindowSamples:
+        return self._recorder.close_window(boundary_ns)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+
+    async def abandon(self) -> None:
+        await self.engine.abandon()
+
+    def client_stats(self, windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
+        return client_stats(windows, batch_size, percentiles)
+
+    def open_loop_stats(self, windows: Sequence[WindowSamples], target_rate_per_s: float) -> OpenLoopStats:
+        return open_loop_stats(windows, target_rate_per_s)

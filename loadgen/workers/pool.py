@@ -1,0 +1,263 @@
+"""The driver's side of --workers: Ray actors behind the Load interface.
+
+The driver splits each level among the workers (loadgen.workers.split), says when every window
+ends so that all of them measure the same windows, and merges what they hand back
+(loadgen.merge). Server statistics and metrics stay with the driver: it reads them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from time import monotonic_ns
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from loadgen.config import RunConfig
+from loadgen.errors import LoadgenError, ServerError, UsageError, WorkerLost
+from loadgen.load import Load
+from loadgen.merge import (
+    PooledWindow,
+    WorkerFigures,
+    pooled_client_stats,
+    pooled_open_loop_stats,
+    worker_figures,
+)
+from loadgen.redact import redact_url
+from loadgen.schedule.base import Schedule
+from loadgen.stats import ClientStats, OpenLoopStats
+from loadgen.transport import InputTensor
+from loadgen.workers.actor import LoadWorker
+from loadgen.workers.split import split_count, split_schedule
+
+# Workers that have not connected by then will not: the cluster lacks room for them.
+WORKER_START_S = 120.0
+# A worker that does not answer a stop or a close by then is killed all the same.
+WORKER_CALL_S = 10.0
+PROGRESS_POLL_S = 1.0
+# Ray's object store holds only the prepared inputs and the windows' digests.
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+
+
+def _ray_call(ref: Any) -> asyncio.Future:
+    return asyncio.wrap_future(ref.future())
+
+
+def _connect(config: RunConfig) -> bool:
+    """Join the cluster at --ray-address, or start Ray here; False if this process already had Ray."""
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    # ray.init makes SIGTERM exit the process on the spot; the run's own handler writes the report first.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        if config.ray_address is None:
+            ray.init(
+                num_cpus=max(os.cpu_count() or 1, config.workers),  # each worker asks for one CPU
+                include_dashboard=False,
+                object_store_memory=OBJECT_STORE_BYTES,
+                **quiet,
+            )
+        else:
+            ray.init(address=config.ray_address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = redact_url(config.ray_address) if config.ray_address else "this machine"
+        raise ServerError(
+            f"cannot reach a Ray cluster at {where} ({exc}): start one (ray start --head) or fix --ray-address"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    return True
+
+
+class WorkerPool(Load):
+    """N workers driven as one load; figures merged exactly, with each worker's part kept apart."""
+
+    def __init__(self, actors: list, places: list[tuple[str, int]], started_ray: bool) -> None:
+        self._actors = actors
+        self._places = places  # (host, pid) of each worker
+        self._started_ray = started_ray
+        self._schedules: list[Schedule | None] = [None] * len(actors)
+        self._active: list[int] = []  # the workers with a share of the current level, still alive
+        self._lost: dict[int, str] = {}
+        self._window_start_ns = 0
+        self._peak_in_flight = 0
+        self._skew_ns = 0  # the longest round trip of a window boundary this level
+        self._completed = 0
+        self._in_flight = 0
+        self._driving: asyncio.Task | None = None
+        self._poller: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> WorkerPool:
+        """Start `config.workers` workers, each connected to the server with every request prepared."""
+        started_ray = _connect(config)
+        actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(config.workers)]
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray)
+        try:
+            inputs = ray.put(list(tensors))  # once, not once per worker
+            opening = pool._gather({i: actor.open.remote(config, inputs, outputs) for i, actor in enumerate(actors)})
+            pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
+        except TimeoutError:
+            await pool.close()
+            raise UsageError(
+                f"{config.workers} workers did not all start in {WORKER_START_S:.0f} s: the Ray cluster has fewer "
+                f"free CPUs than --workers (each worker takes one): lower --workers or add nodes"
+            ) from None
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    def _name(self, index: int) -> str:
+        host, pid = self._places[index]
+        return f"worker {index} ({host}, pid {pid})"
+
+    def _failure(self, index: int, exc: BaseException) -> LoadgenError:
+        """What a failed call to a worker means for the run."""
+        if isinstance(exc, RayTaskError) and isinstance(exc.cause, LoadgenError):
+            return exc.cause  # the load itself failed there, as it would have here
+        if isinstance(exc, RayActorError):
+            why = str(exc).splitlines()[0].strip().rstrip(".")
+            self._lost[index] = f"{self._name(index)} was lost ({why[:1].lower()}{why[1:]})"
+            if index in self._active:
+                self._active.remove(index)
+            return WorkerLost(self._lost[index])
+        return LoadgenError(f"a load worker failed: {str(exc).splitlines()[0]}")
+
+    async def _gather(self, calls: dict[int, Any], lost_ok: bool = False) -> dict[int, Any]:
+        """Await calls made to several workers at once, by worker index; a failed call raises,
+        but with `lost_ok` a lost worker only drops out of the answers."""
+        results = await asyncio.gather(*(_ray_call(ref) for ref in calls.values()), return_exceptions=True)
+        answers = {}
+        for index, result in zip(calls, results):
+            if not isinstance(result, BaseException):
+                answers[index] = result
+                continue
+            failure = self._failure(index, result)
+            if not (lost_ok and isinstance(failure, WorkerLost)):
+                raise failure
+        return answers
+
+    async def _each(self, method: str, indices: Sequence[int] | None = None) -> dict[int, Any]:
+        """Call `method` on the given workers (default: the active ones) at once."""
+        indices = self._active if indices is None else indices
+        return await self._gather({i: getattr(self._actors[i], method).remote() for i in indices})
+
+    @property
+    def completed(self) -> int:
+        return self._completed
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._peak_in_flight
+
+    async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
+        self._schedules = split_schedule(schedule, len(self._actors))
+        self._active = [i for i, share in enumerate(self._schedules) if share is not None and i not in self._lost]
+        counts = split_count(count_target, len(self._active)) if count_target is not None else [None] * len(self._active)
+        await self._gather(
+            {i: self._actors[i].start.remote(self._schedules[i], c and max(1, c)) for i, c in zip(self._active, counts)}
+        )
+        self._peak_in_flight = self._skew_ns = 0
+        runs = {i: _ray_call(self._actors[i].run.remote()) for i in self._active}
+        for run in runs.values():  # an abandoned level's runs fail unread: that is expected
+            run.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._driving = asyncio.ensure_future(self._watch(runs))
+        self._poller = asyncio.ensure_future(self._poll())
+        return self._driving
+
+    async def _watch(self, runs: dict[int, asyncio.Future]) -> None:
+        """Settles when every worker's load has stopped; the first worker to fail or die fails it."""
+        pending = set(runs.values())
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for index, run in runs.items():
+                if run in done and run.exception() is not None:
+                    raise self._failure(index, run.exception())
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(LoadgenError):
+                status = await self._each("status")
+                self._completed = sum(done for done, _ in status.values())
+                self._in_flight = sum(out for _, out in status.values())
+            await asyncio.sleep(PROGRESS_POLL_S)
+
+    async def window_full(self) -> None:
+        await self._each("window_full")
+
+    @property
+    def boundary_skew_s(self) -> float:
+        return self._skew_ns / 1e9
+
+    async def close_window(self, boundary_ns: int) -> PooledWindow:
+        # A lost worker's window is gone with it; the level then ends through `_watch`.
+        answers = await self._gather({i: self._actors[i].close_window.remote() for i in self._active}, lost_ok=True)
+        # Each worker closed its window somewhere in this round trip.
+        self._skew_ns = max(self._skew_ns, monotonic_ns() - boundary_ns)
+        digests = tuple(answers.get(index) for index in range(len(self._actors)))
+        window = PooledWindow(self._window_start_ns, boundary_ns, digests)
+        self._window_start_ns = boundary_ns
+        self._peak_in_flight = max(self._peak_in_flight, sum(d.peak_in_flight for d in digests if d is not None))
+        return window
+
+    def _end_level(self) -> None:
+        for task in (self._poller, self._driving):
+            if task is not None:
+                task.cancel()
+        self._poller = self._driving = None
+
+    async def stop(self) -> None:
+        try:
+            await self._each("stop")
+            if self._driving is not None:
+                await self._driving
+        finally:
+            self._end_level()
+
+    async def abandon(self) -> None:
+        self._end_level()
+        with contextlib.suppress(LoadgenError, TimeoutError):
+            await asyncio.wait_for(self._each("abandon"), WORKER_CALL_S)
+
+    def client_stats(self, windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
+        return pooled_client_stats(windows, batch_size, percentiles)
+
+    def open_loop_stats(self, windows: Sequence[PooledWindow], target_rate_per_s: float) -> OpenLoopStats:
+        return pooled_open_loop_stats(windows, target_rate_per_s)
+
+    def worker_figures(self, windows: Sequence[PooledWindow], batch_size: int) -> tuple[WorkerFigures, ...]:
+        return tuple(
+            worker_figures(
+                windows,
+                index,
+                host,
+                pid,
+                schedule.value if schedule is not None else 0.0,
+                batch_size,
+                self._lost.get(index),
+            )
+            for index, ((host, pid), schedule) in enumerate(zip(self._places, self._schedules))
+        )
+
+    async def close(self) -> None:
+        """Close the workers' connections, end their processes, and stop Ray if this run started it."""
+        self._end_level()
+        alive = [i for i in range(len(self._actors)) if i not in self._lost]
+        with contextlib.suppress(LoadgenError, TimeoutError):
+            await asyncio.wait_for(self._each("close", indices=alive), WORKER_CALL_S)
+        for actor in self._actors:
+            ray.kill(actor)
+        if self._started_ray:
+            ray.shutdown()

@@ -1,0 +1,57 @@
+"""Splitting a level's load among workers, so that together they send exactly what one process would."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from loadgen.schedule import (
+    ConcurrencySchedule,
+    IntervalSchedule,
+    RateSchedule,
+    Schedule,
+)
+
+
+def split_count(total: int, workers: int) -> list[int]:
+    """`total` as `workers` whole shares that differ by at most one, the larger ones first."""
+    base, extra = divmod(total, workers)
+    return [base + (1 if index < extra else 0) for index in range(workers)]
+
+
+def worker_seeds(seed: int | None, workers: int) -> list[int | None]:
+    """Independent seeds from one: the workers' Poisson streams must not repeat each other,
+    or their sum would not be Poisson. Without a seed, each worker draws fresh entropy."""
+    if seed is None:
+        return [None] * workers
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(workers)]
+
+
+def split_intervals(intervals_us: list[int], workers: int) -> list[tuple[int, list[int]]]:
+    """Deal --request-intervals' sends round robin: (first send after the start, then the gaps in
+    a loop) for each worker; merged, they are the sends of the whole list, at the same times."""
+    # Over lcm(len, workers) sends the dealing repeats; one more round closes each worker's loop.
+    sends = math.lcm(len(intervals_us), workers)
+    gaps = np.resize(np.asarray(intervals_us, dtype=np.int64), sends + workers)
+    at_us = np.cumsum(gaps)  # send k leaves at at_us[k]
+    shares = []
+    for index in range(workers):
+        mine = at_us[index : sends + workers : workers]
+        shares.append((int(mine[0]), np.diff(mine).tolist()))
+    return shares
+
+
+def split_schedule(schedule: Schedule, workers: int) -> list[Schedule | None]:
+    """Each worker's schedule for a level; None for a worker the level has no load for
+    (concurrency 2 over 3 workers)."""
+    if isinstance(schedule, ConcurrencySchedule):
+        return [ConcurrencySchedule(share) if share else None for share in split_count(schedule.concurrency, workers)]
+    if isinstance(schedule, RateSchedule):
+        return [
+            RateSchedule(schedule.rate_per_s / workers, schedule.distribution, worker_seed)
+            for worker_seed in worker_seeds(schedule.seed, workers)
+        ]
+    if isinstance(schedule, IntervalSchedule):
+        return [IntervalSchedule(gaps_us, first_us) for first_us, gaps_us in split_intervals(schedule.intervals_us, workers)]
+    raise TypeError(f"no way to split a {type(schedule).__name__} among workers")

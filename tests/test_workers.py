@@ -1,0 +1,157 @@
+"""--workers: the load from worker processes on a local Ray cluster, against the embedded server.
+
+Each run starts its own Ray (as a user's run does) and its own server on the echo models, so
+what is checked is the whole path: splitting, coordinated windows, merging, and cleanup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+
+pytest.importorskip("ray")
+
+ECHO = ROOT / "tests" / "model_repos" / "echo"
+WORKER_TITLE = "ray::LoadWorker"
+
+
+@pytest.fixture
+def loadgen():
+    """Start `loadgen run` on the echo models; a run still going when its test ends is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "loadgen", "run", "--model-repository", str(ECHO), "-m", "ident", *args]
+        started.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return started[-1]
+
+    yield start
+    for run in started:
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)  # its handler stops the server and Ray
+            run.communicate(timeout=60)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What loadgen itself says on stderr, beside its progress lines."""
+    return [line for line in stderr.splitlines() if line.startswith("loadgen: ")]
+
+
+def worker_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", WORKER_TITLE], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def ray_left_behind(run_pid: int) -> list[str]:
+    """Ray processes of the session that run started (their command lines name the driver's pid)."""
+    found = subprocess.run(["pgrep", "-af", f"session_[0-9_-]+_{run_pid}"], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
+    run = loadgen("--workers", "2", "--concurrency-range", "1:3", "-p", "1000", "-r", "6", "-s", "50",
+                  "--report-dir", str(tmp_path))  # fmt: skip
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["workers"] == 2
+    levels = summary["levels"]
+    assert [level["value"] for level in levels] == [1, 2, 3]
+    for level in levels:
+        workers = level["workers"]
+        assert [w["worker"] for w in workers] == [0, 1]
+        assert sum(w["share"] for w in workers) == level["value"]  # the concurrency, split
+        # Counts and throughputs summed; the server's own count agrees with the merged one.
+        assert sum(w["request_count"] for w in workers) == level["client"]["request_count"]
+        assert sum(w["throughput_infer_per_s"] for w in workers) == pytest.approx(level["client"]["throughput_infer_per_s"])
+        assert not level["count_check"]["mismatch"], level["count_check"]
+        assert level["incomplete"] is None
+        assert len({w["pid"] for w in workers}) == 2 and os.getpid() not in {w["pid"] for w in workers}
+    # Concurrency 1 over two workers: one of them idles.
+    assert [w["request_count"] > 0 for w in levels[0]["workers"]] == [True, False]
+    assert "Workers:" in out and "Request concurrency: 3" in out
+    rows = (tmp_path / "workers.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3
+    assert not ray_left_behind(run.pid)
+
+
+def test_an_open_loop_rate_is_split_and_kept(loadgen, tmp_path):
+    run = loadgen("--workers", "2", "-i", "grpc", "--request-rate-range", "400", "--request-distribution", "poisson",
+                  "--seed", "3", "-p", "1500", "-r", "6", "-s", "50", "--report-dir", str(tmp_path))  # fmt: skip
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    (level,) = json.loads((tmp_path / "summary.json").read_text())["levels"]
+    assert [w["share"] for w in level["workers"]] == [200, 200]
+    assert level["open_loop"]["achieved_rate_per_s"] == pytest.approx(400, rel=0.1)
+    for worker in level["workers"]:
+        assert worker["request_count"] > 0
+        assert set(worker["schedule_lag_us"]) == {"p50", "p99", "max"}
+    assert not level["count_check"]["mismatch"], level["count_check"]
+
+
+def test_a_worker_that_dies_mid_level_is_reported_and_the_level_marked_incomplete(loadgen, tmp_path):
+    run = loadgen("--workers", "2", "--concurrency-range", "2", "-p", "3000", "-r", "10", "-s", "1",
+                  "--report-dir", str(tmp_path))  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(worker_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim = worker_pids()[0]
+    time.sleep(5)  # into the level's windows
+    os.kill(victim, signal.SIGKILL)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 3, err
+    (line,) = error_lines(err)
+    assert line.startswith("loadgen: error: worker 0 (") or line.startswith("loadgen: error: worker 1 ("), err
+    assert f"pid {victim}) was lost" in line and "during concurrency 2" in line, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    (level,) = summary["levels"]
+    assert level["incomplete"] and "was lost" in level["incomplete"]
+    assert not level["stable"]
+    lost = [w for w in level["workers"] if w["lost"]]
+    assert [w["pid"] for w in lost] == [victim]
+    survivor = next(w for w in level["workers"] if not w["lost"])
+    assert survivor["request_count"] > 0  # what the other worker measured is kept
+    assert "Incomplete" in out or "incomplete" in out
+    assert not ray_left_behind(run.pid)
+
+
+def test_workers_need_ray_installed(tmp_path, monkeypatch, capsys):
+    from loadgen.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    code = main(["run", "--model-repository", str(ECHO), "-m", "ident", "--workers", "2", "--report-dir", str(tmp_path)])
+    assert code == 2
+    assert "pip install 'loadgen[ray]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--ray-address", "auto"], "add --workers N"),
+        (["--workers", "2", "--ray-address", "nowhere"], "is not a Ray address"),
+        (["--workers", "2", "--export-metrics-port", "9999"], "does not apply to --workers"),
+    ],
+)
+def test_bad_worker_flags_get_one_line(args, message, tmp_path, capsys):
+    from loadgen.cli import main
+
+    code = main(["run", "--model-repository", str(ECHO), "-m", "ident", *args, "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unreachable_ray_cluster_is_one_line(loadgen, tmp_path):
+    run = loadgen("--workers", "2", "--ray-address", "127.0.0.1:1", "--report-dir", str(tmp_path))
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 3, err
+    (line,) = error_lines(err)
+    assert "Ray cluster" in line and "Traceback" not in err, err
