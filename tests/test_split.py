@@ -17,11 +17,23 @@ from loadgen.workers.split import (
 
 
 @given(st.integers(0, 10_000), st.integers(1, 64))
-def test_count_shares_sum_and_differ_by_one_at_most(total, workers):
-    shares = split_count(total, workers)
+def test_equal_count_shares_sum_and_differ_by_one_at_most(total, workers):
+    shares = split_count(total, [1] * workers)
     assert len(shares) == workers and sum(shares) == total
     assert max(shares) - min(shares) <= 1
     assert shares == sorted(shares, reverse=True)
+
+
+@given(st.integers(0, 10_000), st.lists(st.floats(0.5, 1000), min_size=1, max_size=16))
+def test_count_shares_follow_the_weights(total, weights):
+    shares = split_count(total, weights)
+    assert sum(shares) == total
+    for share, weight in zip(shares, weights):
+        assert abs(share - total * weight / sum(weights)) < 1
+
+
+def test_a_count_window_is_split_like_the_load():
+    assert split_count(2000, [2, 1]) == [1333, 667]
 
 
 def test_concurrency_below_the_worker_count_leaves_workers_idle():

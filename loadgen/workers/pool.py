@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import warnings
 from collections.abc import Sequence
 from time import monotonic_ns
 from typing import Any
@@ -57,23 +58,31 @@ def _connect(config: RunConfig) -> bool:
     # ray.init makes SIGTERM exit the process on the spot; the run's own handler writes the report first.
     on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        if config.ray_address is None:
-            ray.init(
-                num_cpus=max(os.cpu_count() or 1, config.workers),  # each worker asks for one CPU
-                include_dashboard=False,
-                object_store_memory=OBJECT_STORE_BYTES,
-                **quiet,
-            )
-        else:
-            ray.init(address=config.ray_address, **quiet)
+        with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it all
+            warnings.simplefilter("ignore")
+            _init(config, quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = redact_url(config.ray_address) if config.ray_address else "this machine"
+        # With Ray's token authentication (on by default in local clusters), a client without the token times out.
+        token = " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here)" if config.ray_address else ""
         raise ServerError(
-            f"cannot reach a Ray cluster at {where} ({exc}): start one (ray start --head) or fix --ray-address"
+            f"cannot reach a Ray cluster at {where} ({exc}): start one (ray start --head) or fix --ray-address{token}"
         ) from None
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
     return True
+
+
+def _init(config: RunConfig, quiet: dict[str, Any]) -> None:
+    if config.ray_address is not None:
+        ray.init(address=config.ray_address, **quiet)
+        return
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, config.workers),  # each worker asks for one CPU
+        include_dashboard=False,
+        object_store_memory=OBJECT_STORE_BYTES,
+        **quiet,
+    )
 
 
 class WorkerPool(Load):
@@ -165,9 +174,11 @@ class WorkerPool(Load):
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
         self._schedules = split_schedule(schedule, len(self._actors))
         self._active = [i for i, share in enumerate(self._schedules) if share is not None and i not in self._lost]
-        counts = split_count(count_target, len(self._active)) if count_target is not None else [None] * len(self._active)
+        # A count window fills when every worker has its part, so each worker's part is in proportion to its load.
+        weights = [self._schedules[i].value for i in self._active]
+        counts = split_count(count_target, weights) if count_target is not None else [None] * len(self._active)
         await self._gather(
-            {i: self._actors[i].start.remote(self._schedules[i], c and max(1, c)) for i, c in zip(self._active, counts)}
+            {i: self._actors[i].start.remote(self._schedules[i], None if c is None else max(1, c)) for i, c in zip(self._active, counts)}
         )
         self._peak_in_flight = self._skew_ns = 0
         runs = {i: _ray_call(self._actors[i].run.remote()) for i in self._active}

@@ -14,10 +14,15 @@ from loadgen.schedule import (
 )
 
 
-def split_count(total: int, workers: int) -> list[int]:
-    """`total` as `workers` whole shares that differ by at most one, the larger ones first."""
-    base, extra = divmod(total, workers)
-    return [base + (1 if index < extra else 0) for index in range(workers)]
+def split_count(total: int, weights: list[float]) -> list[int]:
+    """`total` as whole shares in proportion to `weights` (largest remainders get the rest, the
+    first ones on a tie): equal weights give shares that differ by at most one, the larger first."""
+    quotas = [total * weight / sum(weights) for weight in weights]
+    shares = [math.floor(quota) for quota in quotas]
+    by_remainder = sorted(range(len(weights)), key=lambda index: shares[index] - quotas[index])
+    for index in by_remainder[: total - sum(shares)]:
+        shares[index] += 1
+    return shares
 
 
 def worker_seeds(seed: int | None, workers: int) -> list[int | None]:
@@ -46,7 +51,7 @@ def split_schedule(schedule: Schedule, workers: int) -> list[Schedule | None]:
     """Each worker's schedule for a level; None for a worker the level has no load for
     (concurrency 2 over 3 workers)."""
     if isinstance(schedule, ConcurrencySchedule):
-        return [ConcurrencySchedule(share) if share else None for share in split_count(schedule.concurrency, workers)]
+        return [ConcurrencySchedule(share) if share else None for share in split_count(schedule.concurrency, [1] * workers)]
     if isinstance(schedule, RateSchedule):
         return [
             RateSchedule(schedule.rate_per_s / workers, schedule.distribution, worker_seed)
