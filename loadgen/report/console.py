@@ -7,7 +7,7 @@ from typing import TextIO
 from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
-from loadgen.merge import OVERLOADED_CPU_PCT, WorkerFigures
+from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
 from loadgen.report.base import ReportWriter
@@ -15,7 +15,6 @@ from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
 from loadgen.stats import (
     LATE_NS,
-    LATE_WARNING_FRACTION,
     REPORTED_PERCENTILES,
     ClientStats,
     OpenLoopStats,
@@ -259,8 +258,8 @@ def worker_lines(workers: tuple[WorkerFigures, ...]) -> list[str]:
     lines = ["  Workers: ", line(WORKER_COLUMNS), *(line(row) for row in rows)]
     if any(w.overloaded for w in workers):
         lines.append(
-            f"    OVERLOADED: over {LATE_WARNING_FRACTION:.0%} of its requests sent late, or its CPU at "
-            f"{OVERLOADED_CPU_PCT:g}% of one core or more: the worker, not the server, may limit the load. Add workers."
+            f"    OVERLOADED: its CPU at {OVERLOADED_CPU_PCT:g}% of one core or more, or its p99 send lag over "
+            f"{OVERLOADED_LAG_US / 1e3:g} ms: the worker, not the server, limits the load. Add workers on other cores or machines."
         )
     return lines + [""]  # set apart from the next level, as the server block is
 

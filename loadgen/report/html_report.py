@@ -14,10 +14,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from loadgen.merge import OVERLOADED_CPU_PCT
+from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US
 from loadgen.report.base import Plot, write_atomic
 from loadgen.sla import format_value
-from loadgen.stats import LATE_WARNING_FRACTION
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
@@ -330,9 +329,9 @@ def _workers(levels: list[dict]) -> str:
         title = _level_name(level) + (f" (incomplete: {level['incomplete']})" if level.get("incomplete") else "")
         sections.append(f"<details open><summary>{escape(title)}</summary>"
                         f"{_table(head, rows, text_columns=(1, len(head) - 1))}</details>")
-    return ("<h2>Workers</h2><p>Each worker process's part of the level. A worker is overloaded when over "
-            f"{LATE_WARNING_FRACTION:.0%} of its requests were sent late or it used {OVERLOADED_CPU_PCT:g}% of a CPU "
-            "core or more: then it, not the server, may limit the load.</p>" + "".join(sections))
+    return ("<h2>Workers</h2><p>Each worker process's part of the level. A worker is overloaded when it used "
+            f"{OVERLOADED_CPU_PCT:g}% of a CPU core or more, or its p99 send lag was over {OVERLOADED_LAG_US / 1e3:g} ms: "
+            "then it, not the server, limits the load.</p>" + "".join(sections))
 
 
 def _server_rows(server: dict, depth: int = 0) -> list[list[str]]:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from time import monotonic_ns
 
 import ray
-import uvloop
 
 from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
@@ -31,9 +30,6 @@ class LoadWorker:
     """
 
     def __init__(self) -> None:
-        # Ray makes the actor's event loop after this, with the policy's loop: uvloop, as in a
-        # single-process run (its timers and sockets cost less per request).
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         self._transport = None
         self._engine: LoadEngine | None = None
         self._recorder: SampleRecorder | None = None

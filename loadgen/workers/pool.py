@@ -78,6 +78,7 @@ def _init(config: RunConfig, quiet: dict[str, Any]) -> None:
         ray.init(address=config.ray_address, **quiet)
         return
     ray.init(
+        address="local",  # a Ray of the run's own, whatever RAY_ADDRESS or a `ray start` on this machine say
         num_cpus=max(os.cpu_count() or 1, config.workers),  # each worker asks for one CPU
         include_dashboard=False,
         object_store_memory=OBJECT_STORE_BYTES,
