@@ -12,8 +12,8 @@ from prometheus_client import (
     start_http_server,
 )
 
-from loadgen.engine import LoadEngine
 from loadgen.errors import UsageError
+from loadgen.load import Load
 from loadgen.schedule.base import Schedule
 
 # From sub-millisecond model calls to multi-second overload.
@@ -53,10 +53,10 @@ class LiveMetrics:
                 raise UsageError(f"port {port} is in use: choose another --export-metrics-port") from None
             raise UsageError(f"cannot serve metrics on port {port} ({exc.strerror}): choose another --export-metrics-port") from None
 
-    def level_start(self, schedule: Schedule, engine: LoadEngine) -> None:
+    def level_start(self, schedule: Schedule, load: Load) -> None:
         self._level.clear()
         self._level.labels(self._model, schedule.label.lower()).set(schedule.value)
-        self._in_flight.set_function(lambda: engine.in_flight)
+        self._in_flight.set_function(lambda: load.in_flight)
 
     def observe(self, latency_ns: int, error: str | None) -> None:
         """One completed request; called on the engine's hot path, so it does no more than count."""

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from time import monotonic_ns
 from typing import Any
 
+from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
 from loadgen.merge import WorkerFigures
 from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
+from loadgen.transport import InputTensor, Transport
 
 
 class Load(ABC):
@@ -82,11 +84,18 @@ class Load(ABC):
 
 
 class LocalLoad(Load):
-    """The load from this process's event loop: exact figures from every sample."""
+    """The load from this process's event loop: exact figures from every sample. A --workers
+    worker runs one of these too, and sends the driver digests of its windows."""
 
     def __init__(self, engine: LoadEngine) -> None:
         self.engine = engine
         self._recorder: SampleRecorder | None = None
+
+    @classmethod
+    def prepare(cls, transport: Transport, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> LocalLoad:
+        """Every request of the run prepared on `transport`, behind an engine with the run's limits."""
+        requests = [transport.prepare(config.model_name, config.model_version, t, outputs) for t in tensors]
+        return cls(LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms))
 
     @property
     def completed(self) -> int:

@@ -6,7 +6,7 @@ import asyncio
 from time import monotonic
 from typing import TextIO
 
-from loadgen.engine import LoadEngine
+from loadgen.load import Load
 from loadgen.measurement import LevelResult, WindowFigures
 from loadgen.schedule.base import Schedule
 
@@ -30,17 +30,17 @@ class Progress:
             self._stream.write(text + "\n")
         self._stream.flush()
 
-    def level_start(self, schedule: Schedule, engine: LoadEngine) -> None:
+    def level_start(self, schedule: Schedule, load: Load) -> None:
         self._status = f"{schedule.label.lower()} {schedule.value:g}: window 1/{self._max_trials}"
         if self._live:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick(engine))
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(load))
 
-    async def _tick(self, engine: LoadEngine) -> None:
-        started, done_before = monotonic(), engine.completed
+    async def _tick(self, load: Load) -> None:
+        started, done_before = monotonic(), load.completed
         while True:
             await asyncio.sleep(REFRESH_S)
-            rate = (engine.completed - done_before) / (monotonic() - started)
-            self._line(f"{self._status} | {rate:,.0f} req/s | {engine.in_flight} in flight", final=False)
+            rate = (load.completed - done_before) / (monotonic() - started)
+            self._line(f"{self._status} | {rate:,.0f} req/s | {load.in_flight} in flight", final=False)
 
     def window(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
         text = (

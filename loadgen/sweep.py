@@ -14,7 +14,6 @@ from typing import Any
 
 from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import RunConfig
-from loadgen.engine import LoadEngine
 from loadgen.errors import WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.load import Load, LocalLoad
@@ -133,8 +132,7 @@ class Sweep:
         outputs = [output["name"] for output in metadata.get("outputs", [])]
         tensors = build_request_inputs(specs, config)
         if config.workers is None:
-            requests = [transport.prepare(config.model_name, config.model_version, t, outputs) for t in tensors]
-            load: Load = LocalLoad(LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms))
+            load: Load = LocalLoad.prepare(transport, config, tensors, outputs)
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
@@ -217,7 +215,7 @@ class Sweep:
 
     async def run(
         self,
-        on_level_start: Callable[[Schedule, LoadEngine], None] | None = None,
+        on_level_start: Callable[[Schedule, Load], None] | None = None,
         on_window: OnWindow | None = None,
         on_level: Callable[[LevelResult], None] | None = None,
     ) -> None:

@@ -14,11 +14,10 @@ from time import monotonic_ns
 import ray
 
 from loadgen.config import RunConfig
-from loadgen.engine import LoadEngine
+from loadgen.load import LocalLoad
 from loadgen.merge import WindowDigest, digest
-from loadgen.samples import SampleRecorder
 from loadgen.schedule.base import Schedule
-from loadgen.transport import InputTensor, open_transport
+from loadgen.transport import InputTensor, Transport, open_transport
 
 
 @ray.remote
@@ -30,23 +29,20 @@ class LoadWorker:
     """
 
     def __init__(self) -> None:
-        self._transport = None
-        self._engine: LoadEngine | None = None
-        self._recorder: SampleRecorder | None = None
-        self._driving: asyncio.Task | None = None
+        self._transport: Transport | None = None
+        self._load: LocalLoad | None = None
+        self._driving: asyncio.Future | None = None
         self._cpu_s = time.process_time()
 
     async def open(self, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report."""
         self._transport = open_transport(config.protocol, config.url, config.headers, config.tls)
-        requests = [self._transport.prepare(config.model_name, config.model_version, t, outputs) for t in tensors]
-        self._engine = LoadEngine(self._transport, requests, config.max_inflight, config.request_timeout_ms)
+        self._load = LocalLoad.prepare(self._transport, config, tensors, outputs)
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 
     async def start(self, schedule: Schedule, count_target: int | None) -> None:
-        self._recorder = SampleRecorder(monotonic_ns(), count_target)
-        self._driving = self._engine.start(schedule, self._recorder)
+        self._driving = await self._load.start(schedule, count_target)
 
     async def run(self) -> None:
         """Returns when the level's load has stopped; raises what made it fail. The driver waits on
@@ -56,24 +52,24 @@ class LoadWorker:
             await asyncio.shield(driving)  # shielded: only stop or abandon ends the load
 
     async def window_full(self) -> None:
-        await self._recorder.window_full.wait()
+        await self._load.window_full()
 
     async def close_window(self) -> WindowDigest:
-        window = self._recorder.close_window(monotonic_ns())
+        window = await self._load.close_window(monotonic_ns())
         now_cpu_s = time.process_time()
         cpu_s, self._cpu_s = now_cpu_s - self._cpu_s, now_cpu_s
-        return digest(window, self._engine.peak_in_flight, cpu_s)
+        return digest(window, self._load.peak_in_flight, cpu_s)
 
     async def status(self) -> tuple[int, int]:
         """(requests completed so far, requests in flight), for the driver's progress line."""
-        return self._engine.completed, self._engine.in_flight
+        return self._load.completed, self._load.in_flight
 
     async def stop(self) -> None:
-        await self._engine.stop()
+        await self._load.stop()
         self._driving = None
 
     async def abandon(self) -> None:
-        await self._engine.abandon()
+        await self._load.abandon()
         self._driving = None
 
     async def close(self) -> None:
