@@ -6,14 +6,17 @@ import argparse
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+from loadgen import __version__
 from loadgen.config import build_config, load_config_file
-from loadgen.errors import Interrupted, LoadgenError, UsageError
+from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 
 EXIT_BREACHED = 1  # an SLA, or a regression in compare
 EXIT_INTERRUPTED = 130
+SERVE_POLL_S = 0.5  # how soon `serve` notices its Triton has died
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,16 +161,22 @@ def _serve(args: argparse.Namespace) -> int:
     repository = Path(args.model_repository) if args.model_repository else default_model_repository()
     server = EmbeddedServer(repository, Path(args.log_file or "triton-server.log"), args.http_port, args.grpc_port, args.metrics_port)
     endpoints = server.start()
+    ended = None
     try:
+        if server.swept.servers:  # on stderr: stdout is the URLs other tools read
+            print(f"Cleaned up after {server.swept.servers} earlier embedded server(s) that died: {server.swept.summary()}", file=sys.stderr)
         print(f"HTTP:    http://{endpoints.http}")
         print(f"gRPC:    grpc://{endpoints.grpc}")
         print(f"Metrics: {endpoints.metrics_url}")
         print(f"Triton is up (pid {server.pid}), log in {server.log_path}. Ctrl-C to stop.", flush=True)
-        signal.pause()
+        while (ended := server.exit_status()) is None:
+            time.sleep(SERVE_POLL_S)
     except KeyboardInterrupt:
         pass  # SIGINT or SIGTERM is how a server is meant to end
     finally:
-        server.stop()
+        removed = server.stop()
+    if ended is not None:
+        raise ServerGone(f"the embedded Triton server {ended}: {removed.summary()}")
     return 0
 
 

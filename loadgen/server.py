@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen import leftovers
 from loadgen.errors import ServerError, UsageError
 
 LOOPBACK = "127.0.0.1"
@@ -97,7 +98,12 @@ def _server_environment(libs: Path) -> dict[str, str]:
 
 
 class EmbeddedServer:
-    """Starts tritonserver on a model repository; stops it, and its backend stubs, by process id."""
+    """Starts tritonserver on a model repository; stops it, and its backend stubs, by process id.
+
+    Its Python backend's shared-memory regions are named loadgen_<workspace id>_<uuid>, and its
+    workspace records who started it (loadgen.leftovers), so that what a crash leaves can be
+    removed: by stop(), or by the next embedded server's start once this loadgen is gone too.
+    """
 
     def __init__(
         self,
@@ -117,6 +123,8 @@ class EmbeddedServer:
         self.endpoints: Endpoints | None = None
         self._process: subprocess.Popen | None = None
         self._workspace: Path | None = None
+        self._record: leftovers.Record | None = None
+        self.swept = leftovers.Cleanup()  # what start() removed of earlier servers' leftovers
 
     @property
     def pid(self) -> int | None:
@@ -143,35 +151,39 @@ class EmbeddedServer:
         spare = iter(free_ports(3))
         http, grpc, metrics = (port if port is not None else next(spare) for port in self._ports)
         dist, libs = _triton_dist()
-        self._workspace = Path(tempfile.mkdtemp(prefix="loadgen-triton-"))
-        backends = _backend_directory(dist, self._workspace)
-        command = [
-            str(dist / "bin" / "tritonserver"),
-            f"--model-repository={self.model_repository}",
-            f"--backend-directory={backends}",
-            f"--http-address={LOOPBACK}",
-            f"--http-port={http}",
-            f"--grpc-address={LOOPBACK}",
-            f"--grpc-port={grpc}",
-            f"--metrics-address={LOOPBACK}",
-            f"--metrics-port={metrics}",
-            "--allow-metrics=true",
-            "--exit-timeout-secs=10",
-            *self.extra_args,
-        ]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_server_environment(libs),
-                start_new_session=True,  # its own process group, so the stubs can be reaped with it
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        self.endpoints = Endpoints(f"{LOOPBACK}:{http}", f"{LOOPBACK}:{grpc}", f"{LOOPBACK}:{metrics}")
+        self.swept = leftovers.sweep()
+        self._workspace = Path(tempfile.mkdtemp(prefix=leftovers.WORKSPACE_PREFIX))
+        self._record = leftovers.Record(leftovers.this_process(), leftovers.workspace_region_prefix(self._workspace))
         try:
+            leftovers.write_record(self._workspace, self._record)
+            backends = _backend_directory(dist, self._workspace)
+            command = [
+                str(dist / "bin" / "tritonserver"),
+                f"--model-repository={self.model_repository}",
+                f"--backend-directory={backends}",
+                f"--backend-config=python,shm-region-prefix-name={self._record.region_prefix}",
+                f"--http-address={LOOPBACK}",
+                f"--http-port={http}",
+                f"--grpc-address={LOOPBACK}",
+                f"--grpc-port={grpc}",
+                f"--metrics-address={LOOPBACK}",
+                f"--metrics-port={metrics}",
+                "--allow-metrics=true",
+                "--exit-timeout-secs=10",
+                *self.extra_args,
+            ]
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_server_environment(libs),
+                    start_new_session=True,  # its own process group: a signal to loadgen's group is not one to Triton
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            self.endpoints = Endpoints(f"{LOOPBACK}:{http}", f"{LOOPBACK}:{grpc}", f"{LOOPBACK}:{metrics}")
             self._wait_ready()
         except BaseException:
             self.stop()
@@ -194,25 +206,23 @@ class EmbeddedServer:
             time.sleep(0.25)
         raise ServerError(f"tritonserver was not ready after {self.startup_timeout_s:.0f} s: see {self.log_path}")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM lets Triton unload its models and end its stubs; SIGKILL to the group if it hangs."""
+    def stop(self, timeout_s: float = 30.0) -> leftovers.Cleanup:
+        """SIGTERM lets Triton unload its models and end its stubs; SIGKILL if it hangs. Then the
+        stubs a crash left (a busy model's stub outlives a killed Triton, ignoring SIGTERM), the
+        regions no process maps any more, and the workspace are removed: what was, is returned."""
         process, self._process = self._process, None
         if process is not None:
-            pgid = process.pid  # start_new_session made it the leader of its own group
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(pgid, signal.SIGKILL)  # stubs left behind by a crash or a hang
-            except ProcessLookupError:
-                pass
+                    process.kill()
             process.wait()
-        if self._workspace is not None:
-            shutil.rmtree(self._workspace, ignore_errors=True)
-            self._workspace = None
+        workspace, self._workspace = self._workspace, None
+        if workspace is None:
+            return leftovers.Cleanup()
+        return leftovers.clean_up(workspace, self._record)
 
     def __enter__(self) -> EmbeddedServer:
         self.start()
