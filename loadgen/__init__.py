@@ -1,3 +1,3 @@
 """loadgen: a load-testing harness for NVIDIA Triton Inference Server."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

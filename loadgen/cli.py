@@ -24,6 +24,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+class _VersionAsked(Exception):
+    """--version: main prints it and returns 0 (argparse's own action would exit the process)."""
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print loadgen's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        raise _VersionAsked
+
+
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="measure a model over a concurrency sweep", description="Measure a model, perf_analyzer style.")
     add = p.add_argument
@@ -38,7 +50,8 @@ def _run_parser(sub) -> None:
     add("--request-distribution", choices=["constant", "poisson"], help="open-loop arrivals (default constant)")
     add("--request-intervals", metavar="FILE", help="open loop: gaps in microseconds, one per line, looped")
     add("--max-inflight", type=int, metavar="N", help="open loop: at most N requests out; later ones wait and are counted")
-    add("--request-timeout", type=float, metavar="MS", help="count a request unanswered after MS milliseconds as a timeout error")
+    add("--request-timeout", type=float, metavar="MS", help="cancel a request unanswered after MS milliseconds and count it as a timeout error (default 60000; 0: no deadline)")
+    add("--connect-timeout", type=float, metavar="MS", help="give up opening a connection to the server after MS milliseconds (default 10000)")
     add("--workers", type=int, metavar="N", help="send the load from N worker processes on Ray (pip install 'loadgen[ray]'); each level is split among them")
     add("--ray-address", metavar="ADDRESS", help="with --workers: an existing Ray cluster (auto, ray://host:10001); default: start Ray here")
     add("--seed", type=int, metavar="N", help="seed of the Poisson arrivals (default: a fresh one each run)")
@@ -53,6 +66,7 @@ def _run_parser(sub) -> None:
     add("--percentile", type=int, metavar="P", help="stabilize and threshold on this latency percentile, not the average")
     add("-l", "--latency-threshold", type=float, metavar="MS", help="stop the sweep when latency exceeds this")
     add("--sla", action="append", metavar="EXPR", help="a bound every level must meet, e.g. p99_ms<50 (repeatable; exit 1 if breached)")
+    add("--require-stable", action="store_const", const=True, help="fail the run (exit 1, as a breached SLA) when a level never stabilizes")
     add("--junit", metavar="FILE.xml", help="write the SLA verdicts as JUnit XML for CI")
     add("--binary-search", action="store_const", const=True, help="bisect the range for the highest level within -l and --sla")
     add("--target-throughput", type=float, metavar="R", help="capacity plan: servers needed for R infer/sec")
@@ -201,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except _VersionAsked:
+        print(f"loadgen {__version__}")
+        return 0
     except Interrupted as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return exc.exit_code

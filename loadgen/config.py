@@ -16,7 +16,7 @@ from loadgen.errors import UsageError
 from loadgen.redact import redact_headers, redact_url
 from loadgen.schedule.open_loop import read_intervals
 from loadgen.sla import parse_sla
-from loadgen.transport.base import split_host_port
+from loadgen.transport.base import CONNECT_TIMEOUT_S, split_host_port
 from loadgen.transport.tls import TlsOptions
 from loadgen.windows import WindowPolicy
 
@@ -126,12 +126,15 @@ class RunConfig:
     request_distribution: str = "constant"
     request_intervals: Path | None = None  # open loop with these gaps (µs, one per line, looped)
     max_inflight: int | None = None
-    request_timeout_ms: float | None = None  # a request without an answer by then counts as a timeout error
+    # A request without an answer by then is cancelled and counted as a timeout error; 0: no deadline.
+    request_timeout_ms: float = 60_000.0
+    connect_timeout_ms: float = CONNECT_TIMEOUT_S * 1e3
     seed: int | None = None  # of the Poisson arrivals
     workers: int | None = None  # the load comes from this many worker processes on Ray; None: this process
     ray_address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None: Ray starts locally
     binary_search: bool = False
     slas: tuple[str, ...] = ()
+    require_stable: bool = False  # a level that never stabilized fails the run, as a breached SLA
     junit_file: Path | None = None
     target_throughput: float | None = None
     headroom_pct: float = 0.0
@@ -195,8 +198,10 @@ class RunConfig:
             raise UsageError(f"--max-inflight must be at least 1, got {self.max_inflight}")
         if self.seed is not None and self.seed < 0:
             raise UsageError(f"--seed must be 0 or more, got {self.seed}")
-        if self.request_timeout_ms is not None and not self.request_timeout_ms > 0:
-            raise UsageError(f"--request-timeout must be above 0 ms, got {self.request_timeout_ms:g}")
+        if not self.request_timeout_ms >= 0:
+            raise UsageError(f"--request-timeout must be 0 (no deadline) or more ms, got {self.request_timeout_ms:g}")
+        if not self.connect_timeout_ms > 0:
+            raise UsageError(f"--connect-timeout must be above 0 ms, got {self.connect_timeout_ms:g}")
         self._check_workers()
         if self.binary_search:
             if self.latency_threshold_ms is None and not self.slas:
@@ -372,11 +377,13 @@ OPTIONS: dict[str, Any] = {
     "request-intervals": str,
     "max-inflight": int,
     "request-timeout": float,
+    "connect-timeout": float,
     "workers": int,
     "ray-address": str,
     "seed": int,
     "binary-search": bool,
     "sla": list,
+    "require-stable": bool,
     "junit": str,
     "target-throughput": float,
     "headroom": str,
@@ -522,12 +529,14 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         request_distribution=o.get("request-distribution", "constant"),
         request_intervals=Path(o["request-intervals"]) if "request-intervals" in o else None,
         max_inflight=o.get("max-inflight"),
-        request_timeout_ms=o.get("request-timeout"),
+        request_timeout_ms=o.get("request-timeout", RunConfig.request_timeout_ms),
+        connect_timeout_ms=o.get("connect-timeout", RunConfig.connect_timeout_ms),
         workers=o.get("workers"),
         ray_address=o.get("ray-address"),
         seed=o.get("seed"),
         binary_search=o.get("binary-search", False),
         slas=tuple(str(s) for s in o.get("sla", [])),
+        require_stable=o.get("require-stable", False),
         junit_file=Path(o["junit"]) if "junit" in o else None,
         target_throughput=o.get("target-throughput"),
         headroom_pct=parse_percent(o["headroom"], "--headroom") if "headroom" in o else 0.0,

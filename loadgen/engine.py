@@ -7,9 +7,22 @@ from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any
 
-from loadgen.samples import SampleRecorder
+from loadgen.samples import SampleRecorder, timeout_message, unanswered_message
 from loadgen.schedule.base import Schedule
 from loadgen.transport.base import InferOutcome, Transport
+
+# Without a request deadline, how long the requests in flight at a level's end are waited for.
+DRAIN_WITHOUT_DEADLINE_S = 10.0
+# With one, the drain lasts the deadline and this much more, so that a request sent just before the
+# end meets its own deadline (and ends as a timeout) before the drain gives up on it.
+DEADLINE_GRACE_S = 0.25
+
+
+def drain_bound_s(request_timeout_ms: float | None) -> float:
+    """How long the requests in flight when a level's load stops may take before they are abandoned."""
+    if not request_timeout_ms:
+        return DRAIN_WITHOUT_DEADLINE_S
+    return request_timeout_ms / 1e3 + DEADLINE_GRACE_S
 
 
 class LoadEngine:
@@ -27,21 +40,38 @@ class LoadEngine:
         self._transport = transport
         self._requests = list(requests)
         self._next = 0
-        self.in_flight = 0
         self.peak_in_flight = 0  # the most requests in flight at once since the schedule started
         self.completed = 0
+        self.succeeded = 0
         self.recorder: SampleRecorder | None = None
         # Also told of every completed request: (latency_ns, error or None). For live metrics.
         self.observer: Callable[[int, str | None], None] | None = None
         self._stop = asyncio.Event()
         self._driving: asyncio.Task | None = None
+        # Each request in flight: its start (intended or actual send), in the order they started,
+        # which is the order of their starts: the first is the oldest.
+        self._outstanding: dict[int, int] = {}
+        self._serial = 0
+        # Set while a drain abandons what is left: those requests are recorded as unanswered.
+        self._draining_out = False
         # --max-inflight: open-loop requests due while this many are out wait for a slot (and are counted).
         self._slots = asyncio.Semaphore(max_inflight) if max_inflight is not None else None
-        # --request-timeout: the request is cancelled (the transport drops its connection or stream).
+        # --request-timeout (0: none): the request is cancelled (the transport drops its connection or stream).
         self._timeout_s: float | None = None
-        if request_timeout_ms is not None:
+        self.drain_s = drain_bound_s(request_timeout_ms)
+        if request_timeout_ms:
             self._timeout_s = request_timeout_ms / 1e3
-            self._timed_out = InferOutcome(0, 0, f"timeout: no response within {request_timeout_ms:g} ms")
+            self._timed_out = InferOutcome(0, 0, timeout_message(request_timeout_ms))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._outstanding)
+
+    def oldest_outstanding_ns(self, now_ns: int) -> int:
+        """How long the oldest request in flight has been out at `now_ns`; 0 with none."""
+        for start_ns in self._outstanding.values():
+            return max(0, now_ns - start_ns)
+        return 0
 
     async def _fire(self, intended_ns: int | None) -> None:
         if self._slots is not None and intended_ns is not None:
@@ -55,23 +85,32 @@ class LoadEngine:
     async def _send(self, intended_ns: int | None) -> None:
         prepared = self._requests[self._next]
         self._next = (self._next + 1) % len(self._requests)
-        self.in_flight += 1
-        if self.in_flight > self.peak_in_flight:
-            self.peak_in_flight = self.in_flight
         sent_ns = monotonic_ns()
+        serial = self._serial = self._serial + 1
+        self._outstanding[serial] = sent_ns if intended_ns is None else intended_ns
+        if len(self._outstanding) > self.peak_in_flight:
+            self.peak_in_flight = len(self._outstanding)
         if intended_ns is not None:
             self.recorder.record_send(intended_ns, sent_ns)
-        if self._timeout_s is None:
-            outcome = await self._transport.infer(prepared)
-        else:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    outcome = await self._transport.infer(prepared)
-            except TimeoutError:
-                outcome = self._timed_out
+        try:
+            if self._timeout_s is None:
+                outcome = await self._transport.infer(prepared)
+            else:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        outcome = await self._transport.infer(prepared)
+                except TimeoutError:
+                    outcome = self._timed_out
+        except asyncio.CancelledError:
+            del self._outstanding[serial]
+            if self._draining_out:
+                self.recorder.record(intended_ns, sent_ns, monotonic_ns(), InferOutcome(0, 0, unanswered_message(self.drain_s)))
+            raise
         end_ns = monotonic_ns()
-        self.in_flight -= 1
+        del self._outstanding[serial]
         self.completed += 1
+        if outcome.error is None:
+            self.succeeded += 1
         self.recorder.record(intended_ns, sent_ns, end_ns, outcome)
         if self.observer is not None:
             self.observer(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
@@ -86,13 +125,27 @@ class LoadEngine:
         self._driving = asyncio.create_task(schedule.drive(self._fire, self._stop))
         return self._driving
 
-    async def stop(self) -> None:
-        """Stop sending and wait for the requests in flight, as perf_analyzer does between levels."""
+    async def stop(self) -> tuple[int, int]:
+        """Stop sending and wait for the requests in flight, as perf_analyzer does between levels,
+        but at most `drain_s`: those still out then are abandoned and recorded as unanswered.
+
+        Returns how many were abandoned and how long the oldest of them had been out (ns).
+        """
         driving, self._driving = self._driving, None
         if driving is None:
-            return
+            return 0, 0
         self._stop.set()
-        await driving
+        done, _ = await asyncio.wait({driving}, timeout=self.drain_s)
+        if driving in done:
+            driving.result()  # the load's own failure, if it failed
+            return 0, 0
+        abandoned = self.in_flight, self.oldest_outstanding_ns(monotonic_ns())
+        self._draining_out = True
+        try:
+            await _cancelled(driving)
+        finally:
+            self._draining_out = False
+        return abandoned
 
     async def abandon(self) -> None:
         """Stop at once: the requests in flight are cancelled, their outcomes never recorded."""
@@ -100,6 +153,9 @@ class LoadEngine:
         if driving is None:
             return
         self._stop.set()
-        driving.cancel()
-        await asyncio.wait({driving})  # not `await driving`: that would re-raise its cancellation here
-        self.in_flight = 0
+        await _cancelled(driving)
+
+
+async def _cancelled(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.wait({task})  # not `await task`: that would re-raise its cancellation here

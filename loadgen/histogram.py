@@ -12,10 +12,12 @@ deviation are kept exactly, not from buckets.
 
 from __future__ import annotations
 
+import base64
 import math
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -110,13 +112,35 @@ class LatencyHistogram:
         low, high = min(h.min for h in parts), max(h.max for h in parts)
         return cls(buckets, dense[buckets], count, total, low, high, m2, digits.pop())
 
-    def __reduce__(self):
-        # On the wire, the gaps between buckets and the counts in the narrowest unsigned type,
-        # deflated: a tenth or less of the int64 arrays, about HdrHistogram's own encoding's size.
+    def _packed(self) -> tuple[bytes, str]:
+        # The gaps between buckets and the counts in the narrowest unsigned type, deflated: a tenth
+        # or less of the int64 arrays, about HdrHistogram's own encoding's size.
         both = np.concatenate([np.diff(self.buckets, prepend=0), self.counts])
         dtype = np.min_scalar_type(both.max(initial=0))
-        packed = zlib.compress(both.astype(dtype).tobytes(), 1)
-        return _unpacked, (packed, dtype.str, self.count, self.total, self.min, self.max, self.m2, self.significant_digits)
+        return zlib.compress(both.astype(dtype).tobytes(), 1), dtype.str
+
+    def __reduce__(self):
+        packed, dtype = self._packed()
+        return _unpacked, (packed, dtype, self.count, self.total, self.min, self.max, self.m2, self.significant_digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's form (docs/summary.md): the exact figures, and the buckets packed as on the wire, base64."""
+        packed, dtype = self._packed()
+        return {
+            "significant_digits": self.significant_digits,
+            "count": self.count,
+            "sum": self.total,
+            "min": self.min,
+            "max": self.max,
+            "m2": self.m2,
+            "dtype": dtype,
+            "buckets": base64.b64encode(packed).decode("ascii"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyHistogram:
+        figures = (data["count"], data["sum"], data["min"], data["max"], data["m2"], data["significant_digits"])
+        return _unpacked(base64.b64decode(data["buckets"]), data["dtype"], *figures)
 
     def merge(self, *others: LatencyHistogram) -> LatencyHistogram:
         return LatencyHistogram.merged((self, *others))

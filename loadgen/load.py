@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from time import monotonic_ns
 from typing import Any
 
+import numpy as np
+
 from loadgen.config import RunConfig
 from loadgen.engine import LoadEngine
+from loadgen.histogram import LatencyHistogram
 from loadgen.merge import WorkerFigures
 from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule.base import Schedule
@@ -25,7 +28,9 @@ class Load(ABC):
     """Runs one schedule at a time and hands over what completed, window by window.
 
     A window is whatever `close_window` returns: it has `start_ns`, `end_ns` and `duration_s`
-    on this process's monotonic clock, and only this load's `client_stats` reads the rest.
+    on this process's monotonic clock, `outstanding` (requests in flight at its end) and
+    `oldest_outstanding_ns` (how long the oldest of them had been out), and only this load's
+    `client_stats` reads the rest.
     """
 
     @property
@@ -35,12 +40,22 @@ class Load(ABC):
 
     @property
     @abstractmethod
+    def succeeded(self) -> int:
+        """Of those, the ones that succeeded."""
+
+    @property
+    @abstractmethod
     def in_flight(self) -> int: ...
 
     @property
     @abstractmethod
     def peak_in_flight(self) -> int:
         """The most requests in flight at once since the schedule started."""
+
+    @property
+    @abstractmethod
+    def drain_s(self) -> float:
+        """The most `stop` waits for the requests in flight (loadgen.engine.drain_bound_s)."""
 
     @property
     def boundary_skew_s(self) -> float:
@@ -62,18 +77,30 @@ class Load(ABC):
         """End the current window at `boundary_ns` and start the next one."""
 
     @abstractmethod
-    async def stop(self) -> None:
-        """Stop sending and wait for the requests in flight."""
+    async def stop(self) -> Any:
+        """Stop sending and wait for the requests in flight, at most the engine's drain bound.
+
+        Returns the drain: a window of what completed since the last `close_window`, the
+        requests abandoned at the bound recorded as `unanswered` errors and counted, with their
+        age, as the window's `outstanding`.
+        """
 
     @abstractmethod
     async def abandon(self) -> None:
         """Stop at once; what is in flight is never recorded."""
 
     @abstractmethod
-    def client_stats(self, windows: Sequence[Any], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats: ...
+    def client_stats(
+        self, windows: Sequence[Any], batch_size: int, percentiles: Sequence[int] = (), drain: Any = None
+    ) -> ClientStats:
+        """The figures of `windows`; the failures of a `drain` (from `stop`) join their errors."""
 
     @abstractmethod
     def open_loop_stats(self, windows: Sequence[Any], target_rate_per_s: float) -> OpenLoopStats: ...
+
+    @abstractmethod
+    def latency_histogram(self, windows: Sequence[Any]) -> LatencyHistogram:
+        """The successes' latencies over `windows`, as one histogram (for summary.json and compare)."""
 
     def worker_figures(self, windows: Sequence[Any], batch_size: int) -> tuple[WorkerFigures, ...]:
         """Each worker's part of `windows`; none when the load comes from one process."""
@@ -102,12 +129,20 @@ class LocalLoad(Load):
         return self.engine.completed
 
     @property
+    def succeeded(self) -> int:
+        return self.engine.succeeded
+
+    @property
     def in_flight(self) -> int:
         return self.engine.in_flight
 
     @property
     def peak_in_flight(self) -> int:
         return self.engine.peak_in_flight
+
+    @property
+    def drain_s(self) -> float:
+        return self.engine.drain_s
 
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
         self._recorder = SampleRecorder(monotonic_ns(), count_target)
@@ -117,16 +152,23 @@ class LocalLoad(Load):
         await self._recorder.window_full.wait()
 
     async def close_window(self, boundary_ns: int) -> WindowSamples:
-        return self._recorder.close_window(boundary_ns)
+        engine = self.engine
+        return self._recorder.close_window(boundary_ns, engine.in_flight, engine.oldest_outstanding_ns(boundary_ns))
 
-    async def stop(self) -> None:
-        await self.engine.stop()
+    async def stop(self) -> WindowSamples:
+        abandoned, oldest_ns = await self.engine.stop()
+        return self._recorder.close_window(monotonic_ns(), abandoned, oldest_ns)
 
     async def abandon(self) -> None:
         await self.engine.abandon()
 
-    def client_stats(self, windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
-        return client_stats(windows, batch_size, percentiles)
+    def client_stats(
+        self, windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = (), drain: WindowSamples | None = None
+    ) -> ClientStats:
+        return client_stats(windows, batch_size, percentiles, drain)
 
     def open_loop_stats(self, windows: Sequence[WindowSamples], target_rate_per_s: float) -> OpenLoopStats:
         return open_loop_stats(windows, target_rate_per_s)
+
+    def latency_histogram(self, windows: Sequence[WindowSamples]) -> LatencyHistogram:
+        return LatencyHistogram.of(np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64))

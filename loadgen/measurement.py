@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from time import monotonic_ns
 
 from loadgen.errors import ServerError, WorkerLost
+from loadgen.histogram import LatencyHistogram
 from loadgen.load import Load
 from loadgen.merge import WorkerFigures
 from loadgen.metrics import MetricsFigures, level_metrics
@@ -19,10 +20,6 @@ from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.stats import ClientStats, OpenLoopStats
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
-
-# A count window that sees no completion for this long means the server has stopped answering.
-COUNT_WINDOW_STALL_S = 60.0
-
 
 @dataclass(frozen=True)
 class CountCheck:
@@ -55,7 +52,47 @@ class WindowFigures:
     duration_s: float
     request_count: int
     throughput_infer_per_s: float
-    latency_us: float
+    latency_us: float  # the one stability is judged on: the average, or --percentile's
+    avg_latency_us: float
+    percentile_latency_us: dict[int, float]  # the reported percentiles (and --percentile's), 0s without successes
+    error_count: int = 0
+    outstanding: int = 0  # requests in flight at the window's end
+    oldest_outstanding_s: float = 0.0  # how long the oldest of them had been out then
+
+    @property
+    def stalled(self) -> bool:
+        """Nothing completed in the window while requests were out: its 0 infer/s is a server not answering."""
+        return self.request_count == 0 and self.error_count == 0 and self.outstanding > 0
+
+
+def outstanding_text(outstanding: int, age_s: float) -> str:
+    """What a stalled window saw: "2 requests outstanding for 12.0 s, none completed"."""
+    return f"{outstanding} request{'s' if outstanding != 1 else ''} outstanding for {age_s:.1f} s, none completed"
+
+
+def drain_text(in_flight: int, duration_s: float, answered: int, errors: int, unanswered: int, unanswered_age_s: float) -> str:
+    """What became of the requests still out after a level's last window."""
+    text = (
+        f"{in_flight} request{'s' if in_flight != 1 else ''} in flight after the last window: in the next "
+        f"{duration_s:.1f} s {answered} answered (not counted), {errors} failed (counted in the errors)"
+    )
+    if unanswered:
+        text += f", of which {unanswered} never answered (outstanding for up to {unanswered_age_s:.1f} s)"
+    return text
+
+
+@dataclass(frozen=True)
+class DrainFigures:
+    """What became of the requests in flight when a level's last window closed (and of those sent
+    until its load stopped): the drain waits for them at most `bound_s`, then abandons the rest."""
+
+    in_flight: int  # requests in flight when the last window closed
+    duration_s: float  # from the last window's end until the load had stopped
+    bound_s: float  # the request deadline (with a little grace), or 10 s without one
+    answered: int  # successes after the last window: not in the level's figures, as in perf_analyzer
+    errors: int  # failures after the last window, unanswered included: in the level's errors
+    unanswered: int  # still in flight when the drain ran out, and abandoned
+    unanswered_age_s: float  # how long the oldest of those had been out
 
 
 @dataclass(frozen=True)
@@ -71,8 +108,10 @@ class LevelResult:
     count_check: CountCheck
     metrics: MetricsFigures | None = None
     open_loop: OpenLoopStats | None = None
+    latency_histogram: LatencyHistogram | None = None  # the successes' latencies over the merged windows
     sla: tuple = ()  # the level's SLA verdicts (loadgen.sla.Verdict), once evaluated
     workers: tuple[WorkerFigures, ...] = ()  # with --workers: each worker's part; empty in one process
+    drain: DrainFigures | None = None  # None when the level was cut short (a worker lost)
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
 
     @property
@@ -82,18 +121,33 @@ class LevelResult:
 
     @property
     def breakdown_us(self) -> dict[str, float]:
-        """perf_analyzer's CSV split of the average latency; "network" is what client and server leave unaccounted."""
         client, server = self.client, self.server
-        network_us = client.avg_latency_us - client.avg_send_us - client.avg_recv_us - server.queue_us - server.compute_us
-        return {
-            "client_send": client.avg_send_us,
-            "network": max(0.0, network_us),
-            "server_queue": server.queue_us,
-            "server_compute_input": server.compute_input_us,
-            "server_compute_infer": server.compute_infer_us,
-            "server_compute_output": server.compute_output_us,
-            "client_recv": client.avg_recv_us,
-        }
+        return latency_breakdown_us(
+            avg_latency_us=client.avg_latency_us, avg_send_us=client.avg_send_us, avg_recv_us=client.avg_recv_us,
+            queue_us=server.queue_us, compute_input_us=server.compute_input_us,
+            compute_infer_us=server.compute_infer_us, compute_output_us=server.compute_output_us,
+        )
+
+
+def latency_breakdown_us(
+    *, avg_latency_us: float, avg_send_us: float, avg_recv_us: float, queue_us: float,
+    compute_input_us: float, compute_infer_us: float, compute_output_us: float,
+) -> dict[str, float]:
+    """perf_analyzer's CSV split of the average latency; "network" is what client and server leave unaccounted.
+
+    Plain figures in, so summaries older than the breakdown (version 1) get it from what they recorded.
+    """
+    compute_us = compute_input_us + compute_infer_us + compute_output_us
+    network_us = avg_latency_us - avg_send_us - avg_recv_us - queue_us - compute_us
+    return {
+        "client_send": avg_send_us,
+        "network": max(0.0, network_us),
+        "server_queue": queue_us,
+        "server_compute_input": compute_input_us,
+        "server_compute_infer": compute_infer_us,
+        "server_compute_output": compute_output_us,
+        "client_recv": avg_recv_us,
+    }
 
 
 # Progress callback: (schedule, windows measured so far, the latest window's figures).
@@ -101,26 +155,39 @@ OnWindow = Callable[[Schedule, int, WindowFigures], None]
 
 
 async def _window_end(policy: WindowPolicy, load: Load, window_start_ns: int, driving: asyncio.Future) -> None:
-    """Wait until the current window should close; raise if the load itself has failed."""
+    """Wait until the current window should close; raise if the load itself has failed.
+
+    A count window also closes when no request has succeeded for a whole stall bound while
+    requests were out: a server that stopped answering must not hold it open for ever, nor a
+    trickle of timeouts for the count's worth of deadlines.
+    """
     if policy.mode == COUNT_WINDOWS:
         waiter = asyncio.ensure_future(load.window_full())
-        timeout = COUNT_WINDOW_STALL_S
+        stall_s = count_window_stall_s(policy)
     else:
         remaining_s = policy.interval_ms / 1e3 - (monotonic_ns() - window_start_ns) / 1e9
         waiter = asyncio.ensure_future(asyncio.sleep(max(0.0, remaining_s)))
-        timeout = None
-    done, _ = await asyncio.wait({waiter, driving}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in done:
-        waiter.cancel()
-    else:
+        stall_s = None
+    try:
+        while True:
+            succeeded = load.succeeded
+            done, _ = await asyncio.wait({waiter, driving}, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED)
+            if done or (load.succeeded == succeeded and load.in_flight > 0):
+                break
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    if waiter in done:
         waiter.result()  # a worker lost while the window filled
     if driving in done:
         driving.result()  # re-raises the load's failure
         raise ServerError("the load stopped before the measurement ended")
-    if not done:
-        raise ServerError(
-            f"no {policy.request_count} requests completed in {COUNT_WINDOW_STALL_S:.0f} s: the server has stopped answering"
-        )
+
+
+def count_window_stall_s(policy: WindowPolicy) -> float:
+    """How long a count window waits with requests out and none succeeding: -p, at least 1 s
+    (with --workers, the driver learns of completions once a second)."""
+    return max(policy.interval_ms / 1e3, 1.0)
 
 
 async def measure_level(
@@ -155,15 +222,20 @@ async def measure_level(
         window, boundary_snapshot = await asyncio.gather(load.close_window(boundary_ns), snapshot(boundary_ns))
         windows.append(window)
         snapshots.append(boundary_snapshot)
-        stats = load.client_stats([windows[-1]], batch_size, percentiles)
+        stats = load.client_stats([window], batch_size, percentiles)
         figures.append(
             WindowFigures(
-                start_ns=windows[-1].start_ns,
-                end_ns=windows[-1].end_ns,
+                start_ns=window.start_ns,
+                end_ns=window.end_ns,
                 duration_s=stats.duration_s,
                 request_count=stats.request_count,
                 throughput_infer_per_s=stats.throughput_infer_per_s,
                 latency_us=stats.latency_us(policy.percentile),
+                avg_latency_us=stats.avg_latency_us,
+                percentile_latency_us=stats.percentile_latency_us,
+                error_count=stats.error_count,
+                outstanding=window.outstanding,
+                oldest_outstanding_s=window.oldest_outstanding_ns / 1e9,
             )
         )
 
@@ -188,9 +260,21 @@ async def measure_level(
         await load.abandon()
         raise
     else:
-        await load.stop()
+        drain = await load.stop()
     merged = list(windows)
-    client = load.client_stats(merged, batch_size, percentiles)
+    drain_figures = None
+    if not incomplete:
+        drain_stats = load.client_stats([drain], batch_size)
+        drain_figures = DrainFigures(
+            in_flight=merged[-1].outstanding,
+            duration_s=drain.duration_s,
+            bound_s=load.drain_s,
+            answered=drain_stats.request_count,
+            errors=drain_stats.error_count,
+            unanswered=drain.outstanding,
+            unanswered_age_s=drain.oldest_outstanding_ns / 1e9,
+        )
+    client = load.client_stats(merged, batch_size, percentiles, None if incomplete else drain)
     server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
     # Requests in flight at either outer boundary may fall on either side of it; with workers, so
     # may those completing while the boundary reaches them.
@@ -208,7 +292,9 @@ async def measure_level(
         server=server,
         count_check=CountCheck(client.request_count, server.success_count, tolerance, client.error_count),
         metrics=metrics,
+        latency_histogram=load.latency_histogram(merged),
         open_loop=load.open_loop_stats(merged, schedule.target_rate_per_s) if isinstance(schedule, OpenLoopSchedule) else None,
         workers=load.worker_figures(merged, batch_size),
         incomplete=incomplete,
+        drain=drain_figures,
     )

@@ -70,6 +70,8 @@ class WindowDigest:
     held_back: int
     peak_in_flight: int
     cpu_s: float  # the worker process's CPU time over the window
+    outstanding: int = 0  # requests in flight at the window's end
+    oldest_outstanding_ns: int = 0  # how long the oldest of them had been out then
 
     @property
     def duration_s(self) -> float:
@@ -92,6 +94,8 @@ def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float) -> WindowDi
         held_back=window.held_back,
         peak_in_flight=peak_in_flight,
         cpu_s=cpu_s,
+        outstanding=window.outstanding,
+        oldest_outstanding_ns=window.oldest_outstanding_ns,
     )
 
 
@@ -107,6 +111,14 @@ class PooledWindow:
     @property
     def duration_s(self) -> float:
         return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def outstanding(self) -> int:
+        return sum(d.outstanding for d in self.digests if d is not None)
+
+    @property
+    def oldest_outstanding_ns(self) -> int:
+        return max((d.oldest_outstanding_ns for d in self.digests if d is not None), default=0)
 
 
 def _digests(windows: Sequence[PooledWindow]) -> list[WindowDigest]:
@@ -129,14 +141,23 @@ def _at_us(histogram: LatencyHistogram) -> AtPercentile:
     return lambda p: histogram.percentile(p) / 1e3
 
 
-def pooled_client_stats(windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
+def pooled_latency_histogram(windows: Sequence[PooledWindow]) -> LatencyHistogram:
+    """The successes' latencies of every worker's digests, merged."""
+    return LatencyHistogram.merged(d.latency for d in _digests(windows))
+
+
+def pooled_client_stats(
+    windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = (), drain: PooledWindow | None = None
+) -> ClientStats:
     """stats.client_stats over all workers' digests: counts and throughputs summed, latencies from
-    the merged histograms (percentiles within LatencyHistogram.relative_error of the pooled samples')."""
+    the merged histograms (percentiles within LatencyHistogram.relative_error of the pooled samples');
+    the failures of a `drain` join the errors, as there."""
     digests = _digests(windows)
-    latency = LatencyHistogram.merged(d.latency for d in digests)
-    error_latency = LatencyHistogram.merged(d.error_latency for d in digests)
+    failing = digests + (_digests([drain]) if drain is not None else [])
+    latency = pooled_latency_histogram(windows)
+    error_latency = LatencyHistogram.merged(d.error_latency for d in failing)
     errors: Counter = Counter()
-    for d in digests:
+    for d in failing:
         errors.update(d.errors)
     count = latency.count
     avg_latency_us = latency.mean / 1e3

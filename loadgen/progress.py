@@ -7,7 +7,7 @@ from time import monotonic
 from typing import TextIO
 
 from loadgen.load import Load
-from loadgen.measurement import LevelResult, WindowFigures
+from loadgen.measurement import LevelResult, WindowFigures, outstanding_text
 from loadgen.schedule.base import Schedule
 
 REFRESH_S = 0.5
@@ -43,10 +43,13 @@ class Progress:
             self._line(f"{self._status} | {rate:,.0f} req/s | {load.in_flight} in flight", final=False)
 
     def window(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
-        text = (
-            f"{schedule.label.lower()} {schedule.value:g}: window {index}/{self._max_trials} "
-            f"{figures.throughput_infer_per_s:,.1f} infer/s, latency {figures.latency_us:,.0f} us"
-        )
+        if figures.stalled:  # not "0.0 infer/s, latency 0 us": the server is not answering
+            seen = outstanding_text(figures.outstanding, figures.oldest_outstanding_s)
+        else:
+            seen = f"{figures.throughput_infer_per_s:,.1f} infer/s, latency {figures.latency_us:,.0f} us"
+            if figures.error_count:
+                seen += f", {figures.error_count} error{'s' if figures.error_count != 1 else ''}"
+        text = f"{schedule.label.lower()} {schedule.value:g}: window {index}/{self._max_trials} {seen}"
         self._line(text, final=True)
         self._status = f"{schedule.label.lower()} {schedule.value:g}: window {index + 1}/{self._max_trials}"
 

@@ -118,7 +118,9 @@ async def _sweep(
     live: LiveMetrics | None,
 ) -> RunResult:
     interrupts.task = asyncio.current_task()
-    async with open_transport(config.protocol, config.url, config.headers, config.tls) as transport:
+    async with open_transport(
+        config.protocol, config.url, config.headers, config.tls, config.request_timeout_ms, config.connect_timeout_ms / 1e3
+    ) as transport:
         sweep = await Sweep.open(config, transport)
         try:
             # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's

@@ -17,13 +17,23 @@ MAX_DISTINCT_ERRORS = 32
 
 
 def error_kind(message: str) -> str:
-    """The kind of a failed request's error: `HTTP 503`, `gRPC UNAVAILABLE`, `timeout`, `connection error`."""
+    """The kind of a failed request's error: `HTTP 503`, `gRPC UNAVAILABLE`, `timeout`, `unanswered`, `connection error`."""
     head = message.split(":", 1)[0]
-    if head in ("timeout", "connection error"):
+    if head in ("timeout", "unanswered", "connection error"):
         return head
     if head.startswith(("HTTP ", "gRPC ")):
         return " ".join(head.split()[:2])
     return "other"
+
+
+def timeout_message(request_timeout_ms: float) -> str:
+    """The error of a request that met its deadline (the engine's or, over gRPC, the server's)."""
+    return f"timeout: no response within {request_timeout_ms:g} ms"
+
+
+def unanswered_message(drain_s: float) -> str:
+    """The error of a request still in flight when its level's drain ran out, and abandoned."""
+    return f"unanswered: no response {drain_s:g} s after the level's load stopped"
 
 
 def other_messages(kind: str) -> str:
@@ -51,6 +61,8 @@ class WindowSamples:
     sent_latency_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     lag_ns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     held_back: int = 0
+    outstanding: int = 0  # requests in flight at the window's end
+    oldest_outstanding_ns: int = 0  # how long the oldest of them had been out then; 0 with none
 
     @property
     def duration_s(self) -> float:
@@ -117,7 +129,8 @@ class SampleRecorder:
         if self._completed == self._count_target:
             self.window_full.set()
 
-    def close_window(self, now_ns: int) -> WindowSamples:
+    def close_window(self, now_ns: int, outstanding: int = 0, oldest_outstanding_ns: int = 0) -> WindowSamples:
+        """The window so far, ending at `now_ns` with `outstanding` requests still in flight."""
         window = WindowSamples(
             start_ns=self._start_ns,
             end_ns=now_ns,
@@ -129,6 +142,8 @@ class SampleRecorder:
             sent_latency_ns=np.frombuffer(self._sent_latency, dtype=np.int64),
             lag_ns=np.frombuffer(self._lag, dtype=np.int64),
             held_back=self.held_back,
+            outstanding=outstanding,
+            oldest_outstanding_ns=oldest_outstanding_ns,
         )
         self._open(now_ns)
         return window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loadgen import __version__
@@ -18,12 +19,12 @@ from loadgen.metrics import (
     gpu_uuids,
 )
 from loadgen.server_stats import ModelTree, ServerFigures
-from loadgen.stats import ClientStats
+from loadgen.stats import ClientStats, ErrorKind
 
 if TYPE_CHECKING:
     from loadgen.sweep import RunResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _seconds(t_ns: int, origin_ns: int) -> float:
@@ -59,16 +60,24 @@ def open_loop_dict(level: LevelResult) -> dict[str, Any] | None:
 
 def errors_dict(client: ClientStats) -> dict[str, Any]:
     """A level's failed requests: how many, how often, how long they took, and of which kinds."""
-    total = client.request_count + client.error_count
+    return failures_dict(client.request_count, client.error_count, client.duration_s, client.error_latency_us or None,
+                         client.error_kinds)  # fmt: skip
+
+
+def failures_dict(
+    request_count: int, error_count: int, duration_s: float, latency_us: dict[str, float] | None, kinds: Sequence[ErrorKind]
+) -> dict[str, Any]:
+    """ERRORS from plain figures (also from an older summary's error messages): rates of all requests and per second."""
+    total = request_count + error_count
 
     def rates(count: int) -> dict[str, float]:
-        return {"rate": count / total if total else 0.0, "per_s": count / client.duration_s if client.duration_s > 0 else 0.0}
+        return {"rate": count / total if total else 0.0, "per_s": count / duration_s if duration_s > 0 else 0.0}
 
     return {
-        "count": client.error_count,
-        **rates(client.error_count),
-        "latency_us": client.error_latency_us or None,
-        "kinds": [{"kind": k.kind, "count": k.count, **rates(k.count), "messages": k.messages} for k in client.error_kinds],
+        "count": error_count,
+        **rates(error_count),
+        "latency_us": latency_us,
+        "kinds": [{"kind": k.kind, "count": k.count, **rates(k.count), "messages": k.messages} for k in kinds],
     }
 
 
@@ -99,6 +108,13 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
                 "request_count": w.request_count,
                 "throughput_infer_per_s": w.throughput_infer_per_s,
                 "latency_us": w.latency_us,
+                # null, not 0, in a window without a success
+                "avg_latency_us": w.avg_latency_us if w.request_count else None,
+                "percentile_latency_us": {f"p{p}": v for p, v in w.percentile_latency_us.items()} if w.request_count else None,
+                "error_count": w.error_count,
+                "outstanding": w.outstanding,
+                "oldest_outstanding_s": round(w.oldest_outstanding_s, 6),
+                "stalled": w.stalled,
             }
             for w in level.windows
         ],
@@ -106,6 +122,7 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
         "error_rate": level.client.error_rate,
         "errors": errors_dict(level.client),
         "latency_curve_us": [list(point) for point in curve],
+        "latency_histogram": level.latency_histogram.to_dict() if level.latency_histogram and level.latency_histogram.count else None,
         "breakdown_us": level.breakdown_us,
         "server": server_dict(level.server),
         "count_check": {**dataclasses.asdict(level.count_check), "mismatch": level.count_check.mismatch},
@@ -113,6 +130,7 @@ def level_dict(level: LevelResult, origin_ns: int) -> dict[str, Any]:
         "open_loop": open_loop_dict(level),
         "sla": [verdict.to_dict() for verdict in level.sla],
         "workers": [worker_dict(worker) for worker in level.workers],
+        "drain": dataclasses.asdict(level.drain) if level.drain is not None else None,
     }
 
 

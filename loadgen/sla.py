@@ -63,9 +63,13 @@ class Verdict:
     value: float | None  # in the metric's unit; None when not measured
     passed: bool
     reason: str  # why it failed; empty when it passed
+    level_stable: bool = True  # False: the level never stabilized, so the verdict rests on figures that did not settle
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expression": self.expression, "value": self.value, "passed": self.passed, "reason": self.reason}
+        return {
+            "expression": self.expression, "value": self.value, "passed": self.passed, "reason": self.reason,
+            "level_stable": self.level_stable,
+        }  # fmt: skip
 
 
 class _NotMeasured(Exception):
@@ -112,22 +116,28 @@ def evaluate(slas: Sequence[Sla], level: dict[str, Any]) -> list[Verdict]:
 
 
 def _verdict(sla: Sla, level: dict[str, Any]) -> Verdict:
+    stable = bool(level.get("stable", True))
     try:
         value = _measure(sla.metric, level)
     except _NotMeasured as missing:
-        return Verdict(sla.expression, None, False, f"not measured: {missing}")
+        return Verdict(sla.expression, None, False, f"not measured: {missing}", stable)
     if OPERATORS[sla.op](value, sla.threshold):
-        return Verdict(sla.expression, value, True, "")
+        return Verdict(sla.expression, value, True, "", stable)
     return Verdict(sla.expression, value, False,
-                   f"{sla.metric} = {format_value(value)}, needs {sla.op} {format_value(sla.threshold)}")
+                   f"{sla.metric} = {format_value(value)}, needs {sla.op} {format_value(sla.threshold)}", stable)
+
+
+UNSTABLE_NOTE = "on a level that never stabilized"
 
 
 def describe(verdict: Verdict) -> str:
-    """One console line: `p99_ms<50: PASS (p99_ms = 31.2)` or `p99_ms<50: FAIL (p99_ms = 61.2, needs < 50)`."""
+    """One console line: `p99_ms<50: PASS (p99_ms = 31.2)` or `p99_ms<50: FAIL (p99_ms = 61.2, needs < 50)`,
+    with `, on a level that never stabilized` when it did not."""
+    note = "" if verdict.level_stable else f", {UNSTABLE_NOTE}"
     if not verdict.passed:
-        return f"{verdict.expression}: FAIL ({verdict.reason})"
+        return f"{verdict.expression}: FAIL ({verdict.reason}{note})"
     metric = parse_sla(verdict.expression).metric
-    return f"{verdict.expression}: PASS ({metric} = {format_value(verdict.value)})"  # type: ignore[arg-type]
+    return f"{verdict.expression}: PASS ({metric} = {format_value(verdict.value)}{note})"  # type: ignore[arg-type]
 
 
 def format_value(value: float) -> str:

@@ -119,15 +119,23 @@ class ClientStats:
         return self.avg_latency_us if percentile is None else self.percentile_latency_us[percentile]
 
 
-def client_stats(windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
-    """Merge windows and summarize them. Throughput counts batch items per second of window time."""
+def client_stats(
+    windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = (), drain: WindowSamples | None = None
+) -> ClientStats:
+    """Merge windows and summarize them. Throughput counts batch items per second of window time.
+
+    The failures of `drain` (the requests in flight when the last window closed, and those sent
+    until the load stopped) join the errors: a request that timed out or was never answered after
+    the windows must not vanish. Its successes are not counted, as perf_analyzer counts none.
+    """
     latency = np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64)
-    error_latency = np.concatenate([w.error_latency_ns for w in windows]) if windows else np.empty(0, np.int64)
+    failing = [*windows, drain] if drain is not None else windows
+    error_latency = np.concatenate([w.error_latency_ns for w in failing]) if failing else np.empty(0, np.int64)
     send = np.concatenate([w.send_ns for w in windows]) if windows else np.empty(0, np.int64)
     recv = np.concatenate([w.recv_ns for w in windows]) if windows else np.empty(0, np.int64)
     duration_s = sum(w.duration_s for w in windows)
     errors: Counter = Counter()
-    for w in windows:
+    for w in failing:
         errors.update(w.errors)
     count = int(latency.size)
     latency_us = latency / 1e3

@@ -55,10 +55,17 @@ class RunResult:
 
     @property
     def sla_passed(self) -> bool:
-        """Every bound met: with --binary-search, some level met them all; else every level met every SLA."""
+        """Every bound met: with --binary-search, some level met them all; else every level met every
+        SLA and, with --require-stable, was stable."""
         if self.config.binary_search:
             return self.capacity is not None
+        if self.config.require_stable and self.unstable_levels:
+            return False
         return all(verdict.passed for level in self.levels for verdict in level.sla)
+
+    @property
+    def unstable_levels(self) -> list[LevelResult]:
+        return [level for level in self.levels if not level.stable]
 
     def level_at(self, t_ns: int) -> int | None:
         """The index of the level being measured at `t_ns`, None between levels."""

@@ -69,6 +69,54 @@ def test_a_model_slower_than_the_request_timeout(faults_triton, tmp_path, capsys
     assert re.search(r"Errors: (\d+) \(error rate 100\.00%, [\d.]+/sec\): timeout \1\n", out), out
 
 
+@pytest.mark.parametrize(
+    ("protocol", "timeout_ms", "levels", "mode"),
+    [("http", 2000, "2:3", "time_windows"), ("grpc", 2000, "2:3", "time_windows"),
+     ("http", 0, "2", "time_windows"), ("grpc", 0, "2", "time_windows"), ("grpc", 2000, "2", "count_windows")],
+    ids=["http-deadline", "grpc-deadline", "http-no-deadline", "grpc-no-deadline", "grpc-count-windows"],
+)  # fmt: skip
+def test_a_model_that_stops_answering_ends_each_level_in_bounded_time(faults_triton, protocol, timeout_ms, levels, mode,
+                                                                       tmp_path, capsys):  # fmt: skip
+    """Each instance answers 39 requests, then never again, while the server stays live and ready."""
+    url = faults_triton.http if protocol == "http" else faults_triton.grpc
+    windows, interval_s = 3, 0.5
+    started = time.monotonic()
+    code = main(["run", "-u", url, "-i", protocol, "-m", "stops-answering", "--concurrency-range", levels,
+                 "-p", str(int(interval_s * 1000)), "-r", str(windows), "--request-timeout", str(timeout_ms),
+                 "--measurement-mode", mode, "--measurement-request-count", "50", "--report-dir", str(tmp_path)])  # fmt: skip
+    took_s = time.monotonic() - started
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = summary(tmp_path)
+    assert data["status"] == "complete" and len(data["levels"]) == len(levels.split(":"))
+    # A count window waits at most max(-p, 1 s) for a completion; the drain the deadline, or 10 s without one.
+    window_s = interval_s if mode == "time_windows" else 1.0
+    bound_s = windows * window_s + (timeout_ms / 1e3 if timeout_ms else 0) + 10
+    assert took_s < len(data["levels"]) * bound_s + 5, f"{took_s:.1f} s for {len(data['levels'])} level(s)"
+    kind = "timeout" if timeout_ms else "unanswered"
+    for level in data["levels"]:
+        assert level["end_s"] - level["start_s"] <= windows * window_s + 1
+        drain = level["drain"]
+        assert drain["duration_s"] <= (timeout_ms / 1e3 + 0.25 if timeout_ms else 10) + 0.5
+        assert drain["unanswered"] == (0 if timeout_ms else level["value"])
+        kinds = {each["kind"]: each["count"] for each in level["errors"]["kinds"]}
+        assert set(kinds) == {kind} and kinds[kind] >= drain["errors"] >= 1
+        assert level["error_rate"] > 0 and not level["stable"]
+        assert level["windows"][-1]["request_count"] == 0  # hung by then, whether it answered its 78 in this run or before
+        stalled = [window for window in level["windows"] if window["stalled"]]
+        assert all(window["outstanding"] >= 1 and window["oldest_outstanding_s"] > 0 for window in stalled)
+        # Count windows end when no request succeeded for a second, so a timeout may land in each of them.
+        assert stalled or mode == "count_windows"
+    if mode == "time_windows":
+        stalled_line = re.compile(r": window \d/3 \d+ requests? outstanding for \d+\.\d s, none completed$", re.M)
+        assert stalled_line.search(captured.err), captured.err
+    assert "0.0 infer/s, latency 0 us\n" not in captured.err
+    if not timeout_ms:
+        assert re.search(r"of which \d never answered \(outstanding for up to \d+\.\d s\)", captured.out), captured.out
+    assert "Requests left without an answer" in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "results.csv").read_text().count("\n") == len(data["levels"]) + 1
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "loadgen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip

@@ -239,11 +239,14 @@ def test_sla_verdicts(tmp_path):
     levels_table = source[source.index("<h2>Levels</h2>"):source.index("<h3>SLA verdicts</h3>")]
     assert "<th>SLA</th>" in levels_table
     assert levels_table.count("<td>✓</td>") == 1 and levels_table.count("<td>✗</td>") == 1
-    # One verdict row each, in level order; the failing one flagged.
+    # One verdict row each, in level order; the failing one flagged, and so is the one passed on the unstable level.
     verdicts = source[source.index("<h3>SLA verdicts</h3>"):source.index("<h3>Errors</h3>")]
-    assert verdicts.count("<tr") == 5 and verdicts.count('<tr class="warn">') == 1
+    assert verdicts.count("<tr") == 5 and verdicts.count('<tr class="warn">') == 2
     assert "Concurrency 1\tp99_ms<50\t16.05\t✓ PASS" in text
-    assert f"Concurrency 2\t{HOSTILE}.queue_ms<1\t—\t✗ FAIL\tnot measured: no model '{HOSTILE}' in this run" in text
+    assert "Concurrency 2\tp99_ms<50\t23.9\t⚠ PASS, on a level that never stabilized" in text
+    assert (f"Concurrency 2\t{HOSTILE}.queue_ms<1\t—\t✗ FAIL, on a level that never stabilized\t"
+            f"not measured: no model '{HOSTILE}' in this run") in text
+    assert "1 level never stabilized: its verdicts rest on figures that did not settle." in text
 
     met = copy.deepcopy(data)
     met["levels"][1]["sla"][1].update(value=0.4, passed=True, reason="")
@@ -253,7 +256,17 @@ def test_sla_verdicts(tmp_path):
     (tmp_path / "met").mkdir()
     source, page = render_and_open(met, tmp_path / "met")
     assert "SLA: all 2 levels met every SLA." in page.dom["text"]
+    assert "never stabilized" not in page.dom["text"]
     assert '<div class="verdict">' in source
+
+    required = copy.deepcopy(data)  # --require-stable: the unstable level fails the run even without a breach
+    required["levels"][1]["sla"][1].update(value=0.4, passed=True, reason="")
+    required["config"]["require_stable"] = True
+    required.update(sla_passed=False)
+    (tmp_path / "required").mkdir()
+    source, page = render_and_open(required, tmp_path / "required")
+    assert "1 level never stabilized: its verdicts rest on figures that did not settle (--require-stable: the run fails)." in page.dom["text"]
+    assert '<div class="verdict fail">' in source
 
 
 def test_runs_without_sla_show_no_sla_parts(tmp_path):

@@ -148,3 +148,24 @@ def test_hostile_strings_are_escaped(tmp_path):
     assert suite.find("properties/property").get("value") == f"{readable}.queue_ms<1"
     source = (tmp_path / "junit.xml").read_text(encoding="utf-8")
     assert "<b>" not in source and "&lt;b&gt;" in source and "&amp;" in source
+
+
+def test_a_verdict_on_an_unstable_level_says_so_and_require_stable_fails_it(tmp_path):
+    shaky = {**level("Request Rate", 40, [verdict("p99_ms<150", 85.3)]), "stable": False}
+    steady = level("Request Rate", 80, [verdict("p99_ms<150", 90.1)])
+    data = summary([shaky, steady], ["p99_ms<150"])
+
+    suite = written(tmp_path, data).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "0")  # a warning, not a failure
+    warned, clean = suite.findall("testcase")
+    assert warned.find("system-out").text.startswith("WARNING: the level never stabilized")
+    assert not clean.find("system-out").text.startswith("WARNING")
+
+    data["config"] = {"require_stable": True}
+    (tmp_path / "required").mkdir()
+    suite = written(tmp_path / "required", data).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("4", "1")
+    failed = [case for case in suite.findall("testcase") if case.find("failure") is not None]
+    assert [(case.get("classname"), case.get("name")) for case in failed] == [("pipeline.Request Rate 40", "level stable")]
+    assert failed[0].find("failure").get("type") == "Unstable"
+    assert "never stabilized" in failed[0].find("failure").get("message")

@@ -246,7 +246,14 @@ def test_describe_and_to_dict():
     assert describe(failed) == "p99_ms<30: FAIL (p99_ms = 31.2, needs < 30)"
     assert describe(missing).startswith("lag_p99_ms<1: FAIL (not measured: not an open-loop level")
     assert failed.to_dict() == {"expression": "p99_ms<30", "value": 31.2, "passed": False,
-                                "reason": "p99_ms = 31.2, needs < 30"}
+                                "reason": "p99_ms = 31.2, needs < 30", "level_stable": True}
     assert missing.to_dict()["value"] is None
+
+
+def test_a_verdict_on_an_unstable_level_says_so():
+    passed, failed = evaluate([parse_sla("p99_ms<50"), parse_sla("p99_ms<30")], {**level(), "stable": False})
+    assert not passed.level_stable and passed.passed and passed.to_dict()["level_stable"] is False
+    assert describe(passed) == "p99_ms<50: PASS (p99_ms = 31.2, on a level that never stabilized)"
+    assert describe(failed) == "p99_ms<30: FAIL (p99_ms = 31.2, needs < 30, on a level that never stabilized)"
     big = verdict("gpu_memory_bytes<8e9", level())
     assert big.reason == "gpu_memory_bytes = 9663676416, needs < 8000000000"  # bytes in full, not 9.66368e+09

@@ -45,6 +45,36 @@ def test_met_slas_exit_0_and_a_breach_exits_1_with_junit(queueing_triton, tmp_pa
     assert (ok_suite.get("tests"), ok_suite.get("failures")) == ("4", "0")
 
 
+def test_a_verdict_on_a_level_that_never_stabilized_says_so_and_require_stable_fails_it(queueing_triton, tmp_path, capsys):
+    # A spread of 0.001% between windows: no level can stabilize.
+    base = ["run", "-u", queueing_triton.http, "-m", "fixed-service", "--concurrency-range", "1", "-p", "300", "-r", "3",
+            "-s", "0.001", "--sla", "p99_ms<1000"]  # fmt: skip
+    code, out = run([*base, "--report-dir", str(tmp_path / "warned"), "--junit", str(tmp_path / "warned.xml")], capsys)
+    assert code == 0, out.err
+    assert "SLA p99_ms<1000: PASS (p99_ms = " in out.out and ", on a level that never stabilized)" in out.out
+    assert ("SLA: met, but a level never stabilized (concurrency 1): its figures may not hold; "
+            "--require-stable fails such a run") in out.out
+    data = json.loads((tmp_path / "warned" / "summary.json").read_text())
+    (level,) = data["levels"]
+    assert not level["stable"] and level["sla"][0]["level_stable"] is False and data["sla_passed"] is True
+    (case,) = ET.parse(tmp_path / "warned.xml").getroot().iter("testcase")
+    assert case.find("failure") is None and case.find("system-out").text.startswith("WARNING: the level never stabilized")
+    assert "never stabilized: its verdicts rest on figures that did not settle." in (tmp_path / "warned" / "report.html").read_text()
+
+    code, out = run([*base, "--require-stable", "--report-dir", str(tmp_path / "failed"), "--junit", str(tmp_path / "failed.xml")], capsys)
+    assert code == 1, out.err
+    assert "SLA: BREACHED: concurrency 1 never stabilized (--require-stable)" in out.out
+    data = json.loads((tmp_path / "failed" / "summary.json").read_text())
+    assert data["sla_passed"] is False and data["config"]["require_stable"] is True
+    suite = ET.parse(tmp_path / "failed.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    assert [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None] == ["level stable"]
+
+    # Without any SLA, --require-stable still gates on stability.
+    code, out = run([*base[:-2], "--require-stable", "--report-dir", str(tmp_path / "bare")], capsys)
+    assert code == 1 and "Stability: BREACHED: concurrency 1 never stabilized (--require-stable)" in out.out
+
+
 def test_a_mistyped_sla_is_one_line_before_anything_starts(tmp_path, capsys):
     code, out = run(["run", "--sla", "p99<50", "--report-dir", str(tmp_path)], capsys)
     assert code == 2 and "unknown metric" in out.err and out.err.count("\n") == 1

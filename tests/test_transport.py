@@ -667,3 +667,78 @@ def test_urls_both_transports_reject(url):
     for transport in (HttpTransport, GrpcTransport):
         with pytest.raises(UsageError, match="host:port"):
             transport(url, {})
+
+
+# -- request deadlines and connect timeouts ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("ms", "value"), [(60_000, b"60000000u"), (100, b"100000u"), (0.5, b"500000n"),
+                                           (100.5, b"100500u"), (10**9, b"1000000S"), (10**13, b"2777778H")])  # fmt: skip
+def test_grpc_timeout_is_the_finest_unit_within_eight_digits(ms, value):
+    from loadgen.transport.grpc import grpc_timeout
+
+    assert grpc_timeout(ms) == value
+
+
+def test_the_deadline_travels_in_every_grpc_request_header_block():
+    from hpack import Decoder
+
+    from loadgen.transport.grpc import _request_header_block
+
+    def headers(**kwargs):
+        return dict(Decoder().decode(_request_header_block("h:1", "/p", (), False, **kwargs)))
+
+    assert headers(timeout_ms=60_000)["grpc-timeout"] == "60000000u"
+    assert "grpc-timeout" not in headers() and "grpc-timeout" not in headers(timeout_ms=0)
+
+
+def test_the_server_ends_a_grpc_call_at_the_deadline_sent(faults_triton):
+    """No client-side timer here: only Triton's gRPC server, told by grpc-timeout, can end the call."""
+
+    async def until_it_hangs():
+        async with GrpcTransport(faults_triton.grpc, {}, request_timeout_ms=500) as transport:
+            prepared = transport.prepare("stops-answering", "", [InputTensor("IN", "FP32", (1,), struct.pack("<f", 1.0))], ["OUT"])
+            for _ in range(200):  # each of its instances answers 39, then hangs
+                started = time.monotonic()
+                outcome = await asyncio.wait_for(transport.infer(prepared), 30)
+                if outcome.error is not None:
+                    return outcome, time.monotonic() - started
+            raise AssertionError("the model kept answering")
+
+    outcome, took_s = run(until_it_hangs())
+    assert outcome.error == "timeout: no response within 500 ms"
+    assert 0.45 < took_s < 5
+
+
+def test_connecting_gives_up_at_the_connect_timeout():
+    """A listener whose backlog is full never completes a handshake: the connect must not wait for ever."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue (and the SYN queue behind it) so the next SYN goes unanswered
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+
+        async def infer(protocol):
+            transport = open_transport(protocol, f"127.0.0.1:{port}", {}, connect_timeout_s=0.5)
+            async with transport:
+                prepared = transport.prepare("m", "", [FP32_INPUT], [])
+                started = time.monotonic()
+                outcome = await asyncio.wait_for(transport.infer(prepared), 10)
+                return outcome, time.monotonic() - started
+
+        for protocol in PROTOCOLS:
+            outcome, took_s = run(infer(protocol))
+            assert outcome.error is not None and "within 0.5 s" in outcome.error, outcome.error
+            assert took_s < 3
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()

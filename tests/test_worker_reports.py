@@ -60,7 +60,7 @@ def level(value: float, label: str = "Concurrency", **fields) -> LevelResult:
                                   PERCENTILES)
     return LevelResult(
         label=label, value=value, stable=True,
-        windows=tuple(WindowFigures(start_ns + i * 10**9, start_ns + (i + 1) * 10**9, 1.0, 303, 303.0, 10_000.0)
+        windows=tuple(WindowFigures(start_ns + i * 10**9, start_ns + (i + 1) * 10**9, 1.0, 303, 303.0, 10_000.0, 10_000.0, PERCENTILES)
                       for i in range(3)),
         client=client, server=server, count_check=CountCheck(909, 909, 12, 3), open_loop=open_loop, **fields,
     )  # fmt: skip
@@ -146,7 +146,7 @@ def test_single_process_console_has_no_worker_parts():
 
 def test_summary_json_carries_workers_and_incomplete():
     data = summary(spread_run())
-    assert data["schema_version"] == SCHEMA_VERSION == 4
+    assert data["schema_version"] == SCHEMA_VERSION == 5
     assert data["config"]["workers"] == 3 and data["config"]["ray_address"] is None
     complete, incomplete = data["levels"]
     assert complete["incomplete"] is None and incomplete["incomplete"] == LOST

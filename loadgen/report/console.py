@@ -6,7 +6,7 @@ from typing import TextIO
 
 from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
-from loadgen.measurement import LevelResult
+from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
@@ -203,6 +203,14 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
         )
     for kind in client.error_kinds:
         lines += [f"  Error ({count}x): {message}" for message, count in kind.messages.items()]
+    lines += [
+        f"  Window {index}: {outstanding_text(window.outstanding, window.oldest_outstanding_s)}"
+        for index, window in enumerate(level.windows, 1)
+        if window.stalled
+    ]
+    drain = level.drain
+    if drain is not None and drain.errors:
+        lines.append("  " + drain_text(drain.in_flight, drain.duration_s, drain.answered, drain.errors, drain.unanswered, drain.unanswered_age_s))
     lines += [f"  SLA {describe(verdict)}" for verdict in level.sla]
     if not level.stable:
         lines.append(
@@ -289,13 +297,31 @@ def summary_lines(result: RunResult) -> list[str]:
         )
     if result.stop_reason:
         lines.append(f"Stopped: {result.stop_reason}")
-    if result.config.slas:
-        lines.append("SLA: " + ("met" if result.sla_passed else "BREACHED"))
+    lines += gate_lines(result)
     if result.capacity is not None:
         lines += capacity_lines(result.capacity)
     elif result.config.binary_search or result.config.target_throughput is not None:
         lines.append("Capacity: no level met every bound")
     return lines
+
+
+def gate_lines(result: RunResult) -> list[str]:
+    """The run's verdict: its SLAs, and whether it rests on levels that never stabilized."""
+    config, unstable = result.config, result.unstable_levels
+    names = ", ".join(f"{level.label.lower()} {_num(level.value)}" for level in unstable)
+    if config.binary_search:  # a search measures unstable levels on purpose, and bounds exclude them
+        return ["SLA: " + ("met" if result.sla_passed else "BREACHED")] if config.slas else []
+    if config.require_stable and unstable:
+        what = "SLA" if config.slas else "Stability"
+        return [f"{what}: BREACHED: {names} never stabilized (--require-stable)"]
+    if not config.slas:
+        return []
+    verdict = "met" if result.sla_passed else "BREACHED"
+    if unstable:
+        count = len(unstable)
+        verdict += (f", but {'a level' if count == 1 else f'{count} levels'} never stabilized ({names}): "
+                    "its figures may not hold; --require-stable fails such a run")
+    return [f"SLA: {verdict}"]
 
 
 def capacity_lines(plan: CapacityPlan) -> list[str]:

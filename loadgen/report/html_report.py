@@ -14,9 +14,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from loadgen.measurement import drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US
 from loadgen.report.base import Plot, write_atomic
-from loadgen.sla import format_value
+from loadgen.sla import UNSTABLE_NOTE, format_value
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
@@ -151,6 +152,9 @@ def _header(summary: dict) -> str:
         seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
         meta += f" ({seconds:,.0f} s)"
     meta += f" · loadgen {summary.get('loadgen_version') or MISSING}"
+    if summary.get("upgraded_from"):  # read from an older file: figures it did not record show as a dash
+        meta += (f" · summary.json upgraded from schema version {summary['upgraded_from']} "
+                 f"to {summary['schema_version']}")  # fmt: skip
 
     unstable = sum(not level["stable"] for level in levels)
     incomplete = sum(bool(level.get("incomplete")) for level in levels)
@@ -166,6 +170,11 @@ def _header(summary: dict) -> str:
     breached = sum(not _sla_met(level) for level in levels)
     if summary.get("sla"):
         lines.append(_sla_line(len(levels), breached))
+        if unstable and not (summary.get("config") or {}).get("binary_search"):
+            lines.append(f"{_count(unstable)} never stabilized: {'its' if unstable == 1 else 'their'} verdicts rest on figures "
+                         "that did not settle" + (" (--require-stable: the run fails)." if _require_stable(summary) else "."))
+    elif _require_stable(summary) and unstable:
+        lines.append(f"Stability breached: {_count(unstable)} never stabilized (--require-stable).")
     lines += _capacity_lines(summary)
     # A binary search breaches bounds on purpose; it fails only when no level met them (sla_passed).
     failed = summary["sla_passed"] is False if "sla_passed" in summary else breached
@@ -193,6 +202,10 @@ def _capacity_lines(summary: dict) -> list[str]:
             f"needs {plan['replicas']} server{'' if plan['replicas'] == 1 else 's'}."
         )
     return lines
+
+
+def _require_stable(summary: dict) -> bool:
+    return bool((summary.get("config") or {}).get("require_stable"))
 
 
 def _count(levels: int) -> str:
@@ -243,7 +256,24 @@ def _levels(levels: list[dict], with_sla: bool) -> str:
     if errors:
         html += "<h3>Errors</h3><p>The first distinct messages of each kind of error.</p>"
         html += _table(["Level", "Kind", "Kind's share of requests", "Message", "Count"], errors, text_columns=(0, 1, 3))
-    return html
+    return html + _unanswered(levels)
+
+
+def _unanswered(levels: list[dict]) -> str:
+    """Windows in which nothing completed while requests were out, and requests left failing or
+    unanswered after a level's last window: a server that stopped answering."""
+    rows = []
+    for level in levels:
+        for index, window in enumerate(level["windows"], 1):
+            if window.get("stalled"):
+                rows.append([_level_name(level), f"window {index}", WARN + outstanding_text(window["outstanding"], window["oldest_outstanding_s"])])
+        drain = level.get("drain")
+        if drain and drain["errors"]:
+            text = drain_text(drain["in_flight"], drain["duration_s"], drain["answered"], drain["errors"], drain["unanswered"], drain["unanswered_age_s"])
+            rows.append([_level_name(level), "after the windows", (WARN if drain["unanswered"] else "") + text])
+    if not rows:
+        return ""
+    return ("<h3>Requests left without an answer</h3>" + _table(["Level", "When", "What happened"], rows, text_columns=(0, 1, 2)))
 
 
 def _sla_mark(level: dict) -> str:
@@ -255,12 +285,19 @@ def _sla_mark(level: dict) -> str:
 def _sla_verdicts(levels: list[dict]) -> str:
     rows = [[_level_name(level), verdict["expression"],
              MISSING if verdict["value"] is None else format_value(verdict["value"]),
-             f"{PASS} PASS" if verdict["passed"] else f"{FAIL} FAIL", verdict["reason"]]
+             _verdict_mark(verdict, level), verdict["reason"]]
             for level in levels for verdict in level.get("sla") or []]
     if not rows:
         return "<h3>SLA verdicts</h3><p>No level has SLA verdicts.</p>"
     return "<h3>SLA verdicts</h3>" + _table(["Level", "Expression", "Value", "Verdict", "Reason"], rows,
                                             text_columns=(0, 1, 3, 4))
+
+
+def _verdict_mark(verdict: dict, level: dict) -> str:
+    mark = f"{PASS} PASS" if verdict["passed"] else f"{FAIL} FAIL"
+    if not level.get("stable", True):
+        return (mark if not verdict["passed"] else WARN + "PASS") + f", {UNSTABLE_NOTE}"
+    return mark
 
 
 def _plots(plots: Sequence[Plot]) -> str:

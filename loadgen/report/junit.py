@@ -2,8 +2,10 @@
 
 One test suite for the model; a test case per level and SLA verdict, failing with the verdict's reason,
 and a `level completed` case per level when the run defined no SLA or the level is incomplete (a
-worker was lost), failing with the reason it is. A run that failed adds a `run` case in error. Each
-level's case carries its key figures in <system-out>.
+worker was lost), failing with the reason it is. With --require-stable, a `level stable` case per
+level fails when the level never stabilized; without it, a verdict on such a level says so in its
+<system-out>. A run that failed adds a `run` case in error. Each level's case carries its key
+figures in <system-out>.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from loadgen.sweep import RunResult
 # XML 1.0 cannot hold most control characters, even escaped; server error messages may contain them.
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 NOT_MEASURED = "n/a"
+UNSTABLE = "the level never stabilized: its figures did not settle within the measurement windows"
 
 
 class JunitReport(ReportWriter):
@@ -50,7 +53,8 @@ def _text(value: Any) -> str:
 
 def _suite(summary: dict[str, Any]) -> ET.Element:
     model = (summary.get("model") or {}).get("name") or (summary.get("config") or {}).get("model_name") or "model"
-    cases = [case for level in summary["levels"] for case in _level_cases(model, level)]
+    require_stable = bool((summary.get("config") or {}).get("require_stable"))
+    cases = [case for level in summary["levels"] for case in _level_cases(model, level, require_stable)]
     stop_reason = summary.get("stop_reason") or ""
     if stop_reason.startswith("failed:"):
         cases.append(_run_error(model, stop_reason))
@@ -90,19 +94,27 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _level_cases(model: str, level: dict[str, Any]) -> list[ET.Element]:
+def _level_cases(model: str, level: dict[str, Any], require_stable: bool) -> list[ET.Element]:
     verdicts = level.get("sla") or []
     incomplete = level.get("incomplete")
+    unstable = UNSTABLE if not level.get("stable", True) else ""
     cases = []
     if incomplete or not verdicts:
         case = _case(model, level, "level completed")
         if incomplete:
             _fail(case, incomplete, "Incomplete")
         cases.append(case)
+    if require_stable:
+        case = _case(model, level, "level stable")
+        if unstable:
+            _fail(case, unstable, "Unstable")
+        cases.append(case)
     for verdict in verdicts:
         case = _case(model, level, _text(verdict["expression"]))
         if not verdict["passed"]:
-            _fail(case, verdict["reason"], "SLA")
+            _fail(case, verdict["reason"] + (f" ({unstable})" if unstable else ""), "SLA")
+        elif unstable:  # passed, but on figures that did not settle: say so where CI shows the case
+            case.find("system-out").text = f"WARNING: {unstable}. " + case.find("system-out").text
         cases.append(case)
     return cases
 

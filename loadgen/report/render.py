@@ -10,7 +10,8 @@ from loadgen.errors import UsageError
 from loadgen.report.base import ReportWriter
 from loadgen.report.html_report import render_html
 from loadgen.report.plots import render_plots
-from loadgen.schema import SCHEMA_VERSION, summary
+from loadgen.schema import summary
+from loadgen.summary_versions import upgrade
 from loadgen.sweep import RunResult
 
 SUMMARY = "summary.json"
@@ -19,7 +20,7 @@ PLOTS_DIR = "plots"
 
 
 def load_summary(run_dir: Path) -> dict[str, Any]:
-    """A run folder's summary.json, checked to be one this version of loadgen can read."""
+    """A run folder's summary.json in the current schema, upgraded from the version it was written in."""
     path = Path(run_dir) / SUMMARY
     try:
         data = json.loads(path.read_text())
@@ -31,12 +32,7 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON (line {exc.lineno}): was the run's folder edited?") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text: was the run's folder edited?") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise UsageError(
-            f"{path} has schema version {version}, this loadgen reads version {SCHEMA_VERSION}: re-run the measurement"
-        )
-    return data
+    return upgrade(data, str(path))
 
 
 def render_report(data: dict[str, Any], run_dir: Path) -> Path:

@@ -67,6 +67,8 @@ class OpenLoopSchedule(Schedule):
         except asyncio.CancelledError:  # abandoned: the requests in flight go with it
             for task in pending:
                 task.cancel()
+            if pending:  # each records its end (an abandoned drain counts them) before the load is over
+                await asyncio.wait(list(pending))
             raise
         finally:
             timer.close()

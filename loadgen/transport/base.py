@@ -11,6 +11,10 @@ from loadgen.errors import UsageError
 from loadgen.redact import redact_url
 
 
+# How long opening a connection may take, by default (--connect-timeout).
+CONNECT_TIMEOUT_S = 10.0
+
+
 def split_host_port(url: str, default_port: int) -> tuple[str, int]:
     """(host, port) of `host:port` (a scheme:// prefix and user:password@ allowed; IPv6 in brackets)."""
     rest = url.split("://", 1)[-1].rstrip("/").rpartition("@")[2]

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import struct
 from collections import deque
 from time import perf_counter_ns
@@ -67,7 +68,9 @@ from tritonclient.utils import InferenceServerException
 
 from loadgen.errors import ServerError, UsageError
 from loadgen.redact import redact_url
+from loadgen.samples import timeout_message
 from loadgen.transport.base import (
+    CONNECT_TIMEOUT_S,
     InferOutcome,
     InputTensor,
     Transport,
@@ -80,7 +83,6 @@ from loadgen.transport.probe import check_port
 from loadgen.transport.tls import TlsOptions, tls_failure
 
 _CONTROL_TIMEOUT_S = 60.0
-_CONNECT_TIMEOUT_S = 20.0  # grpc's own default connect timeout
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 _INT64_TYPES = frozenset(
     {
@@ -174,6 +176,7 @@ _GRPC_CODES = (
     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 )  # fmt: skip
+_DEADLINE_EXCEEDED = _GRPC_CODES.index("DEADLINE_EXCEEDED")
 _HTTP_TO_GRPC = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
                  429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}  # fmt: skip
 
@@ -210,12 +213,30 @@ def _hpack_literal(name: bytes | int, value: bytes) -> bytes:
     return head + _hpack_int(len(value), 7, 0x00) + value
 
 
-def _request_header_block(authority: str, path: str, metadata: tuple[tuple[str, str], ...], https: bool) -> bytes:
+def grpc_timeout(timeout_ms: float) -> bytes:
+    """The `grpc-timeout` value for a deadline: at most 8 digits, in the finest unit that holds it,
+    rounded up (gRPC's PROTOCOL-HTTP2: TimeoutValue TimeoutUnit, units n u m S M H)."""
+    if not timeout_ms > 0:
+        raise ValueError("a deadline must be above 0 ms")
+    for unit, per_ms in ((b"n", 1e6), (b"u", 1e3), (b"m", 1.0), (b"S", 1e-3), (b"M", 1e-3 / 60), (b"H", 1e-3 / 3600)):
+        value = math.ceil(timeout_ms * per_ms - 1e-9)
+        if value < 10**8:
+            return b"%d%s" % (value, unit)
+    return b"99999999H"  # 11,000 years: no deadline in practice
+
+
+def _request_header_block(
+    authority: str, path: str, metadata: tuple[tuple[str, str], ...], https: bool, timeout_ms: float | None = None
+) -> bytes:
     block = [
         b"\x83",  # :method POST (static index 3)
         b"\x87" if https else b"\x86",  # :scheme https or http (static index 7 or 6)
         _hpack_literal(4, path.encode()),  # :path
         _hpack_literal(1, authority.encode()),  # :authority
+    ]
+    if timeout_ms:  # the server gives up on the call at its deadline too, and drops the work
+        block.append(_hpack_literal(b"grpc-timeout", grpc_timeout(timeout_ms)))
+    block += [
         _hpack_literal(31, b"application/grpc"),  # content-type
         _hpack_literal(b"te", b"trailers"),
     ]
@@ -664,8 +685,9 @@ def _header(headers: list | None, name: bytes) -> bytes | None:
     return None
 
 
-def _outcome_error(stream: _Stream) -> str | None:
-    """The gRPC error the finished stream carries, or None for a good response."""
+def _outcome_error(stream: _Stream, deadline_error: str | None = None) -> str | None:
+    """The gRPC error the finished stream carries, or None for a good response; a call that
+    the server ended at its grpc-timeout is `deadline_error`, a timeout as the client's own."""
     if stream.error is not None:
         return stream.error
     headers = stream.headers
@@ -684,6 +706,8 @@ def _outcome_error(stream: _Stream) -> str | None:
         if grpc_status is None:
             return "gRPC INTERNAL: the response has no grpc-status"
         number = int(grpc_status) if grpc_status.isdigit() else -1
+        if number == _DEADLINE_EXCEEDED and deadline_error is not None:
+            return deadline_error
         code = _GRPC_CODES[number] if 0 < number < len(_GRPC_CODES) else "UNKNOWN"
         message = unquote_to_bytes(_header(trailers, b"grpc-message") or b"").decode("utf-8", errors="replace")
         return f"gRPC {code}: {_one_line(message)}"
@@ -714,8 +738,18 @@ class _Prepared:
 class GrpcTransport(Transport):
     """Triton over gRPC. Connections are opened on first use, inside the running event loop."""
 
-    def __init__(self, url: str, headers: dict[str, str], tls: TlsOptions | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        tls: TlsOptions | None = None,
+        request_timeout_ms: float | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         self.url = redact_url(url)  # as messages show it
+        self._connect_timeout_s = connect_timeout_s
+        # The server's DEADLINE_EXCEEDED at the grpc-timeout sent is a timeout, as the engine's own is.
+        self._deadline_error = timeout_message(request_timeout_ms) if request_timeout_ms else None
         if url_credentials(url) is not None:
             raise UsageError("gRPC takes no user:password@ in -u: send credentials as metadata, e.g. -H 'authorization: Bearer TOKEN'")
         self._tls = tls
@@ -728,7 +762,7 @@ class GrpcTransport(Transport):
         self._client = None
         self._address = host, port = split_host_port(url, 8001)
         self._target = authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata, https=tls is not None)
+        self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata, tls is not None, request_timeout_ms)
         self._conn: _H2Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Future | None = None
@@ -814,10 +848,10 @@ class GrpcTransport(Transport):
                 loop.create_connection(
                     lambda: _H2Connection(self._header_block, loop), host, port, ssl=self._ssl, server_hostname=host if self._ssl else None
                 ),
-                _CONNECT_TIMEOUT_S,
+                self._connect_timeout_s,
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            reason = _one_line(str(exc)) or f"no connection within {_CONNECT_TIMEOUT_S:g} s"
+            reason = _one_line(str(exc)) or f"no connection within {self._connect_timeout_s:g} s"
             if self._ssl is not None:
                 reason = tls_failure(reason, "grpc") or reason
             raise _ConnectionGone(f"cannot connect to {self.url}: {reason}") from None
@@ -825,10 +859,10 @@ class GrpcTransport(Transport):
             conn.close()
             raise _ConnectionGone(f"{self.url} did not agree to HTTP/2 over TLS (ALPN h2): is it a gRPC port?")
         try:
-            await asyncio.wait_for(asyncio.shield(conn.ready), _CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(conn.ready), self._connect_timeout_s)
         except asyncio.TimeoutError:
             conn.close()
-            raise _ConnectionGone(f"no HTTP/2 settings from {self.url} within {_CONNECT_TIMEOUT_S:g} s: is it a gRPC port?") from None
+            raise _ConnectionGone(f"no HTTP/2 settings from {self.url} within {self._connect_timeout_s:g} s: is it a gRPC port?") from None
         except BaseException:
             conn.close()
             raise
@@ -883,7 +917,7 @@ class GrpcTransport(Transport):
         send_ns = max(t_sent - t0, 0)
         # reading (first frame to END_STREAM) plus unmarshalling, without the wait for this task's turn
         read_ns = stream.t_done - stream.t_first if stream.t_first else 0
-        error = _outcome_error(stream)
+        error = _outcome_error(stream, self._deadline_error)
         if error is not None:
             return InferOutcome(send_ns, read_ns, error)
         t1 = perf_counter_ns()

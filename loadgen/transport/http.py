@@ -40,6 +40,7 @@ from urllib.parse import quote
 from loadgen.errors import ServerError
 from loadgen.redact import redact_url
 from loadgen.transport.base import (
+    CONNECT_TIMEOUT_S,
     InferOutcome,
     InputTensor,
     Transport,
@@ -366,8 +367,15 @@ def _header_block(headers: dict[str, str]) -> bytes:
 class HttpTransport(Transport):
     """Triton over HTTP/1.1 (KServe v2 with the binary tensor extension)."""
 
-    def __init__(self, url: str, headers: dict[str, str], tls: TlsOptions | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        tls: TlsOptions | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         self.url = redact_url(url)  # as messages show it
+        self._connect_timeout_s = connect_timeout_s
         self._host, self._port = split_host_port(url, 8000)
         if tls is None and url.lower().startswith("https://"):
             tls = TlsOptions()
@@ -397,9 +405,13 @@ class HttpTransport(Transport):
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            lambda: _Connection(self._all), self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
-        )
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self._all), self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+                )
+        except TimeoutError:
+            raise _ConnectionFailed(f"no connection within {self._connect_timeout_s:g} s", False) from None
         return conn
 
     async def _exchange(self, request: bytes, keep_body: bool) -> tuple:

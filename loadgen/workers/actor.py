@@ -16,6 +16,7 @@ import ray
 from loadgen.config import RunConfig
 from loadgen.load import LocalLoad
 from loadgen.merge import WindowDigest, digest
+from loadgen.samples import WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.transport import InputTensor, Transport, open_transport
 
@@ -36,7 +37,9 @@ class LoadWorker:
 
     async def open(self, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report."""
-        self._transport = open_transport(config.protocol, config.url, config.headers, config.tls)
+        self._transport = open_transport(
+            config.protocol, config.url, config.headers, config.tls, config.request_timeout_ms, config.connect_timeout_ms / 1e3
+        )
         self._load = LocalLoad.prepare(self._transport, config, tensors, outputs)
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
@@ -54,19 +57,23 @@ class LoadWorker:
     async def window_full(self) -> None:
         await self._load.window_full()
 
-    async def close_window(self) -> WindowDigest:
-        window = await self._load.close_window(monotonic_ns())
+    def _digest(self, window: WindowSamples) -> WindowDigest:
         now_cpu_s = time.process_time()
         cpu_s, self._cpu_s = now_cpu_s - self._cpu_s, now_cpu_s
         return digest(window, self._load.peak_in_flight, cpu_s)
 
-    async def status(self) -> tuple[int, int]:
-        """(requests completed so far, requests in flight), for the driver's progress line."""
-        return self._load.completed, self._load.in_flight
+    async def close_window(self) -> WindowDigest:
+        return self._digest(await self._load.close_window(monotonic_ns()))
 
-    async def stop(self) -> None:
-        await self._load.stop()
+    async def status(self) -> tuple[int, int, int]:
+        """(requests completed so far, of them succeeded, requests in flight), for the driver's progress line."""
+        return self._load.completed, self._load.succeeded, self._load.in_flight
+
+    async def stop(self) -> WindowDigest:
+        """Stop, drain (bounded) and hand over the drain: what completed after the last window."""
+        drain = await self._load.stop()
         self._driving = None
+        return self._digest(drain)
 
     async def abandon(self) -> None:
         await self._load.abandon()

@@ -21,12 +21,15 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from loadgen.config import RunConfig
+from loadgen.engine import drain_bound_s
 from loadgen.errors import LoadgenError, ServerError, UsageError, WorkerLost
+from loadgen.histogram import LatencyHistogram
 from loadgen.load import Load
 from loadgen.merge import (
     PooledWindow,
     WorkerFigures,
     pooled_client_stats,
+    pooled_latency_histogram,
     pooled_open_loop_stats,
     worker_figures,
 )
@@ -89,8 +92,9 @@ def _init(config: RunConfig, quiet: dict[str, Any]) -> None:
 class WorkerPool(Load):
     """N workers driven as one load; figures merged exactly, with each worker's part kept apart."""
 
-    def __init__(self, actors: list, places: list[tuple[str, int]], started_ray: bool) -> None:
+    def __init__(self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float) -> None:
         self._actors = actors
+        self._drain_s = drain_s  # each worker's own bound on draining its requests at a level's end
         self._places = places  # (host, pid) of each worker
         self._started_ray = started_ray
         self._schedules: list[Schedule | None] = [None] * len(actors)
@@ -100,6 +104,7 @@ class WorkerPool(Load):
         self._peak_in_flight = 0
         self._skew_ns = 0  # the longest round trip of a window boundary this level
         self._completed = 0
+        self._succeeded = 0
         self._in_flight = 0
         self._driving: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
@@ -109,10 +114,10 @@ class WorkerPool(Load):
         """Start `config.workers` workers, each connected to the server with every request prepared."""
         started_ray = _connect(config)
         actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(config.workers)]
-        pool = cls(actors, [("?", 0)] * len(actors), started_ray)
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(config.request_timeout_ms))
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
-            opening = pool._gather({i: actor.open.remote(config, inputs, outputs) for i, actor in enumerate(actors)})
+            opening = pool._gather({i: actor.open.remote(config, inputs, outputs) for i, actor in enumerate(actors)}, timeout_s=None)
             pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
         except TimeoutError:
             await pool.close()
@@ -141,28 +146,47 @@ class WorkerPool(Load):
             return WorkerLost(self._lost[index])
         return LoadgenError(f"a load worker failed: {str(exc).splitlines()[0]}")
 
-    async def _gather(self, calls: dict[int, Any], lost_ok: bool = False) -> dict[int, Any]:
-        """Await calls made to several workers at once, by worker index; a failed call raises,
-        but with `lost_ok` a lost worker only drops out of the answers."""
-        results = await asyncio.gather(*(_ray_call(ref) for ref in calls.values()), return_exceptions=True)
+    def _unresponsive(self, index: int, timeout_s: float) -> WorkerLost:
+        """A worker that did not answer within `timeout_s` is as good as lost: it is killed."""
+        self._lost[index] = f"{self._name(index)} was lost (it did not answer within {timeout_s:g} s)"
+        if index in self._active:
+            self._active.remove(index)
+        ray.kill(self._actors[index])
+        return WorkerLost(self._lost[index])
+
+    async def _gather(self, calls: dict[int, Any], lost_ok: bool = False, timeout_s: float | None = WORKER_CALL_S) -> dict[int, Any]:
+        """Await calls made to several workers at once, by worker index, each for at most
+        `timeout_s`; a failed or unanswered call raises, but with `lost_ok` a lost worker only
+        drops out of the answers."""
+
+        async def call(ref: Any) -> Any:
+            return await asyncio.wait_for(_ray_call(ref), timeout_s)
+
+        results = await asyncio.gather(*(call(ref) for ref in calls.values()), return_exceptions=True)
         answers = {}
         for index, result in zip(calls, results):
             if not isinstance(result, BaseException):
                 answers[index] = result
                 continue
-            failure = self._failure(index, result)
+            failure = self._unresponsive(index, timeout_s) if isinstance(result, TimeoutError) else self._failure(index, result)
             if not (lost_ok and isinstance(failure, WorkerLost)):
                 raise failure
         return answers
 
-    async def _each(self, method: str, indices: Sequence[int] | None = None) -> dict[int, Any]:
+    async def _each(
+        self, method: str, indices: Sequence[int] | None = None, timeout_s: float | None = WORKER_CALL_S
+    ) -> dict[int, Any]:
         """Call `method` on the given workers (default: the active ones) at once."""
         indices = self._active if indices is None else indices
-        return await self._gather({i: getattr(self._actors[i], method).remote() for i in indices})
+        return await self._gather({i: getattr(self._actors[i], method).remote() for i in indices}, timeout_s=timeout_s)
 
     @property
     def completed(self) -> int:
         return self._completed
+
+    @property
+    def succeeded(self) -> int:
+        return self._succeeded
 
     @property
     def in_flight(self) -> int:
@@ -171,6 +195,10 @@ class WorkerPool(Load):
     @property
     def peak_in_flight(self) -> int:
         return self._peak_in_flight
+
+    @property
+    def drain_s(self) -> float:
+        return self._drain_s
 
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
         self._schedules = split_schedule(schedule, len(self._actors))
@@ -202,12 +230,13 @@ class WorkerPool(Load):
         while True:
             with contextlib.suppress(LoadgenError):
                 status = await self._each("status")
-                self._completed = sum(done for done, _ in status.values())
-                self._in_flight = sum(out for _, out in status.values())
+                self._completed = sum(done for done, _, _ in status.values())
+                self._succeeded = sum(good for _, good, _ in status.values())
+                self._in_flight = sum(out for _, _, out in status.values())
             await asyncio.sleep(PROGRESS_POLL_S)
 
     async def window_full(self) -> None:
-        await self._each("window_full")
+        await self._each("window_full", timeout_s=None)  # measure_level bounds the wait
 
     @property
     def boundary_skew_s(self) -> float:
@@ -230,24 +259,33 @@ class WorkerPool(Load):
                 task.cancel()
         self._poller = self._driving = None
 
-    async def stop(self) -> None:
+    async def stop(self) -> PooledWindow:
         try:
-            await self._each("stop")
+            answers = await self._gather(
+                {i: self._actors[i].stop.remote() for i in self._active}, lost_ok=True, timeout_s=self._drain_s + WORKER_CALL_S
+            )
             if self._driving is not None:
                 await self._driving
         finally:
             self._end_level()
+        end_ns = monotonic_ns()
+        return PooledWindow(self._window_start_ns, end_ns, tuple(answers.get(index) for index in range(len(self._actors))))
 
     async def abandon(self) -> None:
         self._end_level()
         with contextlib.suppress(LoadgenError, TimeoutError):
             await asyncio.wait_for(self._each("abandon"), WORKER_CALL_S)
 
-    def client_stats(self, windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = ()) -> ClientStats:
-        return pooled_client_stats(windows, batch_size, percentiles)
+    def client_stats(
+        self, windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = (), drain: PooledWindow | None = None
+    ) -> ClientStats:
+        return pooled_client_stats(windows, batch_size, percentiles, drain)
 
     def open_loop_stats(self, windows: Sequence[PooledWindow], target_rate_per_s: float) -> OpenLoopStats:
         return pooled_open_loop_stats(windows, target_rate_per_s)
+
+    def latency_histogram(self, windows: Sequence[PooledWindow]) -> LatencyHistogram:
+        return pooled_latency_histogram(windows)
 
     def worker_figures(self, windows: Sequence[PooledWindow], batch_size: int) -> tuple[WorkerFigures, ...]:
         return tuple(

@@ -1,0 +1,173 @@
+"""Older summary.json files brought up to the current schema (docs/summary.md, "Reading older versions").
+
+`loadgen report` and `loadgen compare` read every earlier version: one step per version fills what
+the next version added from what the older file recorded, or with null where it recorded nothing
+to fill it from (never a made-up 0). Steps are chained from the file's version to the current one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from loadgen.errors import UsageError
+from loadgen.measurement import CountCheck, latency_breakdown_us
+from loadgen.schema import SCHEMA_VERSION, failures_dict
+from loadgen.stats import REPORTED_PERCENTILES, error_kinds
+
+Summary = dict[str, Any]
+
+# Versions 1 and 2 kept a level's 5 most frequent error messages only; the errors beyond them are
+# counted under this message, whose kind is "other".
+UNRECORDED_MESSAGES = "other: messages beyond the 5 most frequent were not recorded (summary.json before version 3)"
+
+BREAKDOWN_CLIENT = ("avg_latency_us", "avg_send_us", "avg_recv_us")
+BREAKDOWN_SERVER = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
+
+
+def _model_tree(server: dict[str, Any]) -> dict[str, Any]:
+    return {"name": server["name"], "version": server["version"], "composing": [_model_tree(c) for c in server["composing"]]}
+
+
+def v1_to_v2(old: Summary) -> Summary:
+    """Version 2 added the run's warnings, environment, model tree, every model's configuration and
+    metrics; each level's times, latency curve, breakdown and metrics."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 2
+    model_config = data.pop("model_config")
+    levels = data["levels"]
+    data["warnings"] = []  # version 2's warnings are all about --collect-metrics, which version 1 did not have
+    data["environment"] = None
+    # The tree from the measured server figures (versions resolved); without a level, the model alone.
+    config = data["config"]
+    data["model"] = (_model_tree(levels[0]["server"]) if levels else
+                     {"name": config["model_name"], "version": config["model_version"], "composing": []})  # fmt: skip
+    data["model_configs"] = {model_config["name"]: model_config} if model_config else {}  # composing models' were not kept
+    for level in levels:
+        level["start_s"] = level["end_s"] = None  # windows were timed on the monotonic clock, not kept
+        for window in level["windows"]:
+            window["start_s"] = window["end_s"] = None
+        level["latency_curve_us"] = None
+        client, server = level["client"], level["server"]
+        level["breakdown_us"] = latency_breakdown_us(**{k: client[k] for k in BREAKDOWN_CLIENT},
+                                                     **{k: server[k] for k in BREAKDOWN_SERVER})  # fmt: skip
+        level["metrics"] = None
+    data["metrics_series"] = None
+    return data
+
+
+def _status(stop_reason: str | None) -> str:
+    """Before version 3 a summary was written once, when the run ended: its stop reason tells how."""
+    if stop_reason and stop_reason.startswith("interrupted"):
+        return "interrupted"
+    if stop_reason and stop_reason.startswith("failed"):
+        return "failed"
+    return "complete"
+
+
+def v2_to_v3(old: Summary) -> Summary:
+    """Version 3 added `status`, each level's `error_rate` and `errors` (from `client.error_messages`),
+    `count_check.client_errors`, and header values in `config.headers`."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 3
+    # Version 2 files written before request-rate sweeps and SLAs (closed loop, no --sla) lack these.
+    data.setdefault("sla", [])
+    data.setdefault("sla_passed", True)
+    data.setdefault("capacity", None)
+    data["status"] = _status(data["stop_reason"])
+    data["config"]["headers"] = {name: None for name in data["config"]["headers"]}  # values were left out
+    for level in data["levels"]:
+        level.setdefault("open_loop", None)
+        level.setdefault("sla", [])
+        client = level["client"]
+        messages = Counter(client.pop("error_messages"))
+        unrecorded = client["error_count"] - sum(messages.values())
+        if unrecorded > 0:
+            messages[UNRECORDED_MESSAGES] = unrecorded
+        level["error_rate"] = client["error_rate"]
+        level["errors"] = failures_dict(client["request_count"], client["error_count"], client["duration_s"], None,
+                                        error_kinds(messages))  # fmt: skip
+        check = level["count_check"]
+        check["client_errors"] = client["error_count"]
+        # Judged again by version 3's rule: the Python backend counts a response carrying an error as a success.
+        check["mismatch"] = CountCheck(check["client_success"], check["server_success"], check["tolerance"],
+                                       check["client_errors"]).mismatch  # fmt: skip
+    return data
+
+
+def v3_to_v4(old: Summary) -> Summary:
+    """Version 4 added --workers: runs before it were measured in one process, none incomplete."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 4
+    data["config"]["workers"] = None
+    data["config"]["ray_address"] = None
+    for level in data["levels"]:
+        level["incomplete"] = None
+        level["workers"] = []
+    return data
+
+
+def v4_to_v5(old: Summary) -> Summary:
+    """Version 5 added each level's `latency_histogram` and `drain`; each window's latencies, errors and
+    requests outstanding; each SLA verdict's `level_stable`; `config.connect_timeout_ms` and
+    `config.require_stable`; and 0, not null, as "no request deadline"."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 5
+    config = data["config"]
+    config["request_timeout_ms"] = config.get("request_timeout_ms") or 0  # absent before version 3: no deadline
+    config["connect_timeout_ms"] = None
+    config["require_stable"] = False  # the option did not exist
+    judged = config["windows"]["percentile"]  # a window's latency_us was --percentile's, or the average without it
+    for level in data["levels"]:
+        level["latency_histogram"] = None
+        level["drain"] = None
+        for verdict in level.get("sla") or []:
+            verdict["level_stable"] = level["stable"]
+        for window in level["windows"]:
+            succeeded = window["request_count"] > 0  # without a success, version 5 has null latencies
+            window["avg_latency_us"] = window["latency_us"] if succeeded and judged is None else None
+            percentiles = {f"p{p}": None for p in REPORTED_PERCENTILES}
+            if judged is not None:
+                percentiles[f"p{judged}"] = window["latency_us"]
+            window["percentile_latency_us"] = percentiles if succeeded else None
+            window["error_count"] = window["outstanding"] = window["oldest_outstanding_s"] = None
+            window["stalled"] = False if succeeded else None  # a window with a success did not stall
+    return data
+
+
+# STEPS[n] turns version n into version n + 1.
+STEPS: dict[int, Callable[[Summary], Summary]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
+
+
+def _what_is_missing(exc: Exception) -> str:
+    return f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+
+
+def upgrade(data: Any, source: str) -> Summary:
+    """`data` (a parsed summary.json, read from `source`) in the current schema.
+
+    An upgraded summary keeps `schema_version` current and says in `upgraded_from` which version
+    the file was. Anything that is not a summary of this or an earlier version is a UsageError.
+    """
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise UsageError(
+            f"{source} is not a loadgen summary (schema_version {version!r}): pass a report folder written by loadgen run"
+        )
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"{source} has schema version {version}, newer than this loadgen reads ({SCHEMA_VERSION}): upgrade loadgen"
+        )
+    if version == SCHEMA_VERSION:
+        return data
+    try:
+        for step in range(version, SCHEMA_VERSION):
+            data = STEPS[step](data)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            f"{source} is not a whole summary of schema version {version} ({_what_is_missing(exc)}): "
+            "was the run's folder edited?"
+        ) from None
+    return {"schema_version": SCHEMA_VERSION, "upgraded_from": version, **data}

@@ -1,0 +1,198 @@
+"""The engine's accounting over an in-process transport that answers some requests and then never:
+every wait at a level's end is bounded, and what never came back is counted, not lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from time import monotonic_ns
+
+import numpy as np
+import pytest
+
+from loadgen.engine import DEADLINE_GRACE_S, DRAIN_WITHOUT_DEADLINE_S, LoadEngine, drain_bound_s
+from loadgen.load import LocalLoad
+from loadgen.measurement import measure_level
+from loadgen.samples import SampleRecorder, WindowSamples, timeout_message, unanswered_message
+from loadgen.schedule import ConcurrencySchedule, RateSchedule
+from loadgen.server_stats import ModelTree, parse_statistics
+from loadgen.stats import client_stats
+from loadgen.transport.base import InferOutcome, Transport
+from loadgen.windows import COUNT_WINDOWS, WindowPolicy
+
+
+class StopsAnswering(Transport):
+    """Answers its first `answers` requests after `delay_s`, then none ever again."""
+
+    def __init__(self, answers: int, delay_s: float = 0.001) -> None:
+        self.answers = answers
+        self.delay_s = delay_s
+        self.calls = 0
+        self.cancelled = 0
+
+    async def infer(self, prepared) -> InferOutcome:
+        self.calls += 1
+        try:
+            if self.calls <= self.answers:
+                await asyncio.sleep(self.delay_s)
+                return InferOutcome(1_000, 2_000)
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("unreachable")
+
+    def prepare(self, model, version, inputs, outputs):
+        return object()
+
+    async def server_metadata(self):
+        raise NotImplementedError
+
+    async def model_metadata(self, model, version=""):
+        raise NotImplementedError
+
+    async def model_config(self, model, version=""):
+        raise NotImplementedError
+
+    async def model_statistics(self, model="", version=""):
+        raise NotImplementedError
+
+    async def server_live(self, timeout_s):
+        return None
+
+    async def close(self):
+        pass
+
+
+def engine(transport: Transport, request_timeout_ms: float | None = None, drain_s: float | None = None) -> LoadEngine:
+    built = LoadEngine(transport, [object()], request_timeout_ms=request_timeout_ms)
+    if drain_s is not None:
+        built.drain_s = drain_s  # the default's 10 s makes a slow unit test
+    return built
+
+
+def test_the_drain_bound():
+    assert drain_bound_s(None) == drain_bound_s(0) == DRAIN_WITHOUT_DEADLINE_S == 10.0
+    assert drain_bound_s(60_000) == 60 + DEADLINE_GRACE_S
+
+
+def test_stop_abandons_what_is_left_at_the_drain_bound_and_counts_it_unanswered():
+    async def scenario():
+        transport = StopsAnswering(answers=5)
+        load = LocalLoad(engine(transport, drain_s=0.3))
+        await load.start(ConcurrencySchedule(3), None)
+        await asyncio.sleep(0.1)
+        window = await load.close_window(monotonic_ns())
+        started = time.monotonic()
+        drain = await load.stop()
+        return transport, load, window, drain, time.monotonic() - started
+
+    transport, load, window, drain, stop_s = asyncio.run(scenario())
+    assert window.success_count == 5 and window.outstanding == 3
+    assert window.oldest_outstanding_ns >= 0.05e9
+    assert 0.3 <= stop_s < 1.0, "the drain waited longer than its bound"
+    assert transport.cancelled == 3 and load.in_flight == 0
+    assert drain.outstanding == 3 and drain.oldest_outstanding_ns >= 0.4e9  # out since before the window closed
+    assert drain.errors == Counter({unanswered_message(0.3): 3})
+    assert drain.success_count == 0 and (drain.error_latency_ns >= 0.3e9).all()
+
+
+def test_with_a_deadline_hung_requests_end_as_timeouts_before_the_drain_runs_out():
+    async def scenario():
+        load = LocalLoad(engine(StopsAnswering(answers=0), request_timeout_ms=200))
+        await load.start(ConcurrencySchedule(2), None)
+        await asyncio.sleep(0.05)
+        await load.close_window(monotonic_ns())
+        started = time.monotonic()
+        drain = await load.stop()
+        return drain, time.monotonic() - started
+
+    drain, stop_s = asyncio.run(scenario())
+    assert stop_s < 0.2 + DEADLINE_GRACE_S
+    assert drain.errors == Counter({timeout_message(200): 2}) and drain.outstanding == 0
+
+
+def test_an_open_loop_drain_counts_every_request_it_abandons():
+    async def scenario():
+        load = LocalLoad(engine(StopsAnswering(answers=0), drain_s=0.2))
+        await load.start(RateSchedule(100), None)
+        await asyncio.sleep(0.2)
+        await load.close_window(monotonic_ns())
+        return await load.stop()
+
+    drain = asyncio.run(scenario())
+    assert drain.outstanding >= 10 and drain.errors == Counter({unanswered_message(0.2): drain.outstanding})
+    assert drain.success_count == 0
+
+
+def test_abandon_records_nothing():
+    async def scenario():
+        load = LocalLoad(engine(StopsAnswering(answers=0)))
+        await load.start(ConcurrencySchedule(2), None)
+        await asyncio.sleep(0.05)
+        await load.abandon()
+        return load, await load.close_window(monotonic_ns())
+
+    load, window = asyncio.run(scenario())
+    assert load.in_flight == 0 and window.error_count == 0 and window.outstanding == 0
+
+
+def test_drain_failures_join_the_errors_but_drain_successes_do_not_join_the_figures():
+    def window(latencies, errors, start_ns=0, end_ns=10**9):
+        return WindowSamples(start_ns, end_ns, np.array(latencies, np.int64), np.zeros(len(latencies), np.int64),
+                             np.zeros(len(latencies), np.int64), np.full(sum(errors.values()), 5 * 10**9, np.int64),
+                             Counter(errors))  # fmt: skip
+
+    measured = window([10**6] * 8, {"HTTP 500: boom": 2})
+    drain = window([10**6] * 3, {unanswered_message(10): 1}, 10**9, 11 * 10**9)
+    stats = client_stats([measured], 1, drain=drain)
+    assert stats.request_count == 8 and stats.duration_s == 1.0 and stats.throughput_infer_per_s == 8.0
+    assert stats.error_count == 3 and stats.error_rate == pytest.approx(3 / 11)
+    assert {kind.kind: kind.count for kind in stats.error_kinds} == {"HTTP 500": 2, "unanswered": 1}
+
+
+def _level(transport: Transport, policy: WindowPolicy, concurrency: int = 2, drain_s: float = 0.5):
+    """measure_level over the fake transport, with a server whose statistics never change."""
+    statistics = parse_statistics({"model_stats": [{"name": "m", "version": "1"}]})
+
+    async def snapshot(boundary_ns):
+        return statistics
+
+    async def scenario():
+        load = LocalLoad(engine(transport, drain_s=drain_s))
+        started = time.monotonic()
+        level = await measure_level(load, ConcurrencySchedule(concurrency), policy, snapshot, ModelTree("m", "1"), 1)
+        return level, time.monotonic() - started
+
+    return asyncio.run(scenario())
+
+
+def test_a_level_against_a_server_that_stops_answering_ends_in_bounded_time():
+    policy = WindowPolicy(interval_ms=200, max_trials=3)
+    level, took_s = _level(StopsAnswering(answers=4), policy)
+    assert took_s < 3 * 0.2 + 0.5 + 0.5
+    assert not level.stable and len(level.windows) == 3
+    assert [w.request_count for w in level.windows] == [4, 0, 0]
+    assert [w.stalled for w in level.windows] == [False, True, True]
+    assert level.windows[-1].outstanding == 2 and level.windows[-1].oldest_outstanding_s >= 0.6
+    drain = level.drain
+    assert (drain.in_flight, drain.answered, drain.errors, drain.unanswered) == (2, 0, 2, 2)
+    assert drain.bound_s == 0.5 and 0.5 <= drain.duration_s < 1.0 and drain.unanswered_age_s >= 1.1
+    assert level.client.error_count == 2 and level.client.error_kinds[0].kind == "unanswered"
+
+
+def test_a_count_window_that_stops_filling_closes_at_the_stall_bound():
+    policy = WindowPolicy(mode=COUNT_WINDOWS, request_count=50, interval_ms=100, max_trials=3)
+    level, took_s = _level(StopsAnswering(answers=60), policy, drain_s=0.2)
+    # window 1 fills with 50 answers; the next two each wait the stall bound (max(-p, 1 s)) for nothing
+    assert took_s < 1.0 + 2 * 1.0 + 0.2 + 1.0
+    assert [w.request_count for w in level.windows] == [50, 10, 0]
+    assert [w.stalled for w in level.windows] == [False, False, True]
+    assert level.drain.unanswered == 2
+
+
+def test_the_recorder_closes_a_window_with_what_is_still_out():
+    recorder = SampleRecorder(0)
+    window = recorder.close_window(10**9, outstanding=4, oldest_outstanding_ns=7 * 10**8)
+    assert (window.outstanding, window.oldest_outstanding_ns) == (4, 7 * 10**8)

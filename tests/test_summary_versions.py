@@ -1,0 +1,309 @@
+"""Every earlier summary.json version (real files in tests/data/summaries, written by that version's
+own code) read by loadgen report and loadgen compare, through the upgrade steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadgen.cli import main
+from loadgen.compare import compare_runs, comparison_lines
+from loadgen.errors import UsageError
+from loadgen.measurement import latency_breakdown_us
+from loadgen.report.render import load_summary
+from loadgen.schema import SCHEMA_VERSION
+from loadgen.stats import REPORTED_PERCENTILES
+from loadgen.summary_versions import (
+    BREAKDOWN_CLIENT,
+    BREAKDOWN_SERVER,
+    STEPS,
+    UNRECORDED_MESSAGES,
+    upgrade,
+    v1_to_v2,
+    v2_to_v3,
+    v3_to_v4,
+    v4_to_v5,
+)
+
+SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
+FIXTURES = sorted(path.parent for path in SUMMARIES.glob("v*/*/summary.json"))
+# The nested-outer closed-loop runs, which share levels with the current run below.
+CLOSED_LOOP = ["v1/closed-loop", "v2/metrics", "v2/capacity", "v3/metrics-sla", "v4/metrics-sla", "v4/percentile"]
+
+
+def _name(folder: Path) -> str:
+    return str(folder.relative_to(SUMMARIES))
+
+
+def _version(folder: Path) -> int:
+    return int(folder.parent.name[1:])
+
+
+def raw(name: str) -> dict:
+    return json.loads((SUMMARIES / name / "summary.json").read_text())
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def current_run(nested_triton, tmp_path_factory) -> Path:
+    """A report folder of this loadgen, on the same model and levels as the old closed-loop fixtures."""
+    report = tmp_path_factory.mktemp("current") / "report"
+    args = ["run", "-u", nested_triton.http, "-m", "nested-outer", "--concurrency-range", "1:2", "-p", "500", "-r", "3",
+            "--report-dir", str(report)]  # fmt: skip
+    process = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    return report
+
+
+def test_there_are_fixtures_of_every_earlier_version_and_a_step_from_each():
+    assert {_version(folder) for folder in FIXTURES} == set(range(1, SCHEMA_VERSION))
+    assert set(STEPS) == set(range(1, SCHEMA_VERSION))
+    for folder in FIXTURES:
+        assert raw(_name(folder))["schema_version"] == _version(folder), _name(folder)
+
+
+@pytest.mark.parametrize("folder", FIXTURES, ids=_name)
+def test_every_fixture_loads_in_the_current_shape(folder, current_run):
+    data = load_summary(folder)
+    current = load_summary(current_run)
+    assert data["schema_version"] == SCHEMA_VERSION and data["upgraded_from"] == _version(folder)
+    assert "upgraded_from" not in current
+    assert set(data) == set(current) | {"upgraded_from"}
+    assert set(data["config"]) >= {"headers", "workers", "ray_address", "windows", "request_timeout_ms", "connect_timeout_ms"}
+    reference = current["levels"][0]
+    for level in data["levels"]:
+        assert set(level) == set(reference)
+        assert set(level["client"]) == set(reference["client"])
+        assert set(level["count_check"]) == set(reference["count_check"])
+        assert set(level["errors"]) == set(reference["errors"])
+        for window in level["windows"]:
+            assert set(window) == set(reference["windows"][0])
+    # The file itself is left as it was.
+    assert raw(_name(folder))["schema_version"] == _version(folder)
+
+
+# --- the steps, on the fixture dicts ---------------------------------------------------------
+
+
+def test_v1_to_v2_computes_the_breakdown_as_a_run_does():
+    # Where a version recorded its breakdown, the same arithmetic over its client and server figures gives it back.
+    for folder in FIXTURES:
+        for level in raw(_name(folder))["levels"] if _version(folder) >= 2 else []:
+            client, server = level["client"], level["server"]
+            derived = latency_breakdown_us(**{k: client[k] for k in BREAKDOWN_CLIENT}, **{k: server[k] for k in BREAKDOWN_SERVER})
+            assert derived == pytest.approx(level["breakdown_us"]), _name(folder)
+    old = raw("v1/closed-loop")
+    new = v1_to_v2(old)
+    for old_level, level in zip(old["levels"], new["levels"]):
+        parts = level["breakdown_us"]
+        assert parts["client_send"] == old_level["client"]["avg_send_us"]
+        assert parts["server_queue"] == old_level["server"]["queue_us"]
+        assert parts["network"] >= 0
+        if parts["network"] > 0:  # then the parts add up to the average latency
+            assert sum(parts.values()) == pytest.approx(old_level["client"]["avg_latency_us"])
+
+
+def test_v1_to_v2_leaves_what_version_1_did_not_record_null():
+    old = raw("v1/closed-loop")
+    new = v1_to_v2(old)
+    assert new["schema_version"] == 2 and "model_config" not in new
+    assert new["environment"] is None and new["metrics_series"] is None and new["warnings"] == []
+    assert new["model_configs"] == {"nested-outer": old["model_config"]}
+    for level in new["levels"]:
+        assert level["start_s"] is None and level["end_s"] is None and level["latency_curve_us"] is None
+        assert level["metrics"] is None
+        assert all(w["start_s"] is None and w["end_s"] is None for w in level["windows"])
+    assert "model_config" in old and "breakdown_us" not in old["levels"][0]  # the input is not changed
+
+
+def _names(tree: dict) -> tuple:
+    return tree["name"], tuple(_names(child) for child in tree["composing"])
+
+
+def test_v1_to_v2_rebuilds_the_model_tree_version_2_records():
+    assert _names(v1_to_v2(raw("v1/closed-loop"))["model"]) == _names(raw("v2/metrics")["model"])
+    assert v1_to_v2(raw("v1/errors"))["model"] == {"name": "flaky", "version": "1", "composing": []}
+
+
+def test_v2_to_v3_groups_the_error_messages_by_kind():
+    old = raw("v2/errors")
+    new = v2_to_v3(old)
+    assert new["config"]["headers"] == {"X-Team": None}
+    for old_level, level in zip(old["levels"], new["levels"]):
+        client, errors = old_level["client"], level["errors"]
+        assert "error_messages" not in level["client"]
+        assert errors["count"] == client["error_count"] > 5 and errors["latency_us"] is None
+        assert level["error_rate"] == errors["rate"] == client["error_rate"]
+        assert errors["per_s"] == pytest.approx(client["error_count"] / client["duration_s"])
+        assert sum(kind["count"] for kind in errors["kinds"]) == client["error_count"]
+        kinds = {kind["kind"]: kind for kind in errors["kinds"]}
+        # flaky fails with HTTP 500; only the 5 messages version 2 kept can be told apart.
+        assert kinds["HTTP 500"]["count"] == 5
+        assert set(kinds["HTTP 500"]["messages"]) < set(client["error_messages"])
+        assert kinds["other"]["messages"] == {UNRECORDED_MESSAGES: client["error_count"] - 5}
+
+
+def test_v2_to_v3_judges_the_count_check_again_by_the_python_backend_rule():
+    # flaky's Python backend counts each failed response as a success: version 2 called that a mismatch.
+    old = raw("v2/errors")
+    new = v2_to_v3(old)
+    for old_level, level in zip(old["levels"], new["levels"]):
+        check = level["count_check"]
+        assert old_level["count_check"]["mismatch"] is True and check["mismatch"] is False
+        assert check["client_errors"] == old_level["client"]["error_count"]
+        assert check["server_success"] > check["client_success"]
+
+
+def test_v2_to_v3_fills_sla_fields_only_where_early_version_2_lacked_them():
+    early = v2_to_v3(raw("v2/metrics"))
+    assert early["sla"] == [] and early["sla_passed"] is True and early["capacity"] is None
+    assert all(level["open_loop"] is None and level["sla"] == [] for level in early["levels"])
+    late_raw = raw("v2/request-rate-sla")
+    late = v2_to_v3(late_raw)
+    assert late["sla"] == late_raw["sla"] == ["p99_ms<50"]
+    for old_level, level in zip(late_raw["levels"], late["levels"]):
+        assert level["open_loop"] == old_level["open_loop"] is not None
+        assert level["sla"] == old_level["sla"] != []
+    assert v2_to_v3(raw("v2/capacity"))["capacity"] == raw("v2/capacity")["capacity"] is not None
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "status"),
+    [(None, "complete"), ("interrupted", "interrupted"), ("failed: the server died", "failed"),
+     ("latency 12 ms exceeded 10 ms at concurrency 2", "complete")],
+)  # fmt: skip
+def test_v2_to_v3_status_follows_the_stop_reason(stop_reason, status):
+    old = raw("v2/metrics") | {"stop_reason": stop_reason}
+    assert v2_to_v3(old)["status"] == status
+
+
+def test_v3_to_v4_is_one_process_and_nothing_incomplete():
+    new = v3_to_v4(raw("v3/request-rate"))
+    assert new["config"]["workers"] is None and new["config"]["ray_address"] is None
+    assert new["levels"] and all(level["incomplete"] is None and level["workers"] == [] for level in new["levels"])
+    assert v3_to_v4(raw("v3/failed-run"))["levels"] == []
+
+
+def test_v4_to_v5_window_latencies_are_known_only_where_latency_us_was_one():
+    averaged = v4_to_v5(raw("v4/metrics-sla"))
+    percentile = v4_to_v5(raw("v4/percentile"))
+    nulls = {f"p{p}": None for p in REPORTED_PERCENTILES}
+    for level in averaged["levels"]:
+        assert level["latency_histogram"] is None and level["drain"] is None
+        for window in level["windows"]:
+            assert window["avg_latency_us"] == window["latency_us"] > 0
+            assert window["percentile_latency_us"] == nulls
+            assert window["stalled"] is False  # it had successes
+            assert window["error_count"] is window["outstanding"] is window["oldest_outstanding_s"] is None
+    for level in percentile["levels"]:
+        for window in level["windows"]:
+            assert window["avg_latency_us"] is None
+            assert window["percentile_latency_us"] == nulls | {"p90": window["latency_us"]}
+
+
+def test_v4_to_v5_a_window_without_a_success_has_no_latencies_and_may_have_stalled():
+    old = raw("v4/errors")
+    old["levels"][0]["windows"][0] |= {"request_count": 0, "throughput_infer_per_s": 0.0, "latency_us": 0.0}
+    window = v4_to_v5(old)["levels"][0]["windows"][0]
+    assert window["avg_latency_us"] is None and window["percentile_latency_us"] is None and window["stalled"] is None
+
+
+def test_v4_to_v5_no_deadline_is_0():
+    assert raw("v4/metrics-sla")["config"]["request_timeout_ms"] is None
+    config = v4_to_v5(raw("v4/metrics-sla"))["config"]
+    assert config["request_timeout_ms"] == 0 and config["connect_timeout_ms"] is None
+    timed = raw("v4/metrics-sla")
+    timed["config"]["request_timeout_ms"] = 500
+    assert v4_to_v5(timed)["config"]["request_timeout_ms"] == 500
+    assert load_summary(SUMMARIES / "v1" / "closed-loop")["config"]["request_timeout_ms"] == 0  # version 1 had none
+
+
+def test_the_workers_of_a_version_4_run_are_kept():
+    data = load_summary(SUMMARIES / "v4" / "workers")
+    assert [len(level["workers"]) for level in data["levels"]] == [2, 2]
+    assert data["config"]["workers"] == 2
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"schema_version": SCHEMA_VERSION + 1}, f"has schema version {SCHEMA_VERSION + 1}, newer than this loadgen reads"),
+        ({"schema_version": "4"}, "is not a loadgen summary (schema_version '4')"),
+        ({"schema_version": True}, "is not a loadgen summary"),
+        ({"schema_version": 0}, "is not a loadgen summary"),
+        ({"levels": []}, "is not a loadgen summary (schema_version None)"),
+        ([1, 2], "is not a loadgen summary"),
+        ({"schema_version": 2, "levels": []}, "is not a whole summary of schema version 2 (it has no "),
+    ],
+)
+def test_what_cannot_be_read_is_a_usage_error(document, message):
+    with pytest.raises(UsageError) as caught:
+        upgrade(document, "x/summary.json")
+    assert str(caught.value).startswith(f"x/summary.json {message}") and "\n" not in str(caught.value)
+
+
+def test_a_current_summary_is_read_as_it_is(current_run):
+    data = json.loads((current_run / "summary.json").read_text())
+    assert upgrade(data, "summary.json") is data
+
+
+# --- loadgen report and loadgen compare ------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", FIXTURES, ids=_name)
+def test_report_renders_every_version(folder, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    code, out, err = run(["report", str(copy)], capsys)
+    assert code == 0 and err == ""
+    assert out.strip() == f"Report: {copy / 'report.html'}"
+    html = (copy / "report.html").read_text()
+    assert f"summary.json upgraded from schema version {_version(folder)} to {SCHEMA_VERSION}" in html
+    levels = raw(_name(folder))["levels"]
+    plots = {path.name for path in (copy / "plots").iterdir()}
+    assert ("throughput_latency.png" in plots) == bool(levels)
+    for level in levels:
+        assert f"{level['label']} {level['value']:g}" in html
+    if "errors" in _name(folder):
+        assert "<h3>Errors</h3>" in html and "HTTP 500" in html
+
+
+def test_report_of_a_summary_newer_than_loadgen_is_one_line(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "levels": []}))
+    code, _, err = run(["report", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith("upgrade loadgen")
+
+
+@pytest.mark.parametrize("folder", FIXTURES, ids=_name)
+def test_compare_reads_every_version_against_itself(folder, capsys):
+    code, out, err = run(["compare", str(folder), str(folder)], capsys)
+    if not raw(_name(folder))["levels"]:  # the failed run measured nothing to compare
+        assert code == 2 and "no level in common" in err and err.count("\n") == 1
+        return
+    assert code == 0 and err == ""
+    assert out.splitlines()[-1].startswith("Result: no regression beyond 5%")
+    comparison = compare_runs(load_summary(folder), load_summary(folder), 5.0)
+    assert not comparison.regressions and comparison_lines(comparison)[-1].startswith("Result: no regression")
+
+
+@pytest.mark.parametrize("name", CLOSED_LOOP)
+def test_compare_an_old_version_with_a_current_run(name, current_run, capsys):
+    old = SUMMARIES / name
+    for baseline, candidate in ((old, current_run), (current_run, old)):
+        code, out, err = run(["compare", str(baseline), str(candidate)], capsys)
+        assert code in (0, 1) and err == "", err  # 1: the figures really differ beyond 5%
+        lines = out.splitlines()
+        assert lines[-1].startswith("Result: ") and any(line.split()[:3] == ["Concurrency", "1", "throughput"] for line in lines)
+        assert (code == 1) == (not lines[-1].startswith("Result: no regression"))
+    comparison = compare_runs(load_summary(old), load_summary(current_run), 5.0)
+    assert [(level.label, level.value) for level in comparison.levels][0] == ("Concurrency", 1)
