@@ -113,15 +113,19 @@ def _compare_parser(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="compare two runs level by level; exit 1 on a regression",
-        description="Per-level deltas of throughput and latency; exits 1 when the candidate regressed beyond the limit.",
+        description="Per-level changes of throughput and latency with their noise; exits 1 when the candidate "
+        "regressed beyond the limit with the given confidence.",
     )
     p.add_argument("baseline", metavar="BASELINE_DIR", help="the reference run's report folder")
     p.add_argument("candidate", metavar="CANDIDATE_DIR", help="the run under test's report folder")
-    p.add_argument("--max-regression", default="5%", metavar="PCT", help="allowed worsening of any figure (default 5%%)")
+    p.add_argument("--max-regression", default="5%", metavar="PCT", help="allowed worsening of any figure, the allowance for drift between runs (default 5%%)")
+    p.add_argument("--confidence", metavar="PCT", help="how sure a worsening beyond the limit must be to count as a regression (default 99%%)")
+    p.add_argument("--require-complete", action="store_true", help="exit 2 when either run is not complete (failed, interrupted)")
 
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="loadgen", description="Load-testing harness for NVIDIA Triton Inference Server.")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
     _serve_parser(sub)
@@ -158,13 +162,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from loadgen.compare import compare_runs, comparison_lines
+    from loadgen.compare import DEFAULT_CONFIDENCE_PCT, compare_runs, comparison_lines
     from loadgen.config import parse_percent
     from loadgen.report.render import load_summary
 
     limit_pct = parse_percent(args.max_regression, "--max-regression")
-    comparison = compare_runs(load_summary(Path(args.baseline)), load_summary(Path(args.candidate)), limit_pct)
+    confidence_pct = DEFAULT_CONFIDENCE_PCT if args.confidence is None else parse_percent(args.confidence, "--confidence")
+    comparison = compare_runs(load_summary(Path(args.baseline)), load_summary(Path(args.candidate)), limit_pct, confidence_pct)
     print("\n".join(comparison_lines(comparison)))
+    if args.require_complete and not comparison.complete:
+        runs = [f"the {role} run is {state.status}" for role, state in (("baseline", comparison.baseline), ("candidate", comparison.candidate))
+                if not state.complete]  # fmt: skip
+        raise UsageError(f"--require-complete: {' and '.join(runs)}; compare complete runs")
     return EXIT_BREACHED if comparison.regressions else 0
 
 

@@ -1,13 +1,27 @@
-"""Two runs compared level by level: the deltas of throughput and latency, and which ones regressed."""
+"""Two runs compared level by level: each figure's change, the noise around it, and which ones regressed.
+
+A figure regressed when it got worse by more than the limit, and the runs' own noise makes it
+`confidence_pct` sure that it did (README, "Re-rendering and comparing runs"). Each run's noise in
+a figure is the larger of the spread between its reported windows and the sampling error of its
+merged latency histogram; drift between the two runs is what the limit allows for.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import UsageError
+from loadgen.histogram import LatencyHistogram
+from loadgen.significance import mean_standard_error_ns, percentile_standard_error_ns, t_cdf, t_quantile, welch_df, window_standard_error
+from loadgen.windows import STABLE_WINDOW_COUNT
 
-# (figure, where it is in a level's client dict, True when higher is better)
+COMPLETE = "complete"
+# From A/A runs on a shared 2-core machine (README): at 95%, unchanged pairs were flagged; at 99%, none.
+DEFAULT_CONFIDENCE_PCT = 99.0
+
+# (figure, where it is in a level's client dict and in each window, True when higher is better)
 FIGURES = (
     ("throughput", ("throughput_infer_per_s",), True),
     ("avg latency", ("avg_latency_us",), False),
@@ -19,12 +33,44 @@ FIGURES = (
 
 
 @dataclass(frozen=True)
+class Noise:
+    """One run's standard error of one figure, in the figure's unit, and the degrees of freedom behind it."""
+
+    standard_error: float
+    # The reported windows less one, even where the histogram's part is the larger: latencies come in
+    # bursts, not independently, so only the windows tell how far that part can be trusted.
+    df: float
+
+
+@dataclass(frozen=True)
 class FigureDelta:
     figure: str
     baseline: float
     candidate: float
     change_pct: float | None  # None when the baseline is 0
-    regression: bool
+    higher_is_better: bool
+    beyond_limit: bool  # worse by more than the limit
+    regression: bool  # beyond the limit, and significantly so (or, without noise figures, beyond it at all)
+    standard_error_pct: float | None = None  # of change_pct, in percentage points; None: no noise figures (limit only)
+    df: float | None = None  # Welch–Satterthwaite degrees of freedom of standard_error_pct
+    margin_pct: float | None = None  # the change is within ±margin_pct of change_pct, each side at the confidence
+    confidence_pct: float | None = None  # how sure it is that the figure got worse by more than the limit
+
+    @property
+    def tested(self) -> bool:
+        """Judged against the runs' noise, not by the limit alone."""
+        return self.standard_error_pct is not None
+
+    @property
+    def within_noise(self) -> bool:
+        return self.beyond_limit and not self.regression
+
+    @property
+    def surely_worse_pct(self) -> float | None:
+        """How much worse the figure got at least, at the confidence: the limit it needs to pass."""
+        if self.change_pct is None:
+            return None
+        return (-self.change_pct if self.higher_is_better else self.change_pct) - (self.margin_pct or 0.0)
 
 
 @dataclass(frozen=True)
@@ -32,64 +78,178 @@ class LevelComparison:
     label: str
     value: float
     stable: bool  # both runs were stable at this level
+    complete: bool  # neither run's level ended early (a lost worker)
     deltas: tuple[FigureDelta, ...]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """How a run ended, and the levels it lacks that the other run has."""
+
+    status: str
+    stop_reason: str | None
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
 
 
 @dataclass(frozen=True)
 class Comparison:
     limit_pct: float
+    confidence_pct: float
     levels: tuple[LevelComparison, ...]
-    only_baseline: tuple[str, ...]
-    only_candidate: tuple[str, ...]
+    baseline: RunState
+    candidate: RunState
+    notes: tuple[str, ...]  # figures judged by the limit alone, and why
 
     @property
     def regressions(self) -> list[tuple[LevelComparison, FigureDelta]]:
         return [(level, delta) for level in self.levels for delta in level.deltas if delta.regression]
 
+    @property
+    def complete(self) -> bool:
+        return self.baseline.complete and self.candidate.complete
 
-def _figure(level: dict[str, Any], path: tuple[str, ...]) -> float:
-    value: Any = level["client"]
+    @property
+    def passing_limit_pct(self) -> float:
+        """The smallest --max-regression this comparison passes: of two runs of the same build, the drift between them."""
+        bounds = [d.surely_worse_pct for level in self.levels for d in level.deltas if d.surely_worse_pct is not None]
+        return max([0.0, *bounds])
+
+
+def _at(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     for key in path:
-        value = value[key]
-    return float(value)
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
 
 
-def _delta(figure: str, baseline: float, candidate: float, higher_is_better: bool, limit_pct: float) -> FigureDelta:
-    if baseline == 0:
-        return FigureDelta(figure, baseline, candidate, None, False)
-    change_pct = (candidate - baseline) / baseline * 100
+def _histogram(level: dict[str, Any]) -> LatencyHistogram | None:
+    data = level.get("latency_histogram")
+    return LatencyHistogram.from_dict(data) if data else None
+
+
+def _noise(level: dict[str, Any], histogram: LatencyHistogram | None, figure: str, path: tuple[str, ...]) -> Noise | None:
+    """The larger of the window spread and the histogram's sampling error; None without two reported windows of the figure.
+
+    The histogram's part is a floor for windows that agree by chance; the windows' part catches what
+    the histogram cannot, the load and the machine changing from window to window.
+    """
+    values = [_at(window, path) for window in level.get("windows", [])[-STABLE_WINDOW_COUNT:]]
+    if len(values) < 2 or any(value is None for value in values):
+        return None
+    spread = window_standard_error(values)
+    sampling_ns = 0.0  # throughput: the windows are its only noise figure (its count is not Poisson in closed loop)
+    if histogram is not None and histogram.count > 1 and figure == "avg latency":
+        sampling_ns = mean_standard_error_ns(histogram)
+    elif histogram is not None and histogram.count > 1 and figure != "throughput":
+        sampling_ns = percentile_standard_error_ns(histogram, float(path[-1].removeprefix("p")))
+    return Noise(max(spread, sampling_ns / 1e3), len(values) - 1)
+
+
+def _one_sided(distance: float, standard_error: float, df: float) -> float:
+    """P(the true value exceeds the limit) for an estimate `distance` above it."""
+    if standard_error == 0.0:
+        return 1.0 if distance > 0 else 0.0
+    return t_cdf(distance / standard_error, df)
+
+
+def _delta(
+    figure: str,
+    base: float,
+    cand: float,
+    higher_is_better: bool,
+    noise: tuple[Noise, Noise] | None,
+    limit_pct: float,
+    confidence_pct: float,
+) -> FigureDelta:
+    if base == 0:
+        return FigureDelta(figure, base, cand, None, higher_is_better, False, False)
+    change_pct = (cand - base) / base * 100
     worsening_pct = -change_pct if higher_is_better else change_pct
-    return FigureDelta(figure, baseline, candidate, change_pct, worsening_pct > limit_pct)
+    beyond = worsening_pct > limit_pct
+    if noise is None:
+        return FigureDelta(figure, base, cand, change_pct, higher_is_better, beyond, beyond)
+    base_noise, cand_noise = noise
+    # change = cand/base - 1: each run's error carried through (the delta method), in percentage points.
+    parts = [
+        ((100 * cand * base_noise.standard_error / base**2) ** 2, base_noise.df),
+        ((100 * cand_noise.standard_error / base) ** 2, cand_noise.df),
+    ]
+    standard_error_pct = math.sqrt(sum(variance for variance, _ in parts))
+    df = welch_df(parts)
+    margin_pct = t_quantile(confidence_pct / 100, df) * standard_error_pct
+    confidence = 100 * _one_sided(worsening_pct - limit_pct, standard_error_pct, df)
+    # Significant when the worsening's lower confidence bound is still beyond the limit.
+    regression = beyond and worsening_pct - margin_pct > limit_pct
+    return FigureDelta(figure, base, cand, change_pct, higher_is_better, beyond, regression, standard_error_pct, df, margin_pct, confidence)
 
 
 def _name(level: dict[str, Any]) -> str:
     return f"{level['label']} {level['value']:g}"
 
 
-def compare_runs(baseline: dict[str, Any], candidate: dict[str, Any], limit_pct: float) -> Comparison:
-    """Match levels by kind and value; a figure regressed when it worsened by more than `limit_pct` percent."""
+def _state(summary: dict[str, Any], missing: list[str]) -> RunState:
+    # Summaries before version 3 had no status: they were only written by a finished run.
+    return RunState(summary.get("status") or COMPLETE, summary.get("stop_reason"), tuple(missing))
+
+
+def _untested_note(figures: list[str], runs: list[str]) -> str:
+    which = " and ".join(runs)
+    return (
+        f"{', '.join(figures)}: judged by the limit alone, without a confidence: the {which} "
+        f"{'lacks' if len(runs) == 1 else 'lack'} {'it' if len(figures) == 1 else 'them'} in some reported window "
+        "(a summary.json older than version 5, a window without a success, or a level of one window)"
+    )
+
+
+def _levels(summary: dict[str, Any]) -> str:
+    names = ", ".join(_name(level) for level in summary["levels"]) or "none"
+    status = summary.get("status") or COMPLETE
+    return names if status == COMPLETE else f"{names}, a run {status}"
+
+
+def compare_runs(
+    baseline: dict[str, Any], candidate: dict[str, Any], limit_pct: float, confidence_pct: float = DEFAULT_CONFIDENCE_PCT
+) -> Comparison:
+    """Match levels by kind and value; a figure regressed when it worsened by more than `limit_pct`
+    percent with `confidence_pct` percent confidence, given the noise each run shows."""
+    if not 50 < confidence_pct < 100:
+        raise UsageError(f"confidence must be above 50% and below 100%, got {confidence_pct:g}%: fix --confidence")
     base_levels = {(lv["label"], lv["value"]): lv for lv in baseline["levels"]}
     cand_levels = {(lv["label"], lv["value"]): lv for lv in candidate["levels"]}
     common = [key for key in base_levels if key in cand_levels]
     if not common:
         raise UsageError(
-            "the two runs have no level in common "
-            f"(baseline: {', '.join(map(_name, base_levels.values())) or 'none'}; "
-            f"candidate: {', '.join(map(_name, cand_levels.values())) or 'none'}): compare runs of the same sweep"
+            f"the two runs have no level in common (baseline: {_levels(baseline)}; candidate: {_levels(candidate)}): "
+            "compare runs of the same sweep"
         )
     levels = []
+    untested: dict[tuple[str, ...], list[str]] = {}  # which runs lack noise figures → the figures
     for key in common:
         base, cand = base_levels[key], cand_levels[key]
-        deltas = tuple(
-            _delta(figure, _figure(base, path), _figure(cand, path), higher_is_better, limit_pct)
-            for figure, path, higher_is_better in FIGURES
-        )
-        levels.append(LevelComparison(key[0], key[1], base["stable"] and cand["stable"], deltas))
+        histograms = _histogram(base), _histogram(cand)
+        deltas = []
+        for figure, path, higher_is_better in FIGURES:
+            noise = _noise(base, histograms[0], figure, path), _noise(cand, histograms[1], figure, path)
+            lacking = tuple(run for run, n in zip(("baseline", "candidate"), noise) if n is None)
+            if lacking and figure not in untested.setdefault(lacking, []):
+                untested[lacking].append(figure)
+            values = _at(base["client"], path), _at(cand["client"], path)
+            deltas.append(
+                _delta(figure, float(values[0]), float(values[1]), higher_is_better, None if lacking else noise, limit_pct, confidence_pct)
+            )
+        stable = base["stable"] and cand["stable"]
+        complete = not base.get("incomplete") and not cand.get("incomplete")
+        levels.append(LevelComparison(key[0], key[1], stable, complete, tuple(deltas)))
     return Comparison(
         limit_pct=limit_pct,
+        confidence_pct=confidence_pct,
         levels=tuple(levels),
-        only_baseline=tuple(_name(lv) for key, lv in base_levels.items() if key not in cand_levels),
-        only_candidate=tuple(_name(lv) for key, lv in cand_levels.items() if key not in base_levels),
+        baseline=_state(baseline, [_name(lv) for k, lv in cand_levels.items() if k not in base_levels]),
+        candidate=_state(candidate, [_name(lv) for k, lv in base_levels.items() if k not in cand_levels]),
+        notes=tuple(_untested_note(figures, list(runs)) for runs, figures in untested.items()),
     )
 
 
@@ -97,26 +257,63 @@ def _show(figure: str, value: float) -> str:
     return f"{value:,.1f} infer/s" if figure == "throughput" else f"{value / 1e3:,.2f} ms"
 
 
+def _sure(confidence_pct: float) -> str:
+    """A confidence in whole percent, never rounded to a certainty it is not; tenths above 99 (--confidence 99.5)."""
+    if confidence_pct < 1:
+        return "<1%"
+    if confidence_pct > 99.9:
+        return ">99.9%"
+    return f"{confidence_pct:.1f}%" if confidence_pct > 99 else f"{confidence_pct:.0f}%"
+
+
+def _mark(level: LevelComparison, delta: FigureDelta) -> str:
+    marks = []
+    if delta.regression:
+        marks.append("REGRESSION" if delta.tested else "REGRESSION (limit only)")
+    elif delta.within_noise:
+        marks.append("within noise")
+    if not level.stable:
+        marks.append("(unstable level)")
+    if not level.complete:
+        marks.append("(incomplete level)")
+    return " ".join(marks)
+
+
+def _run_line(role: str, state: RunState) -> str:
+    reason = f" ({state.stop_reason})" if state.stop_reason else ""
+    lacks = f": it lacks {', '.join(state.missing)}, not compared" if state.missing else ": it has every level the other run has"
+    return f"The {role} run is {state.status}{reason}{lacks}."
+
+
 def comparison_lines(comparison: Comparison) -> list[str]:
-    """A table of every compared figure, regressions marked, and a closing verdict."""
-    rows = [("Level", "Figure", "Baseline", "Candidate", "Change", "")]
+    """A table of every compared figure with its noise and confidence, regressions marked, and a closing verdict."""
+    limit, confidence = f"{comparison.limit_pct:g}%", f"{comparison.confidence_pct:g}%"
+    lines = [f"A REGRESSION is worse by more than {limit} with {confidence} confidence, given each run's own noise."]
+    rows = [("Level", "Figure", "Baseline", "Candidate", "Change", f"±{confidence}", f"Sure >{limit} worse", "")]
     for level in comparison.levels:
         for delta in level.deltas:
             change = f"{delta.change_pct:+.1f}%" if delta.change_pct is not None else "n/a"
-            mark = "REGRESSION" if delta.regression else ""
-            if not level.stable:
-                mark = (mark + " (unstable level)").strip()
+            margin = f"±{delta.margin_pct:.1f}%" if delta.margin_pct is not None else "n/a"
+            sure = _sure(delta.confidence_pct) if delta.confidence_pct is not None else "n/a"
             rows.append(
                 (f"{level.label} {level.value:g}", delta.figure, _show(delta.figure, delta.baseline),
-                 _show(delta.figure, delta.candidate), change, mark)
+                 _show(delta.figure, delta.candidate), change, margin, sure, _mark(level, delta))
             )  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = [("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5]).rstrip() for row in rows]
-    if comparison.only_baseline:
-        lines.append(f"Only in the baseline (not compared): {', '.join(comparison.only_baseline)}")
-    if comparison.only_candidate:
-        lines.append(f"Only in the candidate (not compared): {', '.join(comparison.only_candidate)}")
+    widths = [max(len(row[i]) for row in rows) for i in range(7)]
+    lines += [("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[7]).rstrip() for row in rows]
+    lines += [f"Note: {note}." for note in comparison.notes]
+    for role, state in (("baseline", comparison.baseline), ("candidate", comparison.candidate)):
+        if not state.complete:
+            lines.append(_run_line(role, state))
+        elif state.missing:
+            lines.append(f"Only in the {'candidate' if role == 'baseline' else 'baseline'} (not compared): {', '.join(state.missing)}")
     count = len(comparison.regressions)
-    limit = f"{comparison.limit_pct:g}%"
-    lines.append(f"Result: {count} regression{'s' if count != 1 else ''} beyond {limit}" if count else f"Result: no regression beyond {limit}")
+    noisy = sum(delta.within_noise for level in comparison.levels for delta in level.deltas)
+    within = f"; {noisy} change{'s' if noisy != 1 else ''} beyond {limit} within noise" if noisy else ""
+    # Rounded up, so that the limit shown passes.
+    lines.append(f"Passes with --max-regression {math.ceil(comparison.passing_limit_pct * 10) / 10:g}% or more.")
+    if count:
+        lines.append(f"Result: {count} regression{'s' if count != 1 else ''} beyond {limit}{within}")
+    else:
+        lines.append(f"Result: no regression beyond {limit}{within}")
     return lines
