@@ -91,12 +91,17 @@ def test_binary_search_finds_the_highest_concurrency_within_the_bound(queueing_t
     data = json.loads((tmp_path / "summary.json").read_text())
     values = [level["value"] for level in data["levels"]]
     assert values == sorted(values) and {1, 16, 8, 4, 5} <= set(values) and len(values) <= 7
+    passing = [level for level in data["levels"] if level["stable"] and level["client"]["avg_latency_us"] <= 48_000]
+    assert max(level["value"] for level in passing) == 4  # the search's answer
+    # The capacity is the most throughput within the bound. One instance serves ~93/s at every
+    # concurrency, so which passing level gave the most is the noise's to decide.
     capacity = data["capacity"]
-    assert capacity["level_value"] == 4
-    best = next(level for level in data["levels"] if level["value"] == 4)
+    best = max(passing, key=lambda level: level["client"]["throughput_infer_per_s"])
+    assert capacity["level_value"] == best["value"]
     assert capacity["throughput_infer_per_s"] == best["client"]["throughput_infer_per_s"] == pytest.approx(95, rel=0.15)
     assert capacity["replicas"] == -(-500 // (capacity["throughput_infer_per_s"] * 0.8))
-    assert f"Capacity: {capacity['throughput_infer_per_s']:.6g} infer/sec per server within every bound, at concurrency 4" in out.out
+    assert (f"Capacity: {capacity['throughput_infer_per_s']:.6g} infer/sec per server within every bound, "
+            f"at concurrency {best['value']:g}") in out.out
     assert f"needs {capacity['replicas']} servers" in out.out
     assert f"needs {capacity['replicas']} servers." in (tmp_path / "report.html").read_text()
 
