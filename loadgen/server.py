@@ -97,6 +97,14 @@ def _server_environment(libs: Path) -> dict[str, str]:
     return env
 
 
+# How many sets of free ports a start tries when another process takes one first.
+PORT_ATTEMPTS = 3
+
+
+class _PortTaken(ServerError):
+    """Triton could not bind a port that was free a moment before."""
+
+
 class EmbeddedServer:
     """Starts tritonserver on a model repository; stops it, and its backend stubs, by process id.
 
@@ -148,10 +156,22 @@ class EmbeddedServer:
                 raise UsageError(f"port {port} is given twice: the HTTP, gRPC and metrics ports must differ")
             if _port_in_use(port):
                 raise UsageError(f"port {port} is in use: choose another one or leave the port flag out")
-        spare = iter(free_ports(3))
-        http, grpc, metrics = (port if port is not None else next(spare) for port in self._ports)
         dist, libs = _triton_dist()
         self.swept = leftovers.sweep()
+        # A port chosen free may be taken by another process before Triton binds it: choose again.
+        attempt = 1
+        while True:
+            spare = iter(free_ports(3))
+            ports = tuple(port if port is not None else next(spare) for port in self._ports)
+            try:
+                return self._launch(dist, libs, ports)
+            except _PortTaken:
+                if attempt == PORT_ATTEMPTS or len(given) == 3:
+                    raise
+                attempt += 1
+
+    def _launch(self, dist: Path, libs: Path, ports: tuple[int, int, int]) -> Endpoints:
+        http, grpc, metrics = ports
         self._workspace = Path(tempfile.mkdtemp(prefix=leftovers.WORKSPACE_PREFIX))
         self._record = leftovers.Record(leftovers.this_process(), leftovers.workspace_region_prefix(self._workspace))
         try:
@@ -174,6 +194,7 @@ class EmbeddedServer:
             ]
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "ab") as log:
+                log_start = log.tell()
                 self._process = subprocess.Popen(
                     command,
                     stdout=log,
@@ -184,19 +205,23 @@ class EmbeddedServer:
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             self.endpoints = Endpoints(f"{LOOPBACK}:{http}", f"{LOOPBACK}:{grpc}", f"{LOOPBACK}:{metrics}")
-            self._wait_ready()
+            self._wait_ready(log_start)
         except BaseException:
             self.stop()
             raise
         return self.endpoints
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, log_start: int) -> None:
         url = f"http://{self.endpoints.http}/v2/health/ready"
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             code = self._process.poll()
             if code is not None:
-                raise ServerError(f"tritonserver exited with code {code} during startup: see {self.log_path}")
+                failure = f"tritonserver exited with code {code} during startup: see {self.log_path}"
+                with open(self.log_path, "rb") as log:
+                    log.seek(log_start)
+                    # Triton's own words when a port it was given is taken (its log is the only record of why).
+                    raise _PortTaken(failure) if b"already in use" in log.read() else ServerError(failure)
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,8 +18,10 @@ import pytest
 import tritonclient.http as triton_http
 from conftest import NESTED_REPOSITORY, triton_pids
 
+import loadgen.server as server_module
 from loadgen.cli import main
 from loadgen.inputs import sample_photographs
+from loadgen.server import EmbeddedServer
 
 ENSEMBLE = "centernet-ensemble"
 COMPOSING = {"image-preprocess", "centernet", "centernet-postprocess"}
@@ -215,6 +218,32 @@ def _wait_gone(pids: set[int], timeout_s: float = 30) -> set[int]:
     while time.monotonic() < deadline and pids & triton_pids(NESTED_REPOSITORY):
         time.sleep(0.5)
     return pids & triton_pids(NESTED_REPOSITORY)
+
+
+def test_a_port_taken_before_triton_binds_it_is_chosen_again(tmp_path, monkeypatch):
+    """Between choosing a free port and Triton binding it, another process may take it: the start tries new ones."""
+    choose, taken = server_module.free_ports, []
+
+    def taken_once(count):
+        ports = choose(count)
+        if not taken:  # someone else binds the first HTTP port chosen
+            squatter = socket.socket()
+            squatter.bind(("127.0.0.1", ports[0]))
+            squatter.listen()
+            taken.append(squatter)
+        return ports
+
+    monkeypatch.setattr(server_module, "free_ports", taken_once)
+    repository = tmp_path / "repository"
+    repository.mkdir()  # an empty repository: Triton starts with no model, in a second
+    server = EmbeddedServer(repository, tmp_path / "server.log")
+    try:
+        endpoints = server.start()
+        assert endpoints.http != f"127.0.0.1:{taken[0].getsockname()[1]}"
+        assert "already in use" in (tmp_path / "server.log").read_text()  # the first try met the squatter
+    finally:
+        server.stop()
+        taken[0].close()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
