@@ -21,7 +21,7 @@ import uvloop
 from loadgen.engine import LoadEngine
 from loadgen.samples import SampleRecorder
 from loadgen.schedule import ConcurrencySchedule
-from loadgen.transport.base import InferOutcome
+from loadgen.outcome import InferOutcome
 
 ANSWER = InferOutcome(1_000, 1_000)
 

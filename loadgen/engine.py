@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any
 
-from loadgen.samples import SampleRecorder, timeout_message, unanswered_message
+from loadgen.outcome import InferOutcome, RequestError, timeout, unanswered
+from loadgen.samples import SampleRecorder
 from loadgen.schedule.base import Schedule
-from loadgen.transport.base import InferOutcome, Transport
+from loadgen.transport.base import Transport
 
 # Without a request deadline, how long the requests in flight at a level's end are waited for.
 DRAIN_WITHOUT_DEADLINE_S = 10.0
@@ -45,7 +46,7 @@ class LoadEngine:
         self.succeeded = 0
         self.recorder: SampleRecorder | None = None
         # Also told of every completed request: (latency_ns, error or None). For live metrics.
-        self.observer: Callable[[int, str | None], None] | None = None
+        self.observer: Callable[[int, RequestError | None], None] | None = None
         self._stop = asyncio.Event()
         self._driving: asyncio.Task | None = None
         # Each request in flight, in the order they were sent: (its start, intended or actual send;
@@ -63,7 +64,7 @@ class LoadEngine:
         self.drain_s = drain_bound_s(request_timeout_ms)
         if request_timeout_ms:
             self._timeout_ns = round(request_timeout_ms * 1e6)
-            self._timed_out = InferOutcome(0, 0, timeout_message(request_timeout_ms))
+            self._timed_out = InferOutcome(0, 0, timeout(request_timeout_ms))
 
     @property
     def in_flight(self) -> int:
@@ -104,7 +105,7 @@ class LoadEngine:
             else:
                 del self._outstanding[serial]
                 if self._draining_out:
-                    self.recorder.record(intended_ns, sent_ns, monotonic_ns(), InferOutcome(0, 0, unanswered_message(self.drain_s)))
+                    self.recorder.record(intended_ns, sent_ns, monotonic_ns(), InferOutcome(0, 0, unanswered(self.drain_s)))
                 raise
         end_ns = monotonic_ns()
         del self._outstanding[serial]

@@ -13,6 +13,7 @@ from prometheus_client import (
 )
 
 from loadgen.errors import UsageError
+from loadgen.outcome import RequestError
 from loadgen.load import Load
 from loadgen.schedule.base import Schedule
 
@@ -58,7 +59,7 @@ class LiveMetrics:
         self._level.labels(self._model, schedule.label.lower()).set(schedule.value)
         self._in_flight.set_function(lambda: load.in_flight)
 
-    def observe(self, latency_ns: int, error: str | None) -> None:
+    def observe(self, latency_ns: int, error: RequestError | None) -> None:
         """One completed request; called on the engine's hot path, so it does no more than count."""
         if error is None:
             self._success.inc()

@@ -9,36 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from loadgen.transport.base import InferOutcome
+from loadgen.outcome import InferOutcome
 
 # Distinct error messages kept per window; further ones are counted under their kind alone, so a
 # server that puts request ids in its messages cannot grow the window without bound.
 MAX_DISTINCT_ERRORS = 32
-
-
-def error_kind(message: str) -> str:
-    """The kind of a failed request's error: `HTTP 503`, `gRPC UNAVAILABLE`, `timeout`, `unanswered`, `connection error`."""
-    head = message.split(":", 1)[0]
-    if head in ("timeout", "unanswered", "connection error"):
-        return head
-    if head.startswith(("HTTP ", "gRPC ")):
-        return " ".join(head.split()[:2])
-    return "other"
-
-
-def timeout_message(request_timeout_ms: float) -> str:
-    """The error of a request that met its deadline (the engine's or, over gRPC, the server's)."""
-    return f"timeout: no response within {request_timeout_ms:g} ms"
-
-
-def unanswered_message(drain_s: float) -> str:
-    """The error of a request still in flight when its level's drain ran out, and abandoned."""
-    return f"unanswered: no response {drain_s:g} s after the level's load stopped"
-
-
-def other_messages(kind: str) -> str:
-    """The key that counts a kind's errors beyond MAX_DISTINCT_ERRORS distinct messages."""
-    return f"{kind}: (other messages)"
 
 
 @dataclass(frozen=True)
@@ -46,7 +21,8 @@ class WindowSamples:
     """Every request that completed between two window boundaries. Times in ns (monotonic clock).
 
     Successes are kept request by request (for percentiles); failures as their latencies and a
-    count per distinct message (at most MAX_DISTINCT_ERRORS, in order of first appearance). Latency runs from the intended send time in open
+    count per distinct error (a RequestError: kind, code, message; at most MAX_DISTINCT_ERRORS, in
+    order of first appearance). Latency runs from the intended send time in open
     loop; there `sent_latency_ns` also has it from the actual send, and `lag_ns` the delay of
     each request sent in the window. Both are empty in closed loop.
     """
@@ -121,10 +97,10 @@ class SampleRecorder:
                 self._sent_latency.append(end_ns - sent_ns)
         else:
             self._error_latency.append(end_ns - start_ns)
-            errors, message = self._errors, outcome.error
-            if message not in errors and len(errors) >= MAX_DISTINCT_ERRORS:
-                message = other_messages(error_kind(message))
-            errors[message] += 1
+            errors, error = self._errors, outcome.error
+            if error not in errors and len(errors) >= MAX_DISTINCT_ERRORS:
+                error = error.others()
+            errors[error] += 1
         self._completed += 1
         if self._completed == self._count_target:
             self.window_full.set()

@@ -24,7 +24,7 @@ from loadgen.stats import ClientStats, ErrorKind
 if TYPE_CHECKING:
     from loadgen.sweep import RunResult
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _seconds(t_ns: int, origin_ns: int) -> float:
@@ -77,7 +77,7 @@ def failures_dict(
         "count": error_count,
         **rates(error_count),
         "latency_us": latency_us,
-        "kinds": [{"kind": k.kind, "count": k.count, **rates(k.count), "messages": k.messages} for k in kinds],
+        "kinds": [{"kind": k.kind, "code": k.code, "count": k.count, **rates(k.count), "messages": k.messages} for k in kinds],
     }
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
-from loadgen.samples import WindowSamples, error_kind
+from loadgen.outcome import RequestError
+from loadgen.samples import WindowSamples
 
 REPORTED_PERCENTILES = (50, 90, 95, 99)
 # Distinct messages reported per error kind: the first ones seen.
@@ -64,24 +65,33 @@ def lag_summary_us(count: int, at_us: AtPercentile) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class ErrorKind:
-    """The failed requests of one kind (`HTTP 503`, `gRPC UNAVAILABLE`, `timeout`, `connection error`)."""
+    """The failed requests of one kind, by its label (`HTTP 503`, `gRPC UNAVAILABLE`, `timeout`,
+    `unanswered`, `connection error`, `protocol error`) and code (503, "UNAVAILABLE", or None)."""
 
     kind: str
     count: int
     messages: dict[str, int]  # the first MESSAGES_PER_KIND distinct messages, with their counts
+    code: int | str | None = None
 
 
-def error_kinds(errors: Counter) -> tuple[ErrorKind, ...]:
-    """Errors by kind, most frequent first; `errors` counts messages in order of first appearance."""
+def group_errors(counted: Iterable[tuple[str, int | str | None, str, int]]) -> tuple[ErrorKind, ...]:
+    """(label, code, message, count) grouped by label, most frequent first, each with its first
+    MESSAGES_PER_KIND messages (in the order given)."""
     counts: Counter = Counter()
+    codes: dict[str, int | str | None] = {}
     messages: dict[str, dict[str, int]] = {}
-    for message, count in errors.items():
-        kind = error_kind(message)
-        counts[kind] += count
-        shown = messages.setdefault(kind, {})
+    for label, code, message, count in counted:
+        counts[label] += count
+        codes.setdefault(label, code)
+        shown = messages.setdefault(label, {})
         if len(shown) < MESSAGES_PER_KIND:
-            shown[message] = count
-    return tuple(ErrorKind(kind, count, messages[kind]) for kind, count in counts.most_common())
+            shown[message] = shown.get(message, 0) + count
+    return tuple(ErrorKind(label, count, messages[label], codes[label]) for label, count in counts.most_common())
+
+
+def error_kinds(errors: Counter[RequestError]) -> tuple[ErrorKind, ...]:
+    """Errors by kind, most frequent first; `errors` counts RequestErrors in order of first appearance."""
+    return group_errors((error.label, error.code, str(error), count) for error, count in errors.items())
 
 
 def latency_summary_us(latency_ns: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any
 from loadgen.errors import UsageError
 from loadgen.measurement import CountCheck, latency_breakdown_us
 from loadgen.schema import SCHEMA_VERSION, failures_dict
-from loadgen.stats import REPORTED_PERCENTILES, error_kinds
+from loadgen.stats import REPORTED_PERCENTILES, group_errors
 
 Summary = dict[str, Any]
 
@@ -67,6 +67,21 @@ def _status(stop_reason: str | None) -> str:
     return "complete"
 
 
+def _legacy_kind(message: str) -> tuple[str, int | str | None]:
+    """The kind (label, code) of an error known only by its text, as loadgen before version 6 wrote
+    it ("HTTP 503: ...", "gRPC UNAVAILABLE: ...", "timeout: ...", "connection error: ..."): older
+    files kept no other record of it."""
+    head = message.split(":", 1)[0]
+    if head in ("timeout", "unanswered", "connection error"):
+        return head, None
+    words = head.split()
+    if len(words) >= 2 and words[0] == "HTTP" and words[1].isdigit():
+        return f"HTTP {words[1]}", int(words[1])
+    if len(words) >= 2 and words[0] == "gRPC":
+        return f"gRPC {words[1]}", words[1]
+    return "other", None
+
+
 def v2_to_v3(old: Summary) -> Summary:
     """Version 3 added `status`, each level's `error_rate` and `errors` (from `client.error_messages`),
     `count_check.client_errors`, and header values in `config.headers`."""
@@ -87,8 +102,8 @@ def v2_to_v3(old: Summary) -> Summary:
         if unrecorded > 0:
             messages[UNRECORDED_MESSAGES] = unrecorded
         level["error_rate"] = client["error_rate"]
-        level["errors"] = failures_dict(client["request_count"], client["error_count"], client["duration_s"], None,
-                                        error_kinds(messages))  # fmt: skip
+        kinds = group_errors((*_legacy_kind(message), message, count) for message, count in messages.items())
+        level["errors"] = failures_dict(client["request_count"], client["error_count"], client["duration_s"], None, kinds)
         check = level["count_check"]
         check["client_errors"] = client["error_count"]
         # Judged again by version 3's rule: the Python backend counts a response carrying an error as a success.
@@ -137,8 +152,19 @@ def v4_to_v5(old: Summary) -> Summary:
     return data
 
 
+def v5_to_v6(old: Summary) -> Summary:
+    """Version 6 added each error kind's `code` (an HTTP status, a gRPC status name, or null), which
+    the kind's label holds."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 6
+    for level in data["levels"]:
+        for kind in (level.get("errors") or {}).get("kinds", []):
+            kind.setdefault("code", _legacy_kind(kind["kind"])[1])
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
-STEPS: dict[int, Callable[[Summary], Summary]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
+STEPS: dict[int, Callable[[Summary], Summary]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6}
 
 
 def _what_is_missing(exc: Exception) -> str:

@@ -14,11 +14,12 @@ import pytest
 from loadgen.engine import DEADLINE_GRACE_S, DRAIN_WITHOUT_DEADLINE_S, LoadEngine, drain_bound_s
 from loadgen.load import LocalLoad
 from loadgen.measurement import measure_level
-from loadgen.samples import SampleRecorder, WindowSamples, timeout_message, unanswered_message
+from loadgen.outcome import InferOutcome, http_status, timeout, unanswered
+from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule import ConcurrencySchedule, RateSchedule
 from loadgen.server_stats import ModelTree, parse_statistics
 from loadgen.stats import client_stats
-from loadgen.transport.base import InferOutcome, Transport
+from loadgen.transport.base import Transport
 from loadgen.windows import COUNT_WINDOWS, WindowPolicy
 
 
@@ -94,7 +95,7 @@ def test_stop_abandons_what_is_left_at_the_drain_bound_and_counts_it_unanswered(
     assert 0.3 <= stop_s < 1.0, "the drain waited longer than its bound"
     assert transport.cancelled == 3 and load.in_flight == 0
     assert drain.outstanding == 3 and drain.oldest_outstanding_ns >= 0.4e9  # out since before the window closed
-    assert drain.errors == Counter({unanswered_message(0.3): 3})
+    assert drain.errors == Counter({unanswered(0.3): 3})
     assert drain.success_count == 0 and (drain.error_latency_ns >= 0.3e9).all()
 
 
@@ -110,7 +111,7 @@ def test_with_a_deadline_hung_requests_end_as_timeouts_before_the_drain_runs_out
 
     drain, stop_s = asyncio.run(scenario())
     assert stop_s < 0.2 + DEADLINE_GRACE_S
-    assert drain.errors == Counter({timeout_message(200): 2}) and drain.outstanding == 0
+    assert drain.errors == Counter({timeout(200): 2}) and drain.outstanding == 0
 
 
 def test_an_open_loop_drain_counts_every_request_it_abandons():
@@ -122,7 +123,7 @@ def test_an_open_loop_drain_counts_every_request_it_abandons():
         return await load.stop()
 
     drain = asyncio.run(scenario())
-    assert drain.outstanding >= 10 and drain.errors == Counter({unanswered_message(0.2): drain.outstanding})
+    assert drain.outstanding >= 10 and drain.errors == Counter({unanswered(0.2): drain.outstanding})
     assert drain.success_count == 0
 
 
@@ -144,8 +145,8 @@ def test_drain_failures_join_the_errors_but_drain_successes_do_not_join_the_figu
                              np.zeros(len(latencies), np.int64), np.full(sum(errors.values()), 5 * 10**9, np.int64),
                              Counter(errors))  # fmt: skip
 
-    measured = window([10**6] * 8, {"HTTP 500: boom": 2})
-    drain = window([10**6] * 3, {unanswered_message(10): 1}, 10**9, 11 * 10**9)
+    measured = window([10**6] * 8, {http_status(500, "boom"): 2})
+    drain = window([10**6] * 3, {unanswered(10): 1}, 10**9, 11 * 10**9)
     stats = client_stats([measured], 1, drain=drain)
     assert stats.request_count == 8 and stats.duration_s == 1.0 and stats.throughput_infer_per_s == 8.0
     assert stats.error_count == 3 and stats.error_rate == pytest.approx(3 / 11)

@@ -26,15 +26,15 @@ from loadgen.stats import (
     client_stats,
     open_loop_stats,
 )
-from loadgen.transport.base import InferOutcome
+from loadgen.outcome import InferOutcome, grpc_status, http_status, timeout
 
 PRECISION = LatencyHistogram.of(np.zeros(1, np.int64)).relative_error
 WINDOW_NS = 5 * 10**9  # the driver's windows
 MESSAGES = [
-    "HTTP 503: busy",
-    "timeout: no response within 100 ms",
-    "gRPC UNAVAILABLE: gone",
-    *(f"HTTP 500: boom {i}" for i in range(5)),
+    http_status(503, "busy"),
+    timeout(100),
+    grpc_status("UNAVAILABLE", "gone"),
+    *(http_status(500, f"boom {i}") for i in range(5)),
 ]
 
 
@@ -49,7 +49,7 @@ def raw_window(rng, latency_ns, start_ns, open_loop=False) -> WindowSamples:
         send_ns=rng.integers(0, 50_000, n),
         recv_ns=rng.integers(0, 20_000, n),
         error_latency_ns=rng.lognormal(14, 1, error_count).astype(np.int64),
-        errors=Counter(rng.choice(MESSAGES, error_count).tolist()),
+        errors=Counter(MESSAGES[i] for i in rng.integers(0, len(MESSAGES), error_count)),
         sent_latency_ns=np.maximum(latency_ns - lag_ns[:n], 0) if open_loop else np.empty(0, np.int64),
         lag_ns=lag_ns,
         held_back=int(rng.integers(0, 3)) if open_loop else 0,
@@ -211,7 +211,7 @@ def test_digest_of_a_recorded_window_and_its_pickle():
     for start, latency in zip(rng.integers(0, 10**9, 5_000).tolist(), rng.lognormal(14, 1, 5_000).astype(int).tolist()):
         recorder.record_send(start, start + 20)
         recorder.record(start, start + 20, start + latency, InferOutcome(300, 200))
-    recorder.record(None, 0, 7_000, InferOutcome(0, 0, "HTTP 503: busy"))
+    recorder.record(None, 0, 7_000, InferOutcome(0, 0, http_status(503, "busy")))
     recorder.held_back = 2
     window = recorder.close_window(now_ns=1_000 + WINDOW_NS)
     d = pickle.loads(pickle.dumps(digest(window, peak_in_flight=17, cpu_s=1.25)))
@@ -219,7 +219,7 @@ def test_digest_of_a_recorded_window_and_its_pickle():
     assert (d.start_ns, d.end_ns, d.duration_s) == (1_000, 1_000 + WINDOW_NS, 5.0)
     assert (d.latency.count, d.sent_latency.count, d.lag.count, d.error_latency.count) == (5_000, 5_000, 5_000, 1)
     assert (d.send_sum_ns, d.recv_sum_ns) == (5_000 * 300, 5_000 * 200)
-    assert (d.errors, d.held_back, d.peak_in_flight, d.cpu_s, d.late_count) == (Counter({"HTTP 503: busy": 1}), 2, 17, 1.25, 0)
+    assert (d.errors, d.held_back, d.peak_in_flight, d.cpu_s, d.late_count) == (Counter({http_status(503, "busy"): 1}), 2, 17, 1.25, 0)
     assert d.latency.total == int(window.latency_ns.sum())
 
 
@@ -227,7 +227,7 @@ def test_worker_figures_are_over_the_workers_own_windows():
     def raw(start_ns, duration_ns, latency_ns, lag_ns=(), errors=0):
         return WindowSamples(
             start_ns, start_ns + duration_ns, np.array(latency_ns), np.zeros(len(latency_ns), np.int64),
-            np.zeros(len(latency_ns), np.int64), np.full(errors, 5_000), Counter({"timeout: x": errors} if errors else {}),
+            np.zeros(len(latency_ns), np.int64), np.full(errors, 5_000), Counter({timeout(9): errors} if errors else {}),
             lag_ns=np.array(lag_ns, np.int64),
         )  # fmt: skip
 

@@ -5,13 +5,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from loadgen.samples import (
-    MAX_DISTINCT_ERRORS,
-    SampleRecorder,
-    WindowSamples,
-    error_kind,
-    other_messages,
+from loadgen.outcome import (
+    OTHER_MESSAGES,
+    FailureKind,
+    InferOutcome,
+    RequestError,
+    connection,
+    grpc_status,
+    http_status,
+    protocol,
+    timeout,
 )
+from loadgen.samples import MAX_DISTINCT_ERRORS, SampleRecorder, WindowSamples
 from loadgen.stats import (
     MESSAGES_PER_KIND,
     client_stats,
@@ -20,7 +25,6 @@ from loadgen.stats import (
     percentile_index,
     percentile_of_sorted,
 )
-from loadgen.transport.base import InferOutcome
 
 
 def window(latencies_us, duration_s=1.0, start_s=0.0, errors=()):
@@ -65,48 +69,60 @@ def test_client_stats_merges_windows():
 
 
 def test_client_stats_counts_errors_apart_from_latency():
-    stats = client_stats([window([100], errors=["HTTP 400: bad", "HTTP 400: bad", "timeout"])], batch_size=1)
+    bad = http_status(400, "bad")
+    stats = client_stats([window([100], errors=[bad, bad, timeout(100)])], batch_size=1)
     assert stats.request_count == 1
     assert stats.error_count == 3
     assert stats.error_rate == pytest.approx(0.75)
-    assert [(k.kind, k.count, k.messages) for k in stats.error_kinds] == [
-        ("HTTP 400", 2, {"HTTP 400: bad": 2}),
-        ("timeout", 1, {"timeout": 1}),
+    assert [(k.kind, k.code, k.count, k.messages) for k in stats.error_kinds] == [
+        ("HTTP 400", 400, 2, {"HTTP 400: bad": 2}),
+        ("timeout", None, 1, {"timeout: no response within 100 ms": 1}),
     ]
     assert stats.avg_latency_us == 100
     assert stats.error_latency_us == {"avg": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0, "max": 1.0}
 
 
 @pytest.mark.parametrize(
-    "message, kind",
+    "error, label, shown",
     [
-        ("HTTP 500: Failed to process the request(s) for model 'flaky'", "HTTP 500"),
-        ("HTTP 503", "HTTP 503"),
-        ("gRPC UNAVAILABLE: cannot connect to 127.0.0.1:1: Connection refused", "gRPC UNAVAILABLE"),
-        ("gRPC INTERNAL: the server reset the stream (INTERNAL_ERROR)", "gRPC INTERNAL"),
-        ("timeout: no response within 100 ms", "timeout"),
-        ("connection error: Connection reset by peer", "connection error"),
-        ("something else entirely", "other"),
+        (http_status(500, "Failed to process the request(s) for model 'flaky'"), "HTTP 500",
+         "HTTP 500: Failed to process the request(s) for model 'flaky'"),
+        (http_status(503), "HTTP 503", "HTTP 503"),
+        (grpc_status("INTERNAL", "the server reset the stream (INTERNAL_ERROR)"), "gRPC INTERNAL",
+         "gRPC INTERNAL: the server reset the stream (INTERNAL_ERROR)"),
+        (connection("cannot connect to 127.0.0.1:1: Connection refused", "UNAVAILABLE"), "connection error",
+         "connection error: cannot connect to 127.0.0.1:1: Connection refused"),
+        (timeout(100), "timeout", "timeout: no response within 100 ms"),
+        (protocol("bad response: malformed chunk", None), "protocol error", "protocol error: bad response: malformed chunk"),
+        (http_status(502, "two\nlines"), "HTTP 502", "HTTP 502: two lines"),
     ],
-)
-def test_error_kind(message, kind):
-    assert error_kind(message) == kind
+)  # fmt: skip
+def test_an_error_is_labelled_by_its_kind_not_its_text(error, label, shown):
+    assert error.label == label and str(error) == shown
 
 
 def test_error_kinds_keep_the_first_distinct_messages_and_sort_by_count():
-    errors = Counter({"HTTP 500: a": 1, "timeout: x": 5, "HTTP 500: b": 2, "HTTP 500: c": 1, "HTTP 500: d": 3})
+    errors = Counter({http_status(500, "a"): 1, timeout(9): 5, http_status(500, "b"): 2, http_status(500, "c"): 1,
+                      http_status(500, "d"): 3})  # fmt: skip
     kinds = error_kinds(errors)
-    assert [(k.kind, k.count) for k in kinds] == [("HTTP 500", 7), ("timeout", 5)]
+    assert [(k.kind, k.code, k.count) for k in kinds] == [("HTTP 500", 500, 7), ("timeout", None, 5)]
     assert list(kinds[0].messages) == ["HTTP 500: a", "HTTP 500: b", "HTTP 500: c"][:MESSAGES_PER_KIND]
+
+
+def test_a_message_that_looks_like_another_kind_stays_its_own_kind():
+    """The text is never parsed: a server message that starts like a kind's label does not change the kind."""
+    sneaky = grpc_status("UNKNOWN", "timeout: HTTP 503: whatever")
+    (kind,) = error_kinds(Counter({sneaky: 2}))
+    assert (kind.kind, kind.code, kind.count) == ("gRPC UNKNOWN", "UNKNOWN", 2)
 
 
 def test_recorder_bounds_the_distinct_messages_of_a_window():
     recorder = SampleRecorder(0)
     for i in range(MAX_DISTINCT_ERRORS + 50):
-        recorder.record(None, 0, 1_000, InferOutcome(0, 0, f"HTTP 500: request {i} failed"))
+        recorder.record(None, 0, 1_000, InferOutcome(0, 0, http_status(500, f"request {i} failed")))
     errors = recorder.close_window(10).errors
     assert len(errors) == MAX_DISTINCT_ERRORS + 1
-    assert errors[other_messages("HTTP 500")] == 50
+    assert errors[RequestError(FailureKind.HTTP_STATUS, 500, OTHER_MESSAGES)] == 50
     assert sum(errors.values()) == MAX_DISTINCT_ERRORS + 50
 
 
@@ -127,13 +143,13 @@ def test_recorder_splits_windows_and_fires_count_target():
     recorder = SampleRecorder(now_ns=0, count_target=2)
     recorder.record(None, 0, 1_000, InferOutcome(10, 20))
     assert not recorder.window_full.is_set()
-    recorder.record(None, 0, 3_000, InferOutcome(10, 20, error="HTTP 500: boom"))
+    recorder.record(None, 0, 3_000, InferOutcome(10, 20, error=http_status(500, "boom")))
     assert recorder.window_full.is_set()
     first = recorder.close_window(now_ns=5_000)
     assert (first.start_ns, first.end_ns) == (0, 5_000)
     assert first.latency_ns.tolist() == [1_000]
     assert first.error_latency_ns.tolist() == [3_000]
-    assert first.errors == Counter({"HTTP 500: boom": 1})
+    assert first.errors == Counter({http_status(500, "boom"): 1})
     assert not recorder.window_full.is_set()
     second = recorder.close_window(now_ns=9_000)
     assert second.start_ns == 5_000 and second.success_count == 0

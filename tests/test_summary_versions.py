@@ -28,6 +28,7 @@ from loadgen.summary_versions import (
     v2_to_v3,
     v3_to_v4,
     v4_to_v5,
+    v5_to_v6,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -307,3 +308,12 @@ def test_compare_an_old_version_with_a_current_run(name, current_run, capsys):
         assert (code == 1) == (not lines[-1].startswith("Result: no regression"))
     comparison = compare_runs(load_summary(old), load_summary(current_run), 5.0)
     assert [(level.label, level.value) for level in comparison.levels][0] == ("Concurrency", 1)
+
+
+def test_v5_to_v6_gives_each_error_kind_its_code():
+    for name, expected in (("v5/errors", {"HTTP 500": 500}), ("v5/stops-answering", {"timeout": None})):
+        new = v5_to_v6(raw(name))
+        kinds = {kind["kind"]: kind["code"] for level in new["levels"] for kind in level["errors"]["kinds"]}
+        assert kinds == expected, name
+    v3 = upgrade(raw("v3/errors"), "v3")  # grouped from messages alone, before codes were kept
+    assert {kind["kind"]: kind["code"] for level in v3["levels"] for kind in level["errors"]["kinds"]} == {"HTTP 500": 500}

@@ -19,7 +19,8 @@ from tritonclient.grpc import service_pb2
 from loadgen.errors import ServerError, UsageError
 from loadgen.server import EmbeddedServer, free_port
 from loadgen.transport import open_transport
-from loadgen.transport.base import InferOutcome, InputTensor, split_host_port
+from loadgen.outcome import FailureKind, InferOutcome, timeout
+from loadgen.transport.base import InputTensor, split_host_port
 from loadgen.transport.grpc import GrpcTransport
 from loadgen.transport.http import HttpTransport
 
@@ -125,9 +126,11 @@ def test_failed_requests_are_outcomes_not_exceptions(triton, protocol):
 
     unknown, bad, good = run(go())
     prefix = "HTTP 4" if protocol == "http" else "gRPC "
-    assert unknown.error.startswith(prefix) and "no_such_model" in unknown.error
-    assert bad.error.startswith(prefix) and "NOPE" in bad.error
-    assert "\n" not in unknown.error + bad.error
+    assert str(unknown.error).startswith(prefix) and "no_such_model" in unknown.error.message
+    assert str(bad.error).startswith(prefix) and "NOPE" in bad.error.message
+    assert "\n" not in str(unknown.error) + str(bad.error)
+    kind = FailureKind.HTTP_STATUS if protocol == "http" else FailureKind.GRPC_STATUS
+    assert unknown.error.kind is bad.error.kind is kind
     assert good.error is None  # the connection is still usable after errors
 
 
@@ -145,7 +148,8 @@ def test_control_call_failures_are_one_line_typed_errors(triton, protocol):
                 await transport.server_metadata()
             assert "\n" not in str(info.value)
             outcome = await transport.infer(transport.prepare("ident", "", [FP32_INPUT], []))
-            assert outcome.error.startswith("connection error" if protocol == "http" else "gRPC UNAVAILABLE")
+            assert outcome.error.kind is FailureKind.CONNECTION and str(outcome.error).startswith("connection error")
+            assert outcome.error.code == (None if protocol == "http" else "UNAVAILABLE")
 
     run(go())
 
@@ -184,9 +188,9 @@ def test_server_dying_mid_run_gives_error_outcomes(tmp_path):
         outcomes = run(go())
     finally:
         server.stop()
-    for index, name in ((0, "connection error"), (1, "gRPC UNAVAILABLE")):
+    for index in (0, 1):
         assert any(o.error is None for o in outcomes[index])
-        assert outcomes[index][-1].error is not None and outcomes[index][-1].error.startswith(name)
+        assert outcomes[index][-1].error is not None and outcomes[index][-1].error.kind is FailureKind.CONNECTION
 
 
 # -- headers reach the server -----------------------------------------------------------------
@@ -411,7 +415,7 @@ def test_grpc_error_status_and_cancelled_infer_leave_the_connection_usable():
         return bad, good, handler, closed_after
 
     bad, good, handler, closed_after = run(go())
-    assert bad.error == "gRPC INVALID_ARGUMENT: first line second line: ünïcode 100%"
+    assert str(bad.error) == "gRPC INVALID_ARGUMENT: first line second line: ünïcode 100%"
     assert [o.error for o in good] == [None] * 3
     assert handler.cancelled == 1  # the server saw the stream reset
     assert closed_after  # close() closes the connection
@@ -530,12 +534,13 @@ def test_grpc_client_speaks_http2_with_a_strict_peer():
 
     ok, errors, goaway, after, server = run(go())
     assert [o.error for o in ok] == [None] * 5 and all(o.recv_ns > 0 for o in ok)
-    assert [o.error for o in errors] == [
+    assert [str(o.error) for o in errors] == [
         "gRPC NOT_FOUND: no model 'x' here",
         "gRPC UNAVAILABLE: the server answered HTTP 503",
         "gRPC UNAVAILABLE: the server reset the stream (REFUSED_STREAM)",
     ]
-    assert goaway.error.startswith("gRPC UNAVAILABLE: the server closed the connection (GOAWAY NO_ERROR: bye)")
+    assert goaway.error.kind is FailureKind.CONNECTION and goaway.error.code == "UNAVAILABLE"
+    assert str(goaway.error).startswith("connection error: the server closed the connection (GOAWAY NO_ERROR: bye)")
     assert after.error is None
     assert server.ping_acks and server.ping_acks[0] == b"pingpong"
     assert len(server.connections) == 2
@@ -589,7 +594,7 @@ def test_http_response_split_into_many_pieces_and_chunked():
     assert [o.error for o in outcomes] == [None] * 3
     error = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{\"error\":\"nope!\"}\r\n0\r\n\r\n"
     outcomes, _, _ = serve_and_infer(lambda s, n, w: error)
-    assert outcomes[0].error == "HTTP 400: nope!"
+    assert str(outcomes[0].error) == "HTTP 400: nope!" and outcomes[0].error.code == 400
 
 
 def test_http_error_status_and_connection_close():
@@ -597,7 +602,7 @@ def test_http_error_status_and_connection_close():
         lambda s, n, w: error_response(500, "model failed\nbadly") if n % 2 else ok_response(extra=b"Connection: close\r\n"),
         count=4,
     )
-    assert [o.error for o in outcomes] == ["HTTP 500: model failed badly", None] * 2
+    assert [o.error and str(o.error) for o in outcomes] == ["HTTP 500: model failed badly", None] * 2
     assert server.connections == 2  # a new one after each "Connection: close"
 
 
@@ -620,13 +625,14 @@ def test_http_connection_broken_mid_response_is_an_error_without_retry():
 
     outcomes, server, _ = serve_and_infer(behaviour, count=3)
     assert outcomes[0].error is None and outcomes[2].error is None
-    assert outcomes[1].error.startswith("connection error")
+    assert outcomes[1].error.kind is FailureKind.CONNECTION
     assert len(server.requests) == 3
 
 
 def test_http_garbage_response_is_an_error():
     outcomes, _, _ = serve_and_infer(lambda s, n, w: b"SSH-2.0-OpenSSH\r\n\r\n" if n == 1 else ok_response(), count=2)
-    assert "bad response" in outcomes[0].error and outcomes[1].error is None
+    assert outcomes[0].error.kind is FailureKind.PROTOCOL and "bad response" in outcomes[0].error.message
+    assert outcomes[1].error is None
 
 
 def test_http_bad_header_is_a_usage_error():
@@ -706,7 +712,7 @@ def test_the_server_ends_a_grpc_call_at_the_deadline_sent(faults_triton):
             raise AssertionError("the model kept answering")
 
     outcome, took_s = run(until_it_hangs())
-    assert outcome.error == "timeout: no response within 500 ms"
+    assert outcome.error == timeout(500)
     assert 0.45 < took_s < 5
 
 
@@ -736,7 +742,7 @@ def test_connecting_gives_up_at_the_connect_timeout():
 
         for protocol in PROTOCOLS:
             outcome, took_s = run(infer(protocol))
-            assert outcome.error is not None and "within 0.5 s" in outcome.error, outcome.error
+            assert outcome.error is not None and "within 0.5 s" in outcome.error.message, outcome.error
             assert took_s < 3
     finally:
         for sock in fillers:

@@ -1,6 +1,7 @@
 """Transports: how requests and control calls reach the server (HTTP, gRPC)."""
 
-from loadgen.transport.base import CONNECT_TIMEOUT_S, InferOutcome, InputTensor, Transport
+from loadgen.outcome import InferOutcome
+from loadgen.transport.base import CONNECT_TIMEOUT_S, InputTensor, Transport
 from loadgen.transport.tls import TlsOptions
 
 

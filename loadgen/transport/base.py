@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from loadgen.errors import UsageError
+from loadgen.outcome import InferOutcome
 from loadgen.redact import redact_url
 
 
@@ -60,21 +61,6 @@ class InputTensor:
     datatype: str
     shape: tuple[int, ...]
     data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class InferOutcome:
-    """What one request cost on the wire. Durations in ns; `error` is None on success.
-
-    send_ns: from the start of the request until its last byte was handed to the socket
-    (gRPC: request marshalling). recv_ns: from the first byte of the response until it was
-    fully read and parsed (gRPC: response unmarshalling). The rest of the request's time is
-    response wait.
-    """
-
-    send_ns: int
-    recv_ns: int
-    error: str | None = None
 
 
 class Transport(ABC):

@@ -32,9 +32,10 @@ The HTTP/2 client (RFC 9113) does what a unary gRPC call needs and no more:
 - Responses: HPACK decoding by the `hpack` package (python-hyper: Huffman codes and the dynamic
   table); `:status`, `content-type`, `grpc-status` / `grpc-message` in the trailers or in a
   trailers-only response; one uncompressed message (we never offer compression).
-- Errors are outcomes, as grpc would name them: `gRPC <CODE>: details`; a refused or lost
-  connection is `gRPC UNAVAILABLE`, a reset stream maps its HTTP/2 error code to a gRPC one
-  (the gRPC spec's table), a non-200 HTTP status likewise.
+- Errors are outcomes (loadgen.outcome), with the status grpc would name: a refused or lost
+  connection is a connection error (code UNAVAILABLE), a reset stream maps its HTTP/2 error code
+  to a gRPC status (the gRPC spec's table), a non-200 HTTP status likewise; bytes that break
+  HTTP/2 or gRPC's framing are a protocol error.
 - A cancelled infer resets its stream (RST_STREAM CANCEL) and leaves the connection usable.
 
 
@@ -68,10 +69,9 @@ from tritonclient.utils import InferenceServerException
 
 from loadgen.errors import ServerError, UsageError
 from loadgen.redact import redact_url
-from loadgen.samples import timeout_message
+from loadgen.outcome import InferOutcome, RequestError, connection, grpc_status, protocol, timeout
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
-    InferOutcome,
     InputTensor,
     Transport,
     check_header,
@@ -283,7 +283,7 @@ class _Stream:
         self.headers: list | None = None
         self.trailers: list | None = None
         self.data: bytes | bytearray | None = None
-        self.error: str | None = None
+        self.error: RequestError | None = None
         self.t_first = 0
         self.t_sent = 0
         self.t_done = 0
@@ -342,7 +342,7 @@ class _H2Connection(asyncio.Protocol):
                 _ConnectionGone(f"the connection closed before the server's HTTP/2 settings came{': ' + reason if reason else ''}: is it a gRPC port?")
             )
             self.ready.exception()  # retrieved, whoever waits
-        self._fail_all(f"gRPC UNAVAILABLE: connection to the server lost{': ' + reason if reason else ''}")
+        self._fail_all(connection(f"connection to the server lost{': ' + reason if reason else ''}", "UNAVAILABLE"))
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost fails what is in flight
@@ -522,7 +522,7 @@ class _H2Connection(asyncio.Protocol):
             return
         code = _U32.unpack(payload[:4])[0] if len(payload) >= 4 else 2
         status = _RST_TO_GRPC.get(code, "INTERNAL")
-        stream.error = f"gRPC {status}: the server reset the stream ({_h2_error_name(code)})"
+        stream.error = grpc_status(status, f"the server reset the stream ({_h2_error_name(code)})")
         self._finish(stream, reset_by_peer=True)
 
     def _on_goaway(self, payload: bytes) -> None:
@@ -535,9 +535,9 @@ class _H2Connection(asyncio.Protocol):
         debug = _one_line(bytes(payload[8:]).decode("utf-8", errors="replace"))
         reason = f"the server closed the connection (GOAWAY {_h2_error_name(code)}{': ' + debug if debug else ''})"
         for stream in [s for s in self.streams.values() if s.sid > last_sid]:
-            stream.error = f"gRPC UNAVAILABLE: {reason}"
+            stream.error = connection(reason, "UNAVAILABLE")
             self._finish(stream, reset_by_peer=True)
-        self._fail_queued(f"gRPC UNAVAILABLE: {reason}")
+        self._fail_queued(connection(reason, "UNAVAILABLE"))
         if not self.streams:
             self.transport.close()
 
@@ -548,14 +548,14 @@ class _H2Connection(asyncio.Protocol):
         self.transport.write(_frame(_GOAWAY, 0, 0, struct.pack(">II", max(self.next_sid - 2, 0), code)))
         self.closed = self.lost = True
         self.transport.close()
-        self._fail_all(f"gRPC INTERNAL: bad HTTP/2 from the server: {what}")
+        self._fail_all(protocol(f"bad HTTP/2 from the server: {what}", "INTERNAL"))
 
     # -- streams ----------------------------------------------------------------------------
 
     def start(self, stream: _Stream) -> None:
         """Opens `stream` now, or queues it while the server's concurrent-stream limit is reached."""
         if self.closed:  # lost or going away since the caller picked it: a rare race
-            stream.error = "gRPC UNAVAILABLE: the connection closed as the request started"
+            stream.error = connection("the connection closed as the request started", "UNAVAILABLE")
             stream.waiter.set_result(None)
             return
         if len(self.streams) >= self.peer_max_streams:
@@ -618,7 +618,7 @@ class _H2Connection(asyncio.Protocol):
     def _start_queued(self) -> None:
         while self.queued and len(self.streams) < self.peer_max_streams:
             if self.closed:
-                self._fail_queued("gRPC UNAVAILABLE: the connection was closing before the request could start")
+                self._fail_queued(connection("the connection was closing before the request could start", "UNAVAILABLE"))
                 return
             self.start(self.queued.popleft())
 
@@ -656,14 +656,14 @@ class _H2Connection(asyncio.Protocol):
             if self.closed and not self.streams:
                 self.transport.close()
 
-    def _fail_queued(self, error: str) -> None:
+    def _fail_queued(self, error: RequestError) -> None:
         while self.queued:
             stream = self.queued.popleft()
             stream.error = error
             if not stream.waiter.done():
                 stream.waiter.set_result(None)
 
-    def _fail_all(self, error: str) -> None:
+    def _fail_all(self, error: RequestError) -> None:
         streams, self.streams = self.streams, {}
         self.blocked.clear()
         for stream in streams.values():
@@ -685,32 +685,32 @@ def _header(headers: list | None, name: bytes) -> bytes | None:
     return None
 
 
-def _outcome_error(stream: _Stream, deadline_error: str | None = None) -> str | None:
+def _outcome_error(stream: _Stream, deadline_error: RequestError | None = None) -> RequestError | None:
     """The gRPC error the finished stream carries, or None for a good response; a call that
     the server ended at its grpc-timeout is `deadline_error`, a timeout as the client's own."""
     if stream.error is not None:
         return stream.error
     headers = stream.headers
     if headers is None:
-        return "gRPC INTERNAL: the stream ended without response headers"
+        return protocol("the stream ended without response headers", "INTERNAL")
     status = _header(headers, b":status")
     if status != b"200":
         code = _HTTP_TO_GRPC.get(int(status) if status and status.isdigit() else 0, "UNKNOWN")
-        return f"gRPC {code}: the server answered HTTP {(status or b'?').decode(errors='replace')}"
+        return grpc_status(code, f"the server answered HTTP {(status or b'?').decode(errors='replace')}")
     content_type = _header(headers, b"content-type") or b""
     if not content_type.startswith(b"application/grpc"):
-        return f"gRPC UNKNOWN: the server answered with content-type {content_type.decode(errors='replace')!r}, not gRPC"
+        return protocol(f"the server answered with content-type {content_type.decode(errors='replace')!r}, not gRPC", "UNKNOWN")
     trailers = stream.trailers if stream.trailers is not None else headers
-    grpc_status = _header(trailers, b"grpc-status")
-    if grpc_status != b"0":
-        if grpc_status is None:
-            return "gRPC INTERNAL: the response has no grpc-status"
-        number = int(grpc_status) if grpc_status.isdigit() else -1
+    status_value = _header(trailers, b"grpc-status")
+    if status_value != b"0":
+        if status_value is None:
+            return protocol("the response has no grpc-status", "INTERNAL")
+        number = int(status_value) if status_value.isdigit() else -1
         if number == _DEADLINE_EXCEEDED and deadline_error is not None:
             return deadline_error
         code = _GRPC_CODES[number] if 0 < number < len(_GRPC_CODES) else "UNKNOWN"
         message = unquote_to_bytes(_header(trailers, b"grpc-message") or b"").decode("utf-8", errors="replace")
-        return f"gRPC {code}: {_one_line(message)}"
+        return grpc_status(code, message)
     return None
 
 
@@ -749,7 +749,7 @@ class GrpcTransport(Transport):
         self.url = redact_url(url)  # as messages show it
         self._connect_timeout_s = connect_timeout_s
         # The server's DEADLINE_EXCEEDED at the grpc-timeout sent is a timeout, as the engine's own is.
-        self._deadline_error = timeout_message(request_timeout_ms) if request_timeout_ms else None
+        self._deadline_error = timeout(request_timeout_ms) if request_timeout_ms else None
         if url_credentials(url) is not None:
             raise UsageError("gRPC takes no user:password@ in -u: send credentials as metadata, e.g. -H 'authorization: Bearer TOKEN'")
         self._tls = tls
@@ -905,7 +905,7 @@ class GrpcTransport(Transport):
             try:
                 conn = await self._connection()
             except _ConnectionGone as exc:
-                return InferOutcome(0, 0, f"gRPC UNAVAILABLE: {exc}")
+                return InferOutcome(0, 0, connection(str(exc), "UNAVAILABLE"))
         stream = _Stream(self._loop.create_future(), prepared.framed)
         conn.start(stream)
         try:
@@ -924,7 +924,7 @@ class GrpcTransport(Transport):
         try:
             _parse_response(_message(stream.data))
         except Exception as exc:  # noqa: BLE001 - a malformed response is an outcome, not a crash
-            return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1, f"gRPC bad response: {_one_line(str(exc))}")
+            return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1, protocol(f"bad response: {exc}", "INTERNAL"))
         return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1)
 
     async def close(self) -> None:

@@ -39,9 +39,9 @@ from urllib.parse import quote
 
 from loadgen.errors import ServerError
 from loadgen.redact import redact_url
+from loadgen.outcome import InferOutcome, RequestError, connection, http_status, protocol
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
-    InferOutcome,
     InputTensor,
     Transport,
     check_header,
@@ -61,11 +61,13 @@ _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
 
 class _ConnectionFailed(Exception):
-    """The connection ended or broke before a complete response; `received` if any byte came."""
+    """The connection ended or broke before a complete response; `received` if any byte came;
+    `broken_protocol` when the server's bytes were not HTTP/1.1."""
 
-    def __init__(self, message: str, received: bool) -> None:
+    def __init__(self, message: str, received: bool, broken_protocol: bool = False) -> None:
         super().__init__(message)
         self.received = received
+        self.broken_protocol = broken_protocol
 
 
 def _header_value(head: bytes, name: bytes) -> bytes | None:
@@ -318,7 +320,7 @@ class _Connection(asyncio.Protocol):
         self.waiter = None
         self.transport.abort()
         if waiter is not None and not waiter.done():
-            waiter.set_exception(_ConnectionFailed(f"bad response: {message}", True))
+            waiter.set_exception(_ConnectionFailed(f"bad response: {message}", True, broken_protocol=True))
 
     # -- request side -----------------------------------------------------------------------
 
@@ -343,16 +345,15 @@ class _Prepared:
         self.request = request
 
 
-def _http_error(status: int, body: bytes | bytearray | None) -> str:
-    """`HTTP 400: <Triton's error text>` from an error response."""
+def _http_error(status: int, body: bytes | bytearray | None) -> RequestError:
+    """The error of an error response, with Triton's error text."""
     text = ""
     if body:
         try:
             text = str(json.loads(body)["error"])
         except (ValueError, KeyError, TypeError):
             text = bytes(body[:200]).decode("utf-8", errors="replace").strip()
-    text = " ".join(text.split())  # one line
-    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+    return http_status(status, text)
 
 
 def _header_block(headers: dict[str, str]) -> bytes:
@@ -481,9 +482,9 @@ class HttpTransport(Transport):
         try:
             status, body, _, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
         except _ConnectionFailed as exc:
-            return InferOutcome(0, 0, f"connection error: {exc}")
+            return InferOutcome(0, 0, protocol(str(exc)) if exc.broken_protocol else connection(str(exc)))
         except OSError as exc:
-            return InferOutcome(0, 0, f"connection error: {exc.strerror or exc}")
+            return InferOutcome(0, 0, connection(exc.strerror or str(exc)))
         if status != 200:
             return InferOutcome(t_sent - t0, recv_ns, _http_error(status, body))
         return InferOutcome(t_sent - t0, recv_ns)
@@ -504,7 +505,7 @@ class HttpTransport(Transport):
                 reason = tls_failure(reason, "http") or reason
             raise ServerError(f"cannot reach Triton over HTTP{'S' if self._ssl else ''} at {self.url}: {reason}") from None
         if status != 200:
-            error = _http_error(status, body)
+            error = str(_http_error(status, body))
             unknown = unknown_model_error(error, model, version, self.url) if status in (400, 404) else None
             if unknown is not None:
                 raise unknown
