@@ -17,6 +17,7 @@ from tritonclient.utils import (
     triton_to_np_dtype,
 )
 
+from loadgen.config import Inputs
 from loadgen.errors import UsageError
 from loadgen.transport.base import InputTensor
 
@@ -306,7 +307,7 @@ def _serialize(spec: InputSpec, array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array).tobytes()
 
 
-def build_request_inputs(specs: Sequence[InputSpec], config) -> list[list[InputTensor]]:
+def build_request_inputs(specs: Sequence[InputSpec], config: Inputs) -> list[list[InputTensor]]:
     """Every distinct request the run sends, in order. With -b N, each request batches N
     consecutive data entries (wrapping around), so every entry is used."""
     entries = _entries(specs, config.input_data, config.shapes, config.string_length)

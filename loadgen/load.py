@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.config import RunConfig
+from loadgen.config import LoadShape, Target
 from loadgen.engine import LoadEngine
 from loadgen.histogram import LatencyHistogram
 from loadgen.merge import WorkerFigures
@@ -119,10 +119,12 @@ class LocalLoad(Load):
         self._recorder: SampleRecorder | None = None
 
     @classmethod
-    def prepare(cls, transport: Transport, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> LocalLoad:
+    def prepare(
+        cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]
+    ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits."""
-        requests = [transport.prepare(config.model_name, config.model_version, t, outputs) for t in tensors]
-        return cls(LoadEngine(transport, requests, config.max_inflight, config.request_timeout_ms))
+        requests = [transport.prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
+        return cls(LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms))
 
     @property
     def completed(self) -> int:

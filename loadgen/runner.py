@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvloop
 
-from loadgen.config import RunConfig
+from loadgen.config import RunConfig, prepare
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.health import ServerWatch
 from loadgen.live_metrics import LiveMetrics
@@ -118,8 +118,9 @@ async def _sweep(
     live: LiveMetrics | None,
 ) -> RunResult:
     interrupts.task = asyncio.current_task()
+    target = config.target
     async with open_transport(
-        config.protocol, config.url, config.headers, config.tls, config.request_timeout_ms, config.connect_timeout_ms / 1e3
+        target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
     ) as transport:
         sweep = await Sweep.open(config, transport)
         try:
@@ -148,7 +149,7 @@ async def _sweep(
             try:
                 if metrics_at is not None:
                     await sweep.start_metrics(metrics_at, progress.warning if progress else None)
-                watch = ServerWatch(redact_url(config.url), transport.server_live, server_exit)
+                watch = ServerWatch(redact_url(target.url), transport.server_live, server_exit)
                 await watch.guard(
                     sweep.run(on_level_start=on_level_start, on_window=progress.window if progress else None, on_level=on_level)
                 )
@@ -181,7 +182,9 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     rewritten after every level. The server is stopped whatever happens; SIGINT and SIGTERM
     abandon the requests in flight and raise Interrupted once the report is written.
     """
-    report_dir = config.report_dir or default_report_dir(config.model_name)
+    config = prepare(config)  # files read and TLS checked now, before any server starts
+    target, outputs = config.target, config.outputs
+    report_dir = outputs.report_dir or default_report_dir(target.model_name)
     all_writers: list[ReportWriter] = [
         *writers,
         JsonReport(report_dir / SUMMARY),
@@ -189,33 +192,34 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
         MetricsCsvReport(report_dir / "metrics.csv"),
         WorkersCsvReport(report_dir / "workers.csv"),
     ]
-    if config.csv_file is not None:
-        all_writers.append(CsvReport(config.csv_file))
-    if config.junit_file is not None:
-        all_writers.append(JunitReport(config.junit_file))
+    if outputs.csv_file is not None:
+        all_writers.append(CsvReport(outputs.csv_file))
+    if outputs.junit_file is not None:
+        all_writers.append(JunitReport(outputs.junit_file))
     all_writers.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
     # Mistakes that would otherwise surface only once the server is up, or the first level done.
-    if config.workers is not None:
-        preflight(config)
+    if config.load.workers is not None:
+        preflight(config.load)
     _check_writable(report_dir, "--report-dir")
-    for path, flag in ((config.csv_file, "-f"), (config.junit_file, "--junit")):
+    for path, flag in ((outputs.csv_file, "-f"), (outputs.junit_file, "--junit")):
         if path is not None:
             _check_writable(Path(path).parent, flag)
-    metrics_at = metrics_url(config.metrics_url) if config.collect_metrics and config.metrics_url else None
+    metrics_at = metrics_url(outputs.metrics_url) if outputs.collect_metrics and outputs.metrics_url else None
     server = live = None
     with _Interrupts() as interrupts:
         try:
-            if config.export_metrics_port is not None:
-                live = LiveMetrics(config.model_name)
-                live.serve(config.export_metrics_port)
-            if config.url is None:
-                server = EmbeddedServer(config.model_repository or default_model_repository(), report_dir / SERVER_LOG)
+            if outputs.export_metrics_port is not None:
+                live = LiveMetrics(target.model_name)
+                live.serve(outputs.export_metrics_port)
+            if target.url is None:
+                server = EmbeddedServer(target.model_repository or default_model_repository(), report_dir / SERVER_LOG)
                 endpoints = server.start()
-                config = replace(config, url=endpoints.http if config.protocol == "http" else endpoints.grpc)
-                if config.collect_metrics and metrics_at is None:
+                url = endpoints.http if target.protocol == "http" else endpoints.grpc
+                config = replace(config, target=replace(target, url=url))
+                if outputs.collect_metrics and metrics_at is None:
                     metrics_at = endpoints.metrics_url
-            elif config.collect_metrics and metrics_at is None:
-                metrics_at = server_metrics_url(config.url)
+            elif outputs.collect_metrics and metrics_at is None:
+                metrics_at = server_metrics_url(target.url)
             server_exit = server.exit_status if server is not None else None
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 return runner.run(_sweep(config, metrics_at, all_writers, progress, interrupts, server_exit, live))

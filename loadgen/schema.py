@@ -145,7 +145,7 @@ def series_dict(result: RunResult) -> dict[str, Any] | None:
         return [s.values.get(key) for s in series]
 
     return {
-        "interval_ms": result.config.metrics_interval_ms,
+        "interval_ms": result.config.outputs.metrics_interval_ms,
         "t_s": [_seconds(s.t_ns, result.started_ns) for s in series],
         "level": [result.level_at(s.t_ns) for s in series],
         "cpu_utilization": column(CPU_UTILIZATION),
@@ -182,7 +182,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "model_configs": result.model_configs,
         "levels": [level_dict(level, origin_ns) for level in result.levels],
         "metrics_series": series_dict(result),
-        "sla": list(result.config.slas),
+        "sla": [sla.expression for sla in result.config.gates.slas],
         "sla_passed": result.sla_passed,
         "capacity": dataclasses.asdict(result.capacity) if result.capacity is not None else None,
     }

@@ -13,7 +13,7 @@ from time import monotonic_ns
 from typing import Any
 
 from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
-from loadgen.config import RunConfig
+from loadgen.config import LoadShape, RunConfig
 from loadgen.errors import WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.load import Load, LocalLoad
@@ -24,12 +24,11 @@ from loadgen.schedule import (
     IntervalSchedule,
     RateSchedule,
     Schedule,
-    read_intervals,
 )
 from loadgen.schema import level_dict
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
-from loadgen.sla import evaluate, parse_sla
+from loadgen.sla import evaluate
 from loadgen.transport.base import Transport
 
 # RunResult.status: a run's state when its report was written.
@@ -57,9 +56,10 @@ class RunResult:
     def sla_passed(self) -> bool:
         """Every bound met: with --binary-search, some level met them all; else every level met every
         SLA and, with --require-stable, was stable."""
-        if self.config.binary_search:
+        gates = self.config.gates
+        if gates.binary_search:
             return self.capacity is not None
-        if self.config.require_stable and self.unstable_levels:
+        if gates.require_stable and self.unstable_levels:
             return False
         return all(verdict.passed for level in self.levels for verdict in level.sla)
 
@@ -75,11 +75,11 @@ class RunResult:
         return None
 
 
-def _values(config: RunConfig) -> Iterator[float]:
-    values = config.load_range.values()
+def _values(load: LoadShape) -> Iterator[float]:
+    values = load.load_range.values()
     if values is not None:
         return iter(values)
-    return itertools.count(config.load_range.start, config.load_range.step)
+    return itertools.count(load.load_range.start, load.load_range.step)
 
 
 def _now() -> str:
@@ -120,8 +120,6 @@ class Sweep:
         self.started_at = _now()
         self.started_ns = monotonic_ns()
         self._transport = transport
-        self._slas = [parse_sla(text) for text in config.slas]
-        self._intervals_us = read_intervals(config.request_intervals) if config.request_intervals is not None else None
 
     @classmethod
     async def open(cls, config: RunConfig, transport: Transport) -> Sweep:
@@ -133,18 +131,19 @@ class Sweep:
             configs[name] = await transport.model_config(name, version)
             return configs[name]
 
-        tree = await model_tree(fetch_config, config.model_name, config.model_version)
-        metadata = await transport.model_metadata(config.model_name, config.model_version)
-        specs = model_inputs(metadata, configs[config.model_name], config.batch_size)
+        target = config.target
+        tree = await model_tree(fetch_config, target.model_name, target.model_version)
+        metadata = await transport.model_metadata(target.model_name, target.model_version)
+        specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
-        tensors = build_request_inputs(specs, config)
-        if config.workers is None:
-            load: Load = LocalLoad.prepare(transport, config, tensors, outputs)
+        tensors = build_request_inputs(specs, config.inputs)
+        if config.load.workers is None:
+            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs)
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
-            load = await WorkerPool.open(config, tensors, outputs)
+            load = await WorkerPool.open(target, config.load, tensors, outputs)
         return cls(config, server_metadata, configs, tree, load, transport)
 
     async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
@@ -155,7 +154,8 @@ class Sweep:
             if on_warning is not None:
                 on_warning(message)
 
-        self.scraper = MetricsScraper(url, self.config.metrics_interval_ms, self.model_configs, warn, self.config.https_tls)
+        interval_ms, tls = self.config.outputs.metrics_interval_ms, self.config.target.https_tls
+        self.scraper = MetricsScraper(url, interval_ms, self.model_configs, warn, tls)
         await self.scraper.start()
 
     async def close(self) -> None:
@@ -179,15 +179,15 @@ class Sweep:
         return parse_statistics(statistics)
 
     def _schedule(self, value: float) -> Schedule:
-        config = self.config
-        if self._intervals_us is not None:
-            return IntervalSchedule(self._intervals_us)
-        if config.request_rate_range is not None:
-            return RateSchedule(value, config.request_distribution, config.seed)
+        load = self.config.load
+        if load.intervals_us is not None:
+            return IntervalSchedule(list(load.intervals_us))
+        if load.request_rate_range is not None:
+            return RateSchedule(value, load.request_distribution, load.seed)
         return ConcurrencySchedule(int(value))
 
     def _latency_breach(self, level: LevelResult) -> str | None:
-        threshold_ms = self.config.latency_threshold_ms
+        threshold_ms = self.config.gates.latency_threshold_ms
         latency_us = level.client.latency_us(self.config.windows.percentile)
         if threshold_ms is not None and latency_us > threshold_ms * 1e3:
             return f"latency {latency_us / 1e3:.2f} ms exceeded the {threshold_ms:g} ms threshold"
@@ -199,7 +199,7 @@ class Sweep:
 
     def _bound_breach(self, level: LevelResult) -> str | None:
         """Why `level` is out of bounds (-l, --sla, or unstable in a search), or None."""
-        unstable = "no stable measurement" if self.config.binary_search and not level.stable else None
+        unstable = "no stable measurement" if self.config.gates.binary_search and not level.stable else None
         return self._latency_breach(level) or self._sla_breach(level) or unstable
 
     async def _measure(self, value: float, on_level_start, on_window, on_level) -> LevelResult:
@@ -209,9 +209,9 @@ class Sweep:
         if on_level_start is not None:
             on_level_start(schedule, self.load)
         level = await measure_level(
-            self.load, schedule, config.windows, self._snapshot, self.tree, config.batch_size, on_window, self.scraper
+            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, on_window, self.scraper
         )
-        level = replace(level, sla=tuple(evaluate(self._slas, level_dict(level, self.started_ns))))
+        level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level_dict(level, self.started_ns))))
         self.levels.append(level)
         self.measuring = None
         if on_level is not None:
@@ -231,22 +231,23 @@ class Sweep:
         A sweep stops after the first level over -l (or, open-ended, over an --sla).
         """
         hooks = (on_level_start, on_window, on_level)
-        if self.config.binary_search:
+        if self.config.gates.binary_search:
             await self._search(*hooks)
             return
-        for value in _values(self.config):
+        load = self.config.load
+        for value in _values(load):
             level = await self._measure(value, *hooks)
-            open_ended = self.config.load_range.end == 0
+            open_ended = load.load_range.end == 0
             breach = self._latency_breach(level) or (self._sla_breach(level) if open_ended else None)
             if breach is not None:
                 self.stop_reason = f"{breach} at {level.label.lower()} {level.value:g}"
                 return
-            if self.config.request_intervals is not None:
+            if load.request_intervals is not None:
                 return  # one level: the intervals are the load
 
     async def _search(self, *hooks) -> None:
         """perf_analyzer's --binary-search: the highest level in the range that meets every bound."""
-        load = self.config.load_range
+        load = self.config.load.load_range
         low, high = load.start, load.end
         first = await self._measure(low, *hooks)
         if (breach := self._bound_breach(first)) is not None:
@@ -261,14 +262,15 @@ class Sweep:
                 high = middle
 
     def _capacity(self) -> CapacityPlan | None:
-        if not (self.config.binary_search or self.config.target_throughput is not None):
+        gates = self.config.gates
+        if not (gates.binary_search or gates.target_throughput is not None):
             return None
         passing = [
             (level.label, level.value, level.client.throughput_infer_per_s)
             for level in self.levels
             if self._bound_breach(level) is None and level.stable
         ]
-        return plan_capacity(passing, self.config.target_throughput, self.config.headroom_pct)
+        return plan_capacity(passing, gates.target_throughput, gates.headroom_pct)
 
     def result(self, status: str = COMPLETE) -> RunResult:
         return RunResult(
@@ -277,7 +279,7 @@ class Sweep:
             server_metadata=self.server_metadata,
             model_configs=self.model_configs,
             # A search measures out of order; its report reads best in level order.
-            levels=tuple(sorted(self.levels, key=lambda level: level.value) if self.config.binary_search else self.levels),
+            levels=tuple(sorted(self.levels, key=lambda level: level.value) if self.config.gates.binary_search else self.levels),
             started_at=self.started_at,
             finished_at=_now(),
             started_ns=self.started_ns,

@@ -2,16 +2,12 @@
 
 import pytest
 
-from loadgen.config import (
-    DEFAULT_MODEL,
-    Range,
-    build_config,
-    load_config_file,
-    parse_header,
-    parse_range,
-    parse_shape,
-)
+import argparse
+import dataclasses
+
+from loadgen.config import DEFAULT_MODEL, Range, parse_header, parse_range, parse_shape, prepare
 from loadgen.errors import UsageError
+from loadgen.options import OPTIONS, SECTIONS, add_run_arguments, build_config, config_from_record, load_config_file
 
 
 def test_ranges():
@@ -40,12 +36,12 @@ def test_shapes_and_headers():
 
 def test_defaults_and_overrides():
     config = build_config({})
-    assert config.model_name == DEFAULT_MODEL and config.url is None
-    assert config.concurrency_range == Range(1, 1, 1)
+    assert config.target.model_name == DEFAULT_MODEL and config.target.url is None
+    assert config.load.concurrency_range == Range(1, 1, 1)
     assert config.windows.interval_ms == 5000 and config.windows.stability_pct == 10
     config = build_config({"measurement-interval": "2000", "percentile": 95, "header": ["A: b"], "concurrency-range": "1:4"})
     assert config.windows.interval_ms == 2000 and config.windows.percentile == 95
-    assert config.headers == {"A": "b"}
+    assert config.target.headers == {"A": "b"}
     assert config.to_dict()["headers"] == {"A": "b"}  # credential-bearing values are masked (test_redact.py)
 
 
@@ -86,9 +82,10 @@ def test_bad_values_from_a_config_file():
 
 def test_metrics_options():
     config = build_config({"collect-metrics": True, "metrics-url": "h:1/m", "metrics-interval": 250, "export-metrics-port": 9464})
-    assert (config.collect_metrics, config.metrics_url, config.metrics_interval_ms, config.export_metrics_port) == (
+    outputs = config.outputs
+    assert (outputs.collect_metrics, outputs.metrics_url, outputs.metrics_interval_ms, outputs.export_metrics_port) == (
         True, "h:1/m", 250, 9464)  # fmt: skip
-    assert build_config({}).collect_metrics is False and build_config({}).metrics_interval_ms == 1000
+    assert build_config({}).outputs.collect_metrics is False and build_config({}).outputs.metrics_interval_ms == 1000
 
 
 @pytest.mark.parametrize("options,message", [
@@ -106,14 +103,17 @@ def test_open_loop_and_capacity_options(tmp_path):
     config = build_config({"request-rate-range": "12.5:50:12.5", "request-distribution": "poisson", "seed": 3,
                            "max-inflight": 64, "sla": ["p99_ms<50"], "binary-search": True,
                            "target-throughput": 900, "headroom": "30%"})  # fmt: skip
-    assert config.open_loop and config.load_range.values() == [12.5, 25.0, 37.5, 50.0]
-    assert (config.request_distribution, config.seed, config.max_inflight) == ("poisson", 3, 64)
-    assert (config.slas, config.binary_search, config.target_throughput, config.headroom_pct) == (("p99_ms<50",), True, 900, 30.0)
+    load, gates = config.load, config.gates
+    assert load.open_loop and load.load_range.values() == [12.5, 25.0, 37.5, 50.0]
+    assert (load.request_distribution, load.seed, load.max_inflight) == ("poisson", 3, 64)
+    assert [sla.expression for sla in gates.slas] == ["p99_ms<50"]  # parsed once, carried
+    assert (gates.binary_search, gates.target_throughput, gates.headroom_pct) == (True, 900, 30.0)
     assert config.to_dict()["request_rate_range"] == "12.5:50:12.5"
     gaps = tmp_path / "gaps.txt"
-    gaps.write_text("1000\n")
-    assert build_config({"request-intervals": str(gaps)}).open_loop
-    assert not build_config({}).open_loop
+    gaps.write_text("1000\n2000\n")
+    read = prepare(build_config({"request-intervals": str(gaps)}))
+    assert read.load.open_loop and read.load.intervals_us == (1000, 2000)
+    assert not build_config({}).load.open_loop
 
 
 @pytest.mark.parametrize("options,message", [
@@ -126,9 +126,42 @@ def test_open_loop_and_capacity_options(tmp_path):
     ({"sla": ["p99<5"]}, "unknown metric"),
     ({"headroom": "100%"}, "up to"),
     ({"max-inflight": 0}, "at least 1"),
-    ({"request-intervals": "/nonexistent/gaps.txt"}, "cannot read"),
     ({"request-rate-range": "10:0"}, "needs -l/--latency-threshold or --sla"),
 ])
 def test_bad_open_loop_and_capacity_options(options, message):
     with pytest.raises(UsageError, match=message):
         build_config(options)
+
+
+def test_building_a_configuration_reads_no_file_and_prepare_reads_each_once(tmp_path):
+    config = build_config({"request-intervals": "/nonexistent/gaps.txt"})  # no I/O yet
+    assert config.load.intervals_us is None
+    with pytest.raises(UsageError, match="cannot read"):
+        prepare(config)
+    gaps = tmp_path / "gaps.txt"
+    gaps.write_text("500\n")
+    prepared = prepare(build_config({"request-intervals": str(gaps)}))
+    gaps.unlink()
+    assert prepare(prepared).load.intervals_us == (500,)  # carried, not read again
+
+
+def test_every_option_is_declared_once_and_sets_one_field():
+    fields = {(option.section, option.field) for option in OPTIONS}
+    assert len(fields) == len(OPTIONS) and len({option.name for option in OPTIONS}) == len(OPTIONS)
+    for name, section in SECTIONS.items():
+        declared = {field for section_name, field in fields if section_name == name}
+        assert declared == {f.name for f in dataclasses.fields(section)} - {"intervals_us"}, name
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    help_text = " ".join(parser.format_help().split())  # unwrapped
+    for option in OPTIONS:
+        assert f"--{option.name}" in help_text
+    assert "(default 60000)" in help_text and "(default 5000)" in help_text  # defaults shown from the table
+
+
+def test_a_recorded_configuration_builds_the_same_configuration():
+    config = build_config({"concurrency-range": "1:8:2", "sla": ["p99_ms<50"], "header": ["X-Team: perf"],
+                           "shape": ["IN:3,4"], "headroom": "10%", "binary-search": True, "percentile": 95})  # fmt: skip
+    again = config_from_record(config.to_dict())
+    assert again == config and again.to_dict() == config.to_dict()
+    assert config_from_record({"model_name": "m"}).target.request_timeout_ms == 60_000  # an older record: defaults

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadgen.config import build_config
+from loadgen.options import build_config
 from loadgen.report.csv_report import header
 
 BASE = ("Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import deserialize_bytes_tensor
 
-from loadgen.config import build_config
+from loadgen.options import build_config
 from loadgen.errors import UsageError
 from loadgen.inputs import build_request_inputs, model_inputs
 
@@ -18,7 +18,7 @@ VAR_MODEL = ({"name": "var", "inputs": [{"name": "X", "datatype": "INT32", "shap
 
 def build(model, **options):
     config = build_config({k.replace("_", "-"): v for k, v in options.items()})
-    return build_request_inputs(model_inputs(*model, config.batch_size), config)
+    return build_request_inputs(model_inputs(*model, config.inputs.batch_size), config.inputs)
 
 
 def elements(tensor):

@@ -12,15 +12,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadgen.config import (
-    MAX_LEVELS,
-    OPTIONS,
-    Range,
-    RunConfig,
-    build_config,
-    load_config_file,
-    parse_range,
-)
+from loadgen.config import MAX_LEVELS, Range, RunConfig, parse_range, prepare
+from loadgen.options import BY_NAME as OPTIONS
+from loadgen.options import build_config, load_config_file
 from loadgen.errors import UsageError
 from loadgen.sla import (
     FIXED_METRICS,
@@ -144,7 +138,7 @@ def _load(mapping_or_text) -> dict:
 @given(st.dictionaries(st.sampled_from(KEYS).flatmap(lambda k: st.sampled_from([k, k.replace("-", "_")])), values, max_size=6))
 def test_known_keys_with_any_values_build_or_are_usage_errors(mapping):
     try:
-        config = build_config(_load(mapping))
+        config = prepare(build_config(_load(mapping)))  # building reads no file; prepare reads them
     except UsageError as exc:
         assert "\n" not in str(exc)
         return

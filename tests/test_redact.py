@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loadgen.config import build_config
+from loadgen.options import build_config
 from loadgen.errors import UsageError
 from loadgen.redact import MASK, is_secret_header, redact_headers, redact_url
 from loadgen.scraper import metrics_url, server_metrics_url
@@ -57,7 +57,7 @@ def test_the_configuration_view_masks_credentials():
         "metrics-url": "https://u:S3CRET-2@triton:8002/metrics?token=S3CRET-3",
         "header": ["Authorization: Bearer S3CRET-4", "X-Api-Key: S3CRET-5", "X-Trace: visible"],
     })  # fmt: skip
-    assert config.headers["Authorization"] == "Bearer S3CRET-4"  # what is sent is untouched
+    assert config.target.headers["Authorization"] == "Bearer S3CRET-4"  # what is sent is untouched
     view = config.to_dict()
     assert "S3CRET" not in json.dumps(view)
     assert view["headers"] == {"Authorization": MASK, "X-Api-Key": MASK, "X-Trace": "visible"}

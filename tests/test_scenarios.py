@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.cli import main
-from loadgen.config import build_config, load_config_file
+from loadgen.options import build_config, load_config_file
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -17,13 +17,14 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 @pytest.mark.parametrize("name", ["smoke", "capacity", "sla-check", "stress"])
 def test_each_scenario_is_a_valid_run(name):
     config = build_config(load_config_file(CONFIGS / f"{name}.yaml"))
-    assert config.model_name == "centernet-ensemble"
+    load, gates = config.load, config.gates
+    assert config.target.model_name == "centernet-ensemble"
     if name == "capacity":
-        assert config.binary_search and config.target_throughput and config.headroom_pct == 30
+        assert gates.binary_search and gates.target_throughput and gates.headroom_pct == 30
     if name == "sla-check":
-        assert config.open_loop and config.slas and config.junit_file and config.require_stable
+        assert load.open_loop and gates.slas and config.outputs.junit_file and gates.require_stable
     if name == "stress":
-        assert config.open_loop and len(config.load_range.values()) >= 5 and config.max_inflight
+        assert load.open_loop and len(load.load_range.values()) >= 5 and load.max_inflight
 
 
 def test_the_sla_check_gate_passes_on_the_shipped_ensemble(triton, tmp_path, capsys):

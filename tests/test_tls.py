@@ -14,7 +14,8 @@ import pytest
 from tls_proxy import TlsProxy, make_pki
 
 from loadgen.cli import main
-from loadgen.config import build_config, load_config_file
+from loadgen.config import prepare
+from loadgen.options import build_config, load_config_file
 from loadgen.errors import UsageError
 from loadgen.server import EmbeddedServer
 from loadgen.transport import InputTensor, TlsOptions
@@ -178,7 +179,7 @@ def test_host_header_and_sni_over_https(proxies, pki):
 def test_tls_flags_are_checked_before_any_connection(pki, tmp_path):
     def usage_error(**options) -> str:
         with pytest.raises(UsageError) as caught:
-            build_config({"model-name": "m", **options})
+            prepare(build_config({"model-name": "m", **options}))  # the files are read by prepare, before any server starts
         return str(caught.value)
 
     https = {"url": "https://triton:8443"}
@@ -200,9 +201,9 @@ def test_tls_options_from_a_config_file_and_flags(pki, tmp_path, capsys):
     scenario = tmp_path / "tls.yaml"
     scenario.write_text(f"url: https://triton:8443\nmodel-name: m\nssl-https-verify-host: 0\nssl-https-ca-certificates-file: {pki.ca}\n")
     config = build_config(load_config_file(scenario))
-    assert config.tls == TlsOptions(verify_peer=True, verify_host=False, ca_file=pki.ca)
+    assert config.target.tls == TlsOptions(verify_peer=True, verify_host=False, ca_file=pki.ca)
     grpc = build_config({"url": "triton:8001", "model-name": "m", "protocol": "grpc", "ssl-grpc-use-ssl": True})
-    assert grpc.tls == TlsOptions() and build_config({"url": "triton:8000", "model-name": "m"}).tls is None
+    assert grpc.target.tls == TlsOptions() and build_config({"url": "triton:8000", "model-name": "m"}).target.tls is None
     assert main(["run", "-u", "https://triton:8443", "-m", "m", "--ssl-https-verify-host", "3"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
-from loadgen.config import build_config
+from loadgen.options import build_config
 from loadgen.measurement import CountCheck, LevelResult, WindowFigures
 from loadgen.merge import WorkerFigures
 from loadgen.report.console import ConsoleReport

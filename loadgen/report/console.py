@@ -34,12 +34,12 @@ def _us(value: float) -> str:
 
 def settings_lines(config: RunConfig) -> list[str]:
     """perf_analyzer 2.51's settings header."""
-    policy = config.windows
+    policy, load, gates = config.windows, config.load, config.gates
     latency = "average latency" if policy.percentile is None else f"p{policy.percentile} latency"
-    limit = config.load_range.end or config.load_range.start
+    limit = load.load_range.end or load.load_range.start
     lines = [
         "*** Measurement Settings ***",
-        f"  Batch size: {config.batch_size}",
+        f"  Batch size: {config.inputs.batch_size}",
         "  Service Kind: TRITON",
         f'  Using "{policy.mode}" mode for stabilization',
         f"  Stabilizing using {latency} and throughput",
@@ -48,27 +48,27 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
     else:
         lines.append(f"  Measurement window: {policy.interval_ms} msec")
-    if config.request_intervals is not None:
-        lines.append(f"  Using request intervals from {config.request_intervals}")
-    elif config.open_loop:
+    if load.request_intervals is not None:
+        lines.append(f"  Using request intervals from {load.request_intervals}")
+    elif load.open_loop:
         lines += [
-            f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
+            f"  Latency limit: {gates.latency_threshold_ms or 0:g} msec",
             f"  Request Rate limit: {_num(limit)} requests per seconds",
-            f"  Using {'uniform' if config.request_distribution == 'constant' else 'poisson'} distribution on request generation",
+            f"  Using {'uniform' if load.request_distribution == 'constant' else 'poisson'} distribution on request generation",
         ]
-    elif config.concurrency_range.end != 1:  # perf_analyzer shows the limits only for a sweep
+    elif load.concurrency_range.end != 1:  # perf_analyzer shows the limits only for a sweep
         lines += [
-            f"  Latency limit: {config.latency_threshold_ms or 0:g} msec",
+            f"  Latency limit: {gates.latency_threshold_ms or 0:g} msec",
             f"  Concurrency limit: {limit:g} concurrent requests",
         ]
-    if config.max_inflight is not None and config.open_loop:
-        lines.append(f"  At most {config.max_inflight} requests in flight (--max-inflight)")
-    if config.binary_search:
+    if load.max_inflight is not None and load.open_loop:
+        lines.append(f"  At most {load.max_inflight} requests in flight (--max-inflight)")
+    if gates.binary_search:
         lines.append("  Using binary search")
-    lines += [f"  SLA: {text}" for text in config.slas]
-    if config.workers is not None:
-        where = redact_url(config.ray_address) if config.ray_address is not None else "local"
-        lines.append(f"  Load from {config.workers} worker{'s' if config.workers != 1 else ''} on Ray ({where})")
+    lines += [f"  SLA: {sla.expression}" for sla in gates.slas]
+    if load.workers is not None:
+        where = redact_url(load.ray_address) if load.ray_address is not None else "local"
+        lines.append(f"  Load from {load.workers} worker{'s' if load.workers != 1 else ''} on Ray ({where})")
     lines.append("  Using asynchronous calls for inference")
     return lines
 
@@ -300,21 +300,21 @@ def summary_lines(result: RunResult) -> list[str]:
     lines += gate_lines(result)
     if result.capacity is not None:
         lines += capacity_lines(result.capacity)
-    elif result.config.binary_search or result.config.target_throughput is not None:
+    elif result.config.gates.binary_search or result.config.gates.target_throughput is not None:
         lines.append("Capacity: no level met every bound")
     return lines
 
 
 def gate_lines(result: RunResult) -> list[str]:
     """The run's verdict: its SLAs, and whether it rests on levels that never stabilized."""
-    config, unstable = result.config, result.unstable_levels
+    gates, unstable = result.config.gates, result.unstable_levels
     names = ", ".join(f"{level.label.lower()} {_num(level.value)}" for level in unstable)
-    if config.binary_search:  # a search measures unstable levels on purpose, and bounds exclude them
-        return ["SLA: " + ("met" if result.sla_passed else "BREACHED")] if config.slas else []
-    if config.require_stable and unstable:
-        what = "SLA" if config.slas else "Stability"
+    if gates.binary_search:  # a search measures unstable levels on purpose, and bounds exclude them
+        return ["SLA: " + ("met" if result.sla_passed else "BREACHED")] if gates.slas else []
+    if gates.require_stable and unstable:
+        what = "SLA" if gates.slas else "Stability"
         return [f"{what}: BREACHED: {names} never stabilized (--require-stable)"]
-    if not config.slas:
+    if not gates.slas:
         return []
     verdict = "met" if result.sla_passed else "BREACHED"
     if unstable:
@@ -351,9 +351,9 @@ class ConsoleReport(ReportWriter):
         self._stream.flush()
 
     def start(self, config: RunConfig) -> None:
-        self._protocol = config.protocol
+        self._protocol = config.target.protocol
         self._percentile = config.windows.percentile
-        self._collect_metrics = config.collect_metrics
+        self._collect_metrics = config.outputs.collect_metrics
         self._print(settings_lines(config) + [""])
 
     def level(self, level: LevelResult, so_far: RunResult) -> None:

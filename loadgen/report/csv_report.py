@@ -29,11 +29,11 @@ def header(label: str, config: RunConfig) -> list[str]:
     """perf_analyzer's columns: with --percentile its pN joins the others and the average leaves the verbose ones."""
     percentile = config.windows.percentile
     columns = [label, *BASE_COLUMNS, *(f"p{p} latency" for p in _percentiles(percentile))]
-    if config.verbose_csv:
+    if config.outputs.verbose_csv:
         columns += (["Avg latency"] if percentile is None else []) + ["request/response", "response wait"]
-        if config.collect_metrics:
+        if config.outputs.collect_metrics:
             columns += METRICS_COLUMNS
-    if config.slas:  # loadgen's own, after all of perf_analyzer's
+    if config.gates.slas:  # loadgen's own, after all of perf_analyzer's
         columns.append("SLA")
     return columns
 
@@ -63,13 +63,13 @@ def row(level: LevelResult, config: RunConfig) -> list:
         *(int(us) for us in breakdown.values()),  # in the columns' order, client send to client recv
         *(int(client.percentile_latency_us[p]) for p in _percentiles(config.windows.percentile)),
     ]
-    if config.verbose_csv:
+    if config.outputs.verbose_csv:
         if config.windows.percentile is None:
             cells.append(int(client.avg_latency_us))
         cells += [int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
-        if config.collect_metrics:
+        if config.outputs.collect_metrics:
             cells += gpu_cells(level.metrics)
-    if config.slas:
+    if config.gates.slas:
         failed = [f"{v.expression} ({v.reason})" for v in level.sla if not v.passed]
         cells.append("fail: " + "; ".join(failed) if failed else "pass")
     return cells

@@ -3,6 +3,7 @@ and a handshake failure's one-line fix."""
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from dataclasses import dataclass
@@ -51,24 +52,30 @@ class TlsOptions:
     key_file: Path | None = None
 
     def context(self, alpn: str) -> ssl.SSLContext:
-        """A client context offering `alpn` ("http/1.1", "h2"); built once per transport, not per connection."""
+        """A client context offering `alpn` ("http/1.1", "h2"), built once per process for these
+        options (loadgen.config.prepare builds it before the run; transports reuse it), not per connection."""
+        return _context(self, alpn)
+
+
+@functools.cache
+def _context(options: TlsOptions, alpn: str) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"cannot use CA file {options.ca_file} ({_reason(exc)}): give a PEM file of CA certificates") from None
+    context.check_hostname = options.verify_peer and options.verify_host
+    if not options.verify_peer:
+        context.verify_mode = ssl.CERT_NONE
+    if options.cert_file is not None:
         try:
-            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            context.load_cert_chain(options.cert_file, options.key_file)
         except (ssl.SSLError, OSError) as exc:
-            raise UsageError(f"cannot use CA file {self.ca_file} ({_reason(exc)}): give a PEM file of CA certificates") from None
-        context.check_hostname = self.verify_peer and self.verify_host
-        if not self.verify_peer:
-            context.verify_mode = ssl.CERT_NONE
-        if self.cert_file is not None:
-            try:
-                context.load_cert_chain(self.cert_file, self.key_file)
-            except (ssl.SSLError, OSError) as exc:
-                raise UsageError(
-                    f"cannot use client certificate {self.cert_file}"
-                    f"{' with key ' + str(self.key_file) if self.key_file else ''} ({_reason(exc)}): give PEM files that belong together"
-                ) from None
-        context.set_alpn_protocols([alpn])
-        return context
+            raise UsageError(
+                f"cannot use client certificate {options.cert_file}"
+                f"{' with key ' + str(options.key_file) if options.key_file else ''} ({_reason(exc)}): give PEM files that belong together"
+            ) from None
+    context.set_alpn_protocols([alpn])
+    return context
 
 
 def _reason(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from time import monotonic_ns
 
 import ray
 
-from loadgen.config import RunConfig
+from loadgen.config import LoadShape, Target
 from loadgen.load import LocalLoad
 from loadgen.merge import WindowDigest, digest
 from loadgen.samples import WindowSamples
@@ -35,12 +35,12 @@ class LoadWorker:
         self._driving: asyncio.Future | None = None
         self._cpu_s = time.process_time()
 
-    async def open(self, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> tuple[str, int]:
+    async def open(self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report."""
         self._transport = open_transport(
-            config.protocol, config.url, config.headers, config.tls, config.request_timeout_ms, config.connect_timeout_ms / 1e3
+            target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
-        self._load = LocalLoad.prepare(self._transport, config, tensors, outputs)
+        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs)
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 

@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from loadgen.config import RunConfig
+from loadgen.config import LoadShape, Target
 from loadgen.engine import drain_bound_s
 from loadgen.errors import LoadgenError, ServerError, UsageError, WorkerLost
 from loadgen.histogram import LatencyHistogram
@@ -53,7 +53,7 @@ def _ray_call(ref: Any) -> asyncio.Future:
     return asyncio.wrap_future(ref.future())
 
 
-def _connect(config: RunConfig) -> bool:
+def _connect(load: LoadShape) -> bool:
     """Join the cluster at --ray-address, or start Ray here; False if this process already had Ray."""
     if ray.is_initialized():
         return False
@@ -63,11 +63,11 @@ def _connect(config: RunConfig) -> bool:
     try:
         with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it all
             warnings.simplefilter("ignore")
-            _init(config, quiet)
+            _init(load, quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = redact_url(config.ray_address) if config.ray_address else "this machine"
+        where = redact_url(load.ray_address) if load.ray_address else "this machine"
         # With Ray's token authentication (on by default in local clusters), a client without the token times out.
-        token = " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here)" if config.ray_address else ""
+        token = " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here)" if load.ray_address else ""
         raise ServerError(
             f"cannot reach a Ray cluster at {where} ({exc}): start one (ray start --head) or fix --ray-address{token}"
         ) from None
@@ -76,13 +76,13 @@ def _connect(config: RunConfig) -> bool:
     return True
 
 
-def _init(config: RunConfig, quiet: dict[str, Any]) -> None:
-    if config.ray_address is not None:
-        ray.init(address=config.ray_address, **quiet)
+def _init(load: LoadShape, quiet: dict[str, Any]) -> None:
+    if load.ray_address is not None:
+        ray.init(address=load.ray_address, **quiet)
         return
     ray.init(
         address="local",  # a Ray of the run's own, whatever RAY_ADDRESS or a `ray start` on this machine say
-        num_cpus=max(os.cpu_count() or 1, config.workers),  # each worker asks for one CPU
+        num_cpus=max(os.cpu_count() or 1, load.workers),  # each worker asks for one CPU
         include_dashboard=False,
         object_store_memory=OBJECT_STORE_BYTES,
         **quiet,
@@ -110,19 +110,19 @@ class WorkerPool(Load):
         self._poller: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, config: RunConfig, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> WorkerPool:
-        """Start `config.workers` workers, each connected to the server with every request prepared."""
-        started_ray = _connect(config)
-        actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(config.workers)]
-        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(config.request_timeout_ms))
+    async def open(cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> WorkerPool:
+        """Start `load.workers` workers, each connected to the server with every request prepared."""
+        started_ray = _connect(load)
+        actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(target.request_timeout_ms))
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
-            opening = pool._gather({i: actor.open.remote(config, inputs, outputs) for i, actor in enumerate(actors)}, timeout_s=None)
+            opening = pool._gather({i: actor.open.remote(target, load, inputs, outputs) for i, actor in enumerate(actors)}, timeout_s=None)
             pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
         except TimeoutError:
             await pool.close()
             raise UsageError(
-                f"{config.workers} workers did not all start in {WORKER_START_S:.0f} s: the Ray cluster has fewer "
+                f"{load.workers} workers did not all start in {WORKER_START_S:.0f} s: the Ray cluster has fewer "
                 f"free CPUs than --workers (each worker takes one): lower --workers or add nodes"
             ) from None
         except BaseException:

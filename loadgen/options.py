@@ -1,0 +1,344 @@
+"""Every `run` option, declared once: its flag, type, default, help and section. The command line's
+flags, the scenario file's keys and the typed configuration (loadgen.config) all come from here.
+
+Adding an option is one `Option(...)` in OPTIONS and the field it sets in its section's dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadgen.config import (
+    DEFAULT_MODEL,
+    Gates,
+    Inputs,
+    LoadShape,
+    Outputs,
+    RunConfig,
+    Target,
+    parse_header,
+    parse_percent,
+    parse_range,
+    parse_shape,
+)
+from loadgen.errors import UsageError
+from loadgen.sla import parse_sla
+from loadgen.transport.base import CONNECT_TIMEOUT_S
+from loadgen.windows import WindowPolicy
+
+# The sections of RunConfig, by the name an Option gives.
+SECTIONS: dict[str, type] = {
+    "target": Target, "load": LoadShape, "windows": WindowPolicy, "gates": Gates, "inputs": Inputs, "outputs": Outputs,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `run` option. `kind` is how a flag or a YAML value is read (str, int, float; bool for a
+    switch; list for a repeatable flag); `parse` turns that into the field's value, after `default`
+    stands in for an option not given (a default of None: the field's value is None)."""
+
+    name: str  # the long flag without its dashes; also the scenario file's key
+    section: str  # a key of SECTIONS
+    field: str  # the section's field it sets
+    kind: type
+    help: str
+    default: Any = None
+    short: str | None = None
+    metavar: str | None = None
+    choices: tuple[Any, ...] | None = None
+    parse: Callable[[Any], Any] | None = None
+    shown_default: str | None = None  # how --help shows the default, when not the value itself
+
+    @property
+    def flags(self) -> list[str]:
+        return [flag for flag in (self.short, f"--{self.name}") if flag]
+
+    @property
+    def help_text(self) -> str:
+        shown = self.shown_default if self.shown_default is not None else self.default
+        if shown is None or self.kind is bool:
+            return self.help.replace("%", "%%")
+        return f"{self.help} (default {shown})".replace("%", "%%")
+
+
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _headers(values: list[str] | None) -> dict[str, str]:
+    return dict(parse_header(text) for text in values or [])
+
+
+def _shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
+    return dict(parse_shape(text) for text in values or [])
+
+
+def _slas(values: list[str] | None) -> tuple:
+    return tuple(parse_sla(str(text)) for text in values or [])
+
+
+def _concurrency(text: Any) -> Any:
+    return parse_range(text, "--concurrency-range")
+
+
+def _rates(text: Any) -> Any:
+    return None if text is None else parse_range(text, "--request-rate-range", whole=False)
+
+
+def _headroom(text: Any) -> float:
+    return parse_percent(text, "--headroom")
+
+
+def _tls_kind(flag: str) -> Option:
+    return Option(flag, "target", flag.replace("-", "_"), str, "HTTPS: the format of the file; PEM only", "PEM",
+                  choices=("PEM", "DER"))  # fmt: skip
+
+
+OPTIONS: tuple[Option, ...] = (
+    # Where the requests go, and how they travel.
+    Option("model-name", "target", "model_name", str, "model to measure", DEFAULT_MODEL, short="-m",
+           shown_default=f"{DEFAULT_MODEL} on the embedded server; required with -u"),
+    Option("model-version", "target", "model_version", str, "model version", "", short="-x", shown_default="latest"),
+    Option("url", "target", "url", str, "host:port (https://host:port for HTTPS) of a running server; without it "
+           "loadgen starts the embedded server", short="-u"),
+    Option("protocol", "target", "protocol", str, "protocol", "http", short="-i", choices=("http", "grpc")),
+    Option("header", "target", "headers", list, "HTTP header / gRPC metadata on every request (repeatable)", short="-H",
+           metavar="Header:Value", parse=_headers),
+    Option("request-timeout", "target", "request_timeout_ms", float, "cancel a request unanswered after MS milliseconds "
+           "and count it as a timeout error; 0: no deadline", 60_000.0, metavar="MS", shown_default="60000"),
+    Option("connect-timeout", "target", "connect_timeout_ms", float, "give up opening a connection to the server after "
+           "MS milliseconds", CONNECT_TIMEOUT_S * 1e3, metavar="MS", shown_default=f"{CONNECT_TIMEOUT_S * 1e3:g}"),
+    Option("model-repository", "target", "model_repository", str, "repository for the embedded server", metavar="DIR",
+           parse=_path, shown_default="./model_repository"),
+    # TLS, as perf_analyzer takes it: HTTPS by -u https://host:port, gRPC over TLS by --ssl-grpc-use-ssl.
+    Option("ssl-grpc-use-ssl", "target", "ssl_grpc_use_ssl", bool, "gRPC over TLS", False),
+    Option("ssl-grpc-root-certifications-file", "target", "ssl_grpc_root_certifications_file", str,
+           "gRPC: CA certificates to verify the server with", metavar="FILE.pem", parse=_path, shown_default="the system's"),
+    Option("ssl-grpc-private-key-file", "target", "ssl_grpc_private_key_file", str,
+           "gRPC: the client's private key (mutual TLS)", metavar="FILE.pem", parse=_path),
+    Option("ssl-grpc-certificate-chain-file", "target", "ssl_grpc_certificate_chain_file", str,
+           "gRPC: the client's certificate chain (mutual TLS)", metavar="FILE.pem", parse=_path),
+    Option("ssl-https-verify-peer", "target", "ssl_https_verify_peer", int,
+           "HTTPS: 1 verifies the server's certificate, 0 accepts any", 1, choices=(0, 1)),
+    Option("ssl-https-verify-host", "target", "ssl_https_verify_host", int,
+           "HTTPS: 1 or 2 checks the certificate names the host, 0 does not", 2, choices=(0, 1, 2)),
+    Option("ssl-https-ca-certificates-file", "target", "ssl_https_ca_certificates_file", str,
+           "HTTPS: CA bundle to verify the server with", metavar="FILE.pem", parse=_path, shown_default="the system's"),
+    Option("ssl-https-client-certificate-file", "target", "ssl_https_client_certificate_file", str,
+           "HTTPS: the client certificate (mutual TLS)", metavar="FILE.pem", parse=_path),
+    _tls_kind("ssl-https-client-certificate-type"),
+    Option("ssl-https-private-key-file", "target", "ssl_https_private_key_file", str,
+           "HTTPS: the client certificate's private key", metavar="FILE.pem", parse=_path),
+    _tls_kind("ssl-https-private-key-type"),
+    # The shape of the load.
+    Option("concurrency-range", "load", "concurrency_range", str, "concurrency levels; END 0 = until -l is exceeded",
+           "1", metavar="START:END:STEP", parse=_concurrency),
+    Option("request-rate-range", "load", "request_rate_range", str,
+           "open loop: request rates per second, instead of concurrency", metavar="START:END:STEP", parse=_rates),
+    Option("request-distribution", "load", "request_distribution", str, "open-loop arrivals", "constant",
+           choices=("constant", "poisson")),
+    Option("request-intervals", "load", "request_intervals", str, "open loop: gaps in microseconds, one per line, looped",
+           metavar="FILE", parse=_path),
+    Option("max-inflight", "load", "max_inflight", int, "open loop: at most N requests out; later ones wait and are "
+           "counted", metavar="N"),
+    Option("seed", "load", "seed", int, "seed of the Poisson arrivals", metavar="N", shown_default="a fresh one each run"),
+    Option("workers", "load", "workers", int, "send the load from N worker processes on Ray (pip install "
+           "'loadgen[ray]'); each level is split among them", metavar="N", shown_default="this process"),
+    Option("ray-address", "load", "ray_address", str, "with --workers: an existing Ray cluster (auto, ray://host:10001)",
+           metavar="ADDRESS", shown_default="start Ray here"),
+    # Measurement windows and stability.
+    Option("measurement-interval", "windows", "interval_ms", int, "time window length in ms", WindowPolicy.interval_ms,
+           short="-p", metavar="MS"),
+    Option("measurement-mode", "windows", "mode", str, "window kind", WindowPolicy.mode,
+           choices=("time_windows", "count_windows")),
+    Option("measurement-request-count", "windows", "request_count", int, "requests per count window",
+           WindowPolicy.request_count, metavar="N"),
+    Option("stability-percentage", "windows", "stability_pct", float, "allowed spread of the last 3 windows",
+           WindowPolicy.stability_pct, short="-s", metavar="PCT", shown_default=f"{WindowPolicy.stability_pct:g}"),
+    Option("max-trials", "windows", "max_trials", int, "most windows per level", WindowPolicy.max_trials, short="-r",
+           metavar="N"),
+    Option("percentile", "windows", "percentile", int,
+           "stabilize and threshold on this latency percentile, not the average", metavar="P"),
+    # Bounds, gates and what the run concludes.
+    Option("latency-threshold", "gates", "latency_threshold_ms", float, "stop the sweep when latency exceeds this",
+           short="-l", metavar="MS"),
+    Option("sla", "gates", "slas", list, "a bound every level must meet, e.g. p99_ms<50 (repeatable; exit 1 if "
+           "breached)", metavar="EXPR", parse=_slas),
+    Option("require-stable", "gates", "require_stable", bool,
+           "fail the run (exit 1, as a breached SLA) when a level never stabilizes", False),
+    Option("binary-search", "gates", "binary_search", bool, "bisect the range for the highest level within -l and --sla",
+           False),
+    Option("target-throughput", "gates", "target_throughput", float, "capacity plan: servers needed for R infer/sec",
+           metavar="R"),
+    Option("headroom", "gates", "headroom_pct", str, "capacity plan: spare capacity to keep on each server", "0%",
+           metavar="PCT", parse=_headroom),
+    # What each request carries.
+    Option("batch-size", "inputs", "batch_size", int, "batch size of each request", 1, short="-b"),
+    Option("shape", "inputs", "shapes", list, "shape of a variable-shape input (repeatable)", metavar="NAME:D1,D2",
+           parse=_shapes),
+    Option("input-data", "inputs", "input_data", str, "request data", metavar="zero|random|FILE.json|DIR",
+           shown_default="random, photographs for image models"),
+    Option("string-length", "inputs", "string_length", int, "length of generated BYTES elements", 128),
+    # What the run writes and serves.
+    Option("report-dir", "outputs", "report_dir", str, "report folder", metavar="DIR", parse=_path,
+           shown_default="reports/<timestamp>-<model>/"),
+    Option("filename", "outputs", "csv_file", str, "also write perf_analyzer's CSV here", short="-f",
+           metavar="FILE.csv", parse=_path),
+    Option("verbose-csv", "outputs", "verbose_csv", bool, "add perf_analyzer's verbose CSV columns", False),
+    Option("junit", "outputs", "junit_file", str, "write the SLA verdicts as JUnit XML for CI", metavar="FILE.xml",
+           parse=_path),
+    Option("collect-metrics", "outputs", "collect_metrics", bool,
+           "scrape the server's Prometheus metrics (GPU, CPU, per model) during each level", False),
+    Option("metrics-url", "outputs", "metrics_url", str, "metrics page", metavar="URL",
+           shown_default="the server's metrics port, host:8002/metrics"),
+    Option("metrics-interval", "outputs", "metrics_interval_ms", int, "time between scrapes", 1000, metavar="MS"),
+    Option("export-metrics-port", "outputs", "export_metrics_port", int,
+           "serve loadgen's own live metrics for Prometheus on this port", metavar="N"),
+)  # fmt: skip
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option as a flag. A flag's own default is None ("not given"), so that a scenario file
+    can supply the value; the declared default applies in build_config."""
+    for option in OPTIONS:
+        if option.kind is bool:
+            parser.add_argument(*option.flags, dest=option.name, action="store_const", const=True, help=option.help_text)
+        elif option.kind is list:
+            parser.add_argument(*option.flags, dest=option.name, action="append", metavar=option.metavar, help=option.help_text)
+        else:
+            parser.add_argument(*option.flags, dest=option.name, type=option.kind, metavar=option.metavar,
+                                choices=option.choices, help=option.help_text)  # fmt: skip
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted 1:4 as the base-60 number 64: here, as in a flag, it is a range."""
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and ":" in value and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+            return "tag:yaml.org,2002:str"
+        return tag
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML scenario; keys are the long flag names (dashes or underscores)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not UTF-8 text: give a YAML file") from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise UsageError(f"config file {path} must be a mapping of option: value, e.g. 'concurrency-range: 1:4'")
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("_", "-")
+        if name not in BY_NAME:
+            close = difflib.get_close_matches(name, BY_NAME, n=1)
+            fix = f"did you mean {close[0]}?" if close else "keys are the long flag names of loadgen run --help"
+            raise UsageError(f"config file {path} has unknown key {key!r}: {fix}")
+        kind = BY_NAME[name].kind
+        if kind is list and not isinstance(value, list):
+            value = [value]
+        if kind is list and not all(_is_scalar(item) for item in value):
+            raise UsageError(f"config file {path}: {key} must be a value or a list of values, e.g. {key}: [A, B]")
+        if kind is bool and not isinstance(value, bool):
+            raise UsageError(f"config file {path}: {key} must be true or false, got {value!r}")
+        options[name] = value
+    return options
+
+
+def _is_scalar(value: Any) -> bool:
+    """Text or a number: what a flag can give (YAML's true/false/yes/no/on/off are bools, not text)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _as(option: Option, value: Any) -> Any:
+    """A flag's value, or a config file's, as the option's kind; a YAML value may be of any type."""
+    kind, name = option.kind, option.name
+    if kind in (list, bool) or value is None:
+        return value
+    try:
+        if not _is_scalar(value):
+            raise ValueError
+        if kind is str:
+            text = str(value)
+        elif kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            text = int(value)
+        else:
+            text = float(value)
+            if not math.isfinite(text):
+                raise ValueError
+    except (ValueError, OverflowError):
+        what = {str: "text", int: "a whole number", float: "a finite number"}[kind]
+        hint = " (quote it: YAML reads yes, no, on and off as true or false)" if isinstance(value, bool) and kind is str else ""
+        raise UsageError(f"--{name} must be {what}, got {value!r}{hint}") from None
+    if option.choices is not None and text not in option.choices:
+        allowed = " or ".join(str(choice) for choice in option.choices)
+        raise UsageError(f"--{name} must be {allowed}, got {text!r}")
+    return text
+
+
+def build_config(given: Mapping[str, Any]) -> RunConfig:
+    """Merged options (long flag name → value, from flags and a scenario file) as a validated RunConfig.
+
+    No file is read here: `loadgen.config.prepare` does that, once, before anything starts.
+    """
+    values = {name: _as(BY_NAME[name], value) for name, value in given.items() if value is not None}
+    for name in ("metrics-url", "metrics-interval"):
+        if name in values and not values.get("collect-metrics"):
+            raise UsageError(f"--{name} only applies with --collect-metrics: add it, or drop --{name}")
+    loads = [name for name in ("concurrency-range", "request-rate-range", "request-intervals") if name in values]
+    if len(loads) > 1:
+        raise UsageError(f"{' and '.join('--' + name for name in loads)} are different loads: give only one (flags and --config file together)")
+    if "url" in values and "model-name" not in values:
+        raise UsageError("-m/--model-name is required with -u: name the model to load test")
+    fields: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for option in OPTIONS:
+        value = values.get(option.name, option.default)
+        fields[option.section][option.field] = option.parse(value) if option.parse is not None else value
+    return RunConfig(**{section: SECTIONS[section](**kwargs) for section, kwargs in fields.items()})
+
+
+def config_from_record(data: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig rebuilt from summary.json's `config` (RunConfig.to_dict(), or an upgraded older
+    one): each field from its recorded value, or the option's default where the record has none.
+    Recorded values are what the run used, already checked; credentials stay masked."""
+    windows = data.get("windows") or {}
+    fields: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for option in OPTIONS:
+        recorded = windows.get(option.field) if option.section == "windows" else data.get(option.field)
+        fields[option.section][option.field] = _from_record(option, recorded)
+    return RunConfig(**{section: SECTIONS[section](**kwargs) for section, kwargs in fields.items()})
+
+
+def _from_record(option: Option, recorded: Any) -> Any:
+    if recorded is None:
+        recorded = option.default
+    if option.field == "headers":  # recorded as a mapping
+        return dict(recorded or {})
+    if option.field == "shapes":
+        return {name: tuple(dims) for name, dims in (recorded or {}).items()}
+    if option.field == "headroom_pct":
+        return float(recorded if not isinstance(recorded, str) else parse_percent(recorded, "--headroom"))
+    return option.parse(recorded) if option.parse is not None else recorded
