@@ -541,3 +541,33 @@ def build_config(options: Mapping[str, Any]) -> RunConfig:
         target_throughput=o.get("target-throughput"),
         headroom_pct=parse_percent(o["headroom"], "--headroom") if "headroom" in o else 0.0,
     )
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """The RunConfig a summary.json recorded (`RunConfig.to_dict()`'s form, credentials masked).
+
+    Not validated again, as a run's options are: the run was, and its files (TLS, --request-intervals)
+    need not exist where the summary is read. Options an upgraded summary did not record stay None.
+    """
+    values: dict[str, Any] = {}
+    for option in dataclasses.fields(RunConfig):
+        value = data[option.name]
+        if value is None:
+            pass
+        elif option.name == "concurrency_range":
+            value = parse_range(value, "--concurrency-range")
+        elif option.name == "request_rate_range":
+            value = parse_range(value, "--request-rate-range", whole=False)
+        elif option.name == "windows":
+            value = WindowPolicy(**value)
+        elif option.name == "slas":
+            value = tuple(value)
+        elif option.name == "shapes":
+            value = {name: tuple(dims) for name, dims in value.items()}
+        elif "Path" in str(option.type):
+            value = Path(value)
+        values[option.name] = value
+    config = object.__new__(RunConfig)  # past __post_init__'s checks
+    for name, value in values.items():
+        object.__setattr__(config, name, value)
+    return config
