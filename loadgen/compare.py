@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.histogram import LatencyHistogram
+from loadgen.measurement import LevelResult, WindowFigures
+from loadgen.result import COMPLETE, RunResult
 from loadgen.significance import mean_standard_error_ns, percentile_standard_error_ns, t_cdf, t_quantile, welch_df, window_standard_error
-from loadgen.windows import STABLE_WINDOW_COUNT
+from loadgen.stats import ClientStats
 
-COMPLETE = "complete"
 # From A/A runs on a shared 2-core machine (README): at 95%, unchanged pairs were flagged; at 99%, none.
 DEFAULT_CONFIDENCE_PCT = 99.0
 
-# (figure, where it is in a level's client dict and in each window, True when higher is better)
+# (figure, its attribute of a level's ClientStats and of each WindowFigures, the percentile in it or None,
+# True when higher is better)
 FIGURES = (
-    ("throughput", ("throughput_infer_per_s",), True),
-    ("avg latency", ("avg_latency_us",), False),
-    ("p50 latency", ("percentile_latency_us", "p50"), False),
-    ("p90 latency", ("percentile_latency_us", "p90"), False),
-    ("p95 latency", ("percentile_latency_us", "p95"), False),
-    ("p99 latency", ("percentile_latency_us", "p99"), False),
+    ("throughput", "throughput_infer_per_s", None, True),
+    ("avg latency", "avg_latency_us", None, False),
+    ("p50 latency", "percentile_latency_us", 50, False),
+    ("p90 latency", "percentile_latency_us", 90, False),
+    ("p95 latency", "percentile_latency_us", 95, False),
+    ("p99 latency", "percentile_latency_us", 99, False),
 )
 
 
@@ -119,32 +119,28 @@ class Comparison:
         return max([0.0, *bounds])
 
 
-def _at(data: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
+def _at(figures: ClientStats | WindowFigures, attribute: str, percentile: int | None) -> float | None:
+    """One figure of a level's client figures or of a window; None where it was not recorded."""
+    value = getattr(figures, attribute)
+    return (value or {}).get(percentile) if percentile is not None else value
 
 
-def _histogram(level: dict[str, Any]) -> LatencyHistogram | None:
-    data = level.get("latency_histogram")
-    return LatencyHistogram.from_dict(data) if data else None
-
-
-def _noise(level: dict[str, Any], histogram: LatencyHistogram | None, figure: str, path: tuple[str, ...]) -> Noise | None:
+def _noise(level: LevelResult, figure: str, attribute: str, percentile: int | None) -> Noise | None:
     """The larger of the window spread and the histogram's sampling error; None without two reported windows of the figure.
 
     The histogram's part is a floor for windows that agree by chance; the windows' part catches what
     the histogram cannot, the load and the machine changing from window to window.
     """
-    values = [_at(window, path) for window in level.get("windows", [])[-STABLE_WINDOW_COUNT:]]
+    values = [_at(window, attribute, percentile) for window in level.reported_windows]
     if len(values) < 2 or any(value is None for value in values):
         return None
     spread = window_standard_error(values)
+    histogram = level.latency_histogram
     sampling_ns = 0.0  # throughput: the windows are its only noise figure (its count is not Poisson in closed loop)
     if histogram is not None and histogram.count > 1 and figure == "avg latency":
         sampling_ns = mean_standard_error_ns(histogram)
     elif histogram is not None and histogram.count > 1 and figure != "throughput":
-        sampling_ns = percentile_standard_error_ns(histogram, float(path[-1].removeprefix("p")))
+        sampling_ns = percentile_standard_error_ns(histogram, float(percentile))
     return Noise(max(spread, sampling_ns / 1e3), len(values) - 1)
 
 
@@ -186,13 +182,12 @@ def _delta(
     return FigureDelta(figure, base, cand, change_pct, higher_is_better, beyond, regression, standard_error_pct, df, margin_pct, confidence)
 
 
-def _name(level: dict[str, Any]) -> str:
-    return f"{level['label']} {level['value']:g}"
+def _name(level: LevelResult) -> str:
+    return f"{level.label} {level.value:g}"
 
 
-def _state(summary: dict[str, Any], missing: list[str]) -> RunState:
-    # Summaries before version 3 had no status: they were only written by a finished run.
-    return RunState(summary.get("status") or COMPLETE, summary.get("stop_reason"), tuple(missing))
+def _state(run: RunResult, missing: list[str]) -> RunState:
+    return RunState(run.status, run.stop_reason, tuple(missing))
 
 
 def _untested_note(figures: list[str], runs: list[str]) -> str:
@@ -204,21 +199,20 @@ def _untested_note(figures: list[str], runs: list[str]) -> str:
     )
 
 
-def _levels(summary: dict[str, Any]) -> str:
-    names = ", ".join(_name(level) for level in summary["levels"]) or "none"
-    status = summary.get("status") or COMPLETE
-    return names if status == COMPLETE else f"{names}, a run {status}"
+def _levels(run: RunResult) -> str:
+    names = ", ".join(_name(level) for level in run.levels) or "none"
+    return names if run.status == COMPLETE else f"{names}, a run {run.status}"
 
 
 def compare_runs(
-    baseline: dict[str, Any], candidate: dict[str, Any], limit_pct: float, confidence_pct: float = DEFAULT_CONFIDENCE_PCT
+    baseline: RunResult, candidate: RunResult, limit_pct: float, confidence_pct: float = DEFAULT_CONFIDENCE_PCT
 ) -> Comparison:
     """Match levels by kind and value; a figure regressed when it worsened by more than `limit_pct`
     percent with `confidence_pct` percent confidence, given the noise each run shows."""
     if not 50 < confidence_pct < 100:
         raise UsageError(f"confidence must be above 50% and below 100%, got {confidence_pct:g}%: fix --confidence")
-    base_levels = {(lv["label"], lv["value"]): lv for lv in baseline["levels"]}
-    cand_levels = {(lv["label"], lv["value"]): lv for lv in candidate["levels"]}
+    base_levels = {(lv.label, lv.value): lv for lv in baseline.levels}
+    cand_levels = {(lv.label, lv.value): lv for lv in candidate.levels}
     common = [key for key in base_levels if key in cand_levels]
     if not common:
         raise UsageError(
@@ -229,19 +223,18 @@ def compare_runs(
     untested: dict[tuple[str, ...], list[str]] = {}  # which runs lack noise figures → the figures
     for key in common:
         base, cand = base_levels[key], cand_levels[key]
-        histograms = _histogram(base), _histogram(cand)
         deltas = []
-        for figure, path, higher_is_better in FIGURES:
-            noise = _noise(base, histograms[0], figure, path), _noise(cand, histograms[1], figure, path)
+        for figure, attribute, percentile, higher_is_better in FIGURES:
+            noise = _noise(base, figure, attribute, percentile), _noise(cand, figure, attribute, percentile)
             lacking = tuple(run for run, n in zip(("baseline", "candidate"), noise) if n is None)
             if lacking and figure not in untested.setdefault(lacking, []):
                 untested[lacking].append(figure)
-            values = _at(base["client"], path), _at(cand["client"], path)
+            values = _at(base.client, attribute, percentile), _at(cand.client, attribute, percentile)
             deltas.append(
                 _delta(figure, float(values[0]), float(values[1]), higher_is_better, None if lacking else noise, limit_pct, confidence_pct)
             )
-        stable = base["stable"] and cand["stable"]
-        complete = not base.get("incomplete") and not cand.get("incomplete")
+        stable = base.stable and cand.stable
+        complete = not base.incomplete and not cand.incomplete
         levels.append(LevelComparison(key[0], key[1], stable, complete, tuple(deltas)))
     return Comparison(
         limit_pct=limit_pct,

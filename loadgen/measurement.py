@@ -18,6 +18,7 @@ from loadgen.schedule.base import Schedule
 from loadgen.schedule.open_loop import OpenLoopSchedule
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
+from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, OpenLoopStats
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
 
@@ -45,24 +46,33 @@ class CountCheck:
 
 @dataclass(frozen=True)
 class WindowFigures:
-    """One window's figures, kept for the stability trace. Times on the monotonic clock."""
+    """One window's figures, kept for the stability trace. Times on the monotonic clock.
 
-    start_ns: int
-    end_ns: int
+    None is "not recorded": a window without a success has no latencies, and a summary.json before
+    version 5 (upgraded) recorded neither those nor the errors and requests outstanding (version 1: nor times).
+    """
+
+    start_ns: int | None
+    end_ns: int | None
     duration_s: float
     request_count: int
     throughput_infer_per_s: float
-    latency_us: float  # the one stability is judged on: the average, or --percentile's
-    avg_latency_us: float
-    percentile_latency_us: dict[int, float]  # the reported percentiles (and --percentile's), 0s without successes
-    error_count: int = 0
-    outstanding: int = 0  # requests in flight at the window's end
-    oldest_outstanding_s: float = 0.0  # how long the oldest of them had been out then
+    latency_us: float  # the one stability is judged on: the average, or --percentile's (0 without successes)
+    avg_latency_us: float | None
+    percentile_latency_us: dict[int, float | None] | None  # the reported percentiles (and --percentile's)
+    error_count: int | None = 0
+    outstanding: int | None = 0  # requests in flight at the window's end
+    oldest_outstanding_s: float | None = 0.0  # how long the oldest of them had been out then
 
     @property
-    def stalled(self) -> bool:
-        """Nothing completed in the window while requests were out: its 0 infer/s is a server not answering."""
-        return self.request_count == 0 and self.error_count == 0 and self.outstanding > 0
+    def stalled(self) -> bool | None:
+        """Nothing completed in the window while requests were out: its 0 infer/s is a server not answering.
+        None when a window without a success did not record its errors or requests outstanding."""
+        if self.request_count:
+            return False
+        if self.error_count is None or self.outstanding is None:
+            return None
+        return self.error_count == 0 and self.outstanding > 0
 
 
 def outstanding_text(outstanding: int, age_s: float) -> str:
@@ -109,7 +119,7 @@ class LevelResult:
     metrics: MetricsFigures | None = None
     open_loop: OpenLoopStats | None = None
     latency_histogram: LatencyHistogram | None = None  # the successes' latencies over the merged windows
-    sla: tuple = ()  # the level's SLA verdicts (loadgen.sla.Verdict), once evaluated
+    sla: tuple[Verdict, ...] = ()  # the level's SLA verdicts, once evaluated
     workers: tuple[WorkerFigures, ...] = ()  # with --workers: each worker's part; empty in one process
     drain: DrainFigures | None = None  # None when the level was cut short (a worker lost)
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
@@ -231,8 +241,8 @@ async def measure_level(
                 request_count=stats.request_count,
                 throughput_infer_per_s=stats.throughput_infer_per_s,
                 latency_us=stats.latency_us(policy.percentile),
-                avg_latency_us=stats.avg_latency_us,
-                percentile_latency_us=stats.percentile_latency_us,
+                avg_latency_us=stats.avg_latency_us if stats.request_count else None,
+                percentile_latency_us=stats.percentile_latency_us if stats.request_count else None,
                 error_count=stats.error_count,
                 outstanding=window.outstanding,
                 oldest_outstanding_s=window.oldest_outstanding_ns / 1e9,

@@ -30,7 +30,7 @@ from loadgen.config import (
     parse_shape,
 )
 from loadgen.errors import UsageError
-from loadgen.sla import parse_sla
+from loadgen.sla import Sla, parse_sla
 from loadgen.transport.base import CONNECT_TIMEOUT_S
 from loadgen.windows import WindowPolicy
 
@@ -321,24 +321,47 @@ def build_config(given: Mapping[str, Any]) -> RunConfig:
 
 
 def config_from_record(data: Mapping[str, Any]) -> RunConfig:
-    """A RunConfig rebuilt from summary.json's `config` (RunConfig.to_dict(), or an upgraded older
-    one): each field from its recorded value, or the option's default where the record has none.
-    Recorded values are what the run used, already checked; credentials stay masked."""
+    """The RunConfig a summary.json recorded (RunConfig.to_dict(), or an upgraded older one).
+
+    Each field is its recorded value, typed back (ranges, paths, SLA expressions, shapes), and None
+    where the record has none (an older version did not have the option). Not checked again as a
+    run's options are: the run was, its files need not exist where the summary is read, and its
+    credentials are masked."""
     windows = data.get("windows") or {}
     fields: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for option in OPTIONS:
         recorded = windows.get(option.field) if option.section == "windows" else data.get(option.field)
-        fields[option.section][option.field] = _from_record(option, recorded)
-    return RunConfig(**{section: SECTIONS[section](**kwargs) for section, kwargs in fields.items()})
+        fields[option.section][option.field] = None if recorded is None else _from_record(option, recorded)
+    if "intervals_us" not in fields["load"]:
+        fields["load"]["intervals_us"] = None
+    return _unchecked(RunConfig, **{section: _unchecked(SECTIONS[section], **kwargs) for section, kwargs in fields.items()})
 
 
 def _from_record(option: Option, recorded: Any) -> Any:
-    if recorded is None:
-        recorded = option.default
-    if option.field == "headers":  # recorded as a mapping
-        return dict(recorded or {})
+    if option.field == "headers":  # recorded as a mapping, values masked
+        return dict(recorded)
     if option.field == "shapes":
-        return {name: tuple(dims) for name, dims in (recorded or {}).items()}
+        return {name: tuple(dims) for name, dims in recorded.items()}
+    if option.field == "slas":
+        return tuple(_recorded_sla(str(text)) for text in recorded)
     if option.field == "headroom_pct":
-        return float(recorded if not isinstance(recorded, str) else parse_percent(recorded, "--headroom"))
-    return option.parse(recorded) if option.parse is not None else recorded
+        return float(recorded)
+    if option.parse is not None:
+        return option.parse(recorded)
+    return recorded
+
+
+def _recorded_sla(text: str) -> Sla:
+    """An SLA as a run recorded it; one an older loadgen took that this one does not keeps its text."""
+    try:
+        return parse_sla(text)
+    except UsageError:
+        return Sla(expression=text, metric=text, op="", threshold=math.nan)
+
+
+def _unchecked(cls: type, **values: Any) -> Any:
+    """A frozen dataclass with these values, past its __post_init__ checks (a record, not a request)."""
+    made = object.__new__(cls)
+    for name, value in values.items():
+        object.__setattr__(made, name, value)
+    return made

@@ -26,9 +26,10 @@ from loadgen.report.junit import JunitReport
 from loadgen.report.metrics_csv import MetricsCsvReport
 from loadgen.report.render import SUMMARY, HtmlReport
 from loadgen.report.workers_csv import WorkersCsvReport
+from loadgen.result import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunResult
 from loadgen.scraper import metrics_url, server_metrics_url
 from loadgen.server import EmbeddedServer
-from loadgen.sweep import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunResult, Sweep
+from loadgen.sweep import Sweep
 from loadgen.transport import open_transport
 from loadgen.workers import preflight
 

@@ -1,4 +1,4 @@
-"""SLAs: bounds like `p99_ms<50` that every level must meet, checked against a summary.json level dict.
+"""SLAs: bounds like `p99_ms<50` that every level must meet, checked against a measured level.
 
 An expression is `METRIC OP NUMBER`, OP one of <, <=, >, >=, ==, !=, NUMBER a float (50, 0.01, 1e3).
 Metrics, their unit in their name:
@@ -24,12 +24,16 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import UsageError
-from loadgen.stats import CURVE_PERCENTILES
+from loadgen.stats import CURVE_PERCENTILES, ClientStats, OpenLoopStats
+
+if TYPE_CHECKING:  # a level holds its verdicts: loadgen.measurement imports this module
+    from loadgen.measurement import LevelResult
+    from loadgen.metrics import MetricsFigures
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -37,7 +41,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 EXPRESSION = re.compile(r"\s*(?P<metric>[^<>=!\s]+)\s*(?P<op><=|>=|==|!=|<|>)\s*"
                         r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*")
 PERCENTILE = re.compile(r"p(?P<percentile>\d+(?:\.\d+)?)_ms")
-# MODEL.FIELD_ms → the SERVER dict's key, in µs.
+# MODEL.FIELD_ms → the figure of the model's ServerFigures, in µs.
 MODEL_FIELDS = {
     "queue": "queue_us", "compute_input": "compute_input_us", "compute_infer": "compute_infer_us",
     "compute_output": "compute_output_us", "compute": "compute_us", "overhead": "overhead_us",
@@ -110,21 +114,20 @@ def _check_metric(text: str, metric: str) -> None:
         raise UsageError(f"--sla {text!r}: no model name before '.{field}'; use MODEL.FIELD_ms, e.g. centernet.{field}")
 
 
-def evaluate(slas: Sequence[Sla], level: dict[str, Any]) -> list[Verdict]:
-    """Each SLA's verdict on one level (summary.json's LEVEL dict, docs/summary.md)."""
+def evaluate(slas: Sequence[Sla], level: LevelResult) -> list[Verdict]:
+    """Each SLA's verdict on one level."""
     return [_verdict(sla, level) for sla in slas]
 
 
-def _verdict(sla: Sla, level: dict[str, Any]) -> Verdict:
-    stable = bool(level.get("stable", True))
+def _verdict(sla: Sla, level: LevelResult) -> Verdict:
     try:
         value = _measure(sla.metric, level)
     except _NotMeasured as missing:
-        return Verdict(sla.expression, None, False, f"not measured: {missing}", stable)
+        return Verdict(sla.expression, None, False, f"not measured: {missing}", level.stable)
     if OPERATORS[sla.op](value, sla.threshold):
-        return Verdict(sla.expression, value, True, "", stable)
+        return Verdict(sla.expression, value, True, "", level.stable)
     return Verdict(sla.expression, value, False,
-                   f"{sla.metric} = {format_value(value)}, needs {sla.op} {format_value(sla.threshold)}", stable)
+                   f"{sla.metric} = {format_value(value)}, needs {sla.op} {format_value(sla.threshold)}", level.stable)
 
 
 UNSTABLE_NOTE = "on a level that never stabilized"
@@ -147,7 +150,7 @@ def format_value(value: float) -> str:
 
 # Measuring: each function returns the figure in the metric's unit or raises _NotMeasured.
 
-def _measure(metric: str, level: dict[str, Any]) -> float:
+def _measure(metric: str, level: LevelResult) -> float:
     if metric in FIXED_METRICS:
         return FIXED_METRICS[metric](level)
     percentile = PERCENTILE.fullmatch(metric)
@@ -163,112 +166,100 @@ def _present(value: float | None, why: str) -> float:
     return float(value)
 
 
-def _latency_client(level: dict[str, Any]) -> dict[str, Any]:
+def _latency_client(level: LevelResult) -> ClientStats:
     """The client figures, when latency was measured: with no success loadgen records 0 latencies, not real ones."""
-    client = level["client"]
-    if not client.get("request_count"):
+    if not level.client.request_count:
         raise _NotMeasured("no request succeeded at this level")
-    return client
+    return level.client
 
 
-def _avg_ms(level: dict[str, Any]) -> float:
-    return _present(_latency_client(level).get("avg_latency_us"), "the run recorded no average latency") / 1000
+def _avg_ms(level: LevelResult) -> float:
+    return _latency_client(level).avg_latency_us / 1000
 
 
-def _percentile_ms(level: dict[str, Any], percentile: float) -> float:
-    reported = _latency_client(level).get("percentile_latency_us") or {}
-    for key, latency_us in reported.items():
-        if float(key.removeprefix("p")) == percentile and latency_us is not None:
+def _percentile_ms(level: LevelResult, percentile: float) -> float:
+    client = _latency_client(level)
+    for point, latency_us in client.percentile_latency_us.items():
+        if point == percentile:
             return latency_us / 1000
-    for point, latency_us in level.get("latency_curve_us") or []:
+    for point, latency_us in client.latency_curve_us or ():
         if point == percentile:
             return latency_us / 1000
     tail = ", ".join(f"{p:g}" for p in CURVE_PERCENTILES if p != int(p))
     raise _NotMeasured(f"the run recorded no p{percentile:g} latency; use a whole percentile or one of {tail}")
 
 
-def _throughput(level: dict[str, Any]) -> float:
-    return _present(level["client"].get("throughput_infer_per_s"), "the run recorded no throughput")
+def _throughput(level: LevelResult) -> float:
+    return level.client.throughput_infer_per_s
 
 
-def _error_rate(level: dict[str, Any]) -> float:
-    client = level["client"]
-    if not client.get("request_count") and not client.get("error_count"):
+def _error_rate(level: LevelResult) -> float:
+    client = level.client
+    if not client.request_count and not client.error_count:
         raise _NotMeasured("no request completed at this level")  # loadgen records 0 errors of 0, not a rate
-    return _present(client.get("error_rate"), "the run recorded no error rate")
+    return client.error_rate
 
 
-def _models(server: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The model and its composing models, depth-first."""
-    yield server
-    for child in server.get("composing") or []:
-        yield from _models(child)
-
-
-def _model_ms(level: dict[str, Any], model: str, field: str) -> float:
-    found = next((server for server in _models(level["server"]) if server["name"] == model), None)
+def _model_ms(level: LevelResult, model: str, field: str) -> float:
+    found = next((server for server in (level.server, *level.server.walk()) if server.name == model), None)
     if found is None:
         raise _NotMeasured(f"no model {model!r} in this run")
-    return _present(found.get(MODEL_FIELDS[field]), f"the server reported no {field} time for {model!r}") / 1000
+    return getattr(found, MODEL_FIELDS[field]) / 1000
 
 
-def _metrics(level: dict[str, Any]) -> dict[str, Any]:
-    metrics = level.get("metrics")
-    if not metrics:
+def _metrics(level: LevelResult) -> MetricsFigures:
+    if level.metrics is None:
         raise _NotMeasured("metrics were not collected at this level (--collect-metrics, or no scrape succeeded)")
-    return metrics
+    return level.metrics
 
 
-def _gpu_figures(level: dict[str, Any], key: str, what: str) -> list[float]:
+def _gpu_figures(level: LevelResult, attribute: str, what: str) -> list[float]:
     """One figure of every GPU; all of them, or the GPU that lacks it is named."""
-    gpus = _metrics(level)["gpus"]
+    gpus = _metrics(level).gpus
     if not gpus:
         raise _NotMeasured("the server exposes no GPU metrics")
-    return [_present(gpu.get(key), f"the server reported no {what} for {gpu['uuid']}") for gpu in gpus]
+    return [_present(getattr(gpu, attribute), f"the server reported no {what} for {gpu.uuid}") for gpu in gpus]
 
 
-def _gpu_util(level: dict[str, Any]) -> float:
+def _gpu_util(level: LevelResult) -> float:
     figures = _gpu_figures(level, "avg_utilization", "utilization")
     return sum(figures) / len(figures)
 
 
-def _gpu_power_w(level: dict[str, Any]) -> float:
+def _gpu_power_w(level: LevelResult) -> float:
     return sum(_gpu_figures(level, "avg_power_w", "power"))
 
 
-def _gpu_memory_bytes(level: dict[str, Any]) -> float:
+def _gpu_memory_bytes(level: LevelResult) -> float:
     return max(_gpu_figures(level, "max_memory_used_bytes", "memory use"))
 
 
-def _cpu_util(level: dict[str, Any]) -> float:
-    return _present(_metrics(level).get("avg_cpu_utilization"), "the server exposes no CPU utilization")
+def _cpu_util(level: LevelResult) -> float:
+    return _present(_metrics(level).avg_cpu_utilization, "the server exposes no CPU utilization")
 
 
-def _energy_per_inference_j(level: dict[str, Any]) -> float:
+def _energy_per_inference_j(level: LevelResult) -> float:
     metrics = _metrics(level)
-    if not metrics["gpus"]:
+    if not metrics.gpus:
         raise _NotMeasured("the server exposes no GPU metrics")
-    return _present(metrics.get("energy_per_inference_j"),
-                    "the server reported no GPU energy, or no inference completed")
+    return _present(metrics.energy_per_inference_j, "the server reported no GPU energy, or no inference completed")
 
 
-def _open_loop(level: dict[str, Any]) -> dict[str, Any]:
-    open_loop = level.get("open_loop")
-    if not open_loop:
+def _open_loop(level: LevelResult) -> OpenLoopStats:
+    if level.open_loop is None:
         raise _NotMeasured("not an open-loop level (--request-rate-range or --request-intervals)")
-    return open_loop
+    return level.open_loop
 
 
-def _lag_p99_ms(level: dict[str, Any]) -> float:
-    lag = _open_loop(level).get("schedule_lag_us") or {}
-    return _present(lag.get("p99"), "no request was sent at this level") / 1000
+def _lag_p99_ms(level: LevelResult) -> float:
+    return _present(_open_loop(level).schedule_lag_us.get("p99"), "no request was sent at this level") / 1000
 
 
-def _achieved_rate(level: dict[str, Any]) -> float:
-    return _present(_open_loop(level).get("achieved_rate_per_s"), "the run recorded no achieved rate")
+def _achieved_rate(level: LevelResult) -> float:
+    return _open_loop(level).achieved_rate_per_s
 
 
-FIXED_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+FIXED_METRICS: dict[str, Callable[[LevelResult], float]] = {
     "avg_ms": _avg_ms, "throughput": _throughput, "error_rate": _error_rate,
     "gpu_util": _gpu_util, "gpu_power_w": _gpu_power_w, "gpu_memory_bytes": _gpu_memory_bytes, "cpu_util": _cpu_util,
     "energy_per_inference_j": _energy_per_inference_j, "lag_p99_ms": _lag_p99_ms, "achieved_rate": _achieved_rate,

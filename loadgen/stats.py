@@ -117,12 +117,17 @@ class ClientStats:
     avg_response_wait_us: float
     error_kinds: tuple[ErrorKind, ...] = ()
     error_latency_us: dict[str, float] = field(default_factory=dict)  # avg, p50, p90, p99, max
-    latency_curve_us: tuple[tuple[float, float], ...] = ()  # (percentile, latency), empty without successes
+    # (percentile, latency), empty without successes; None: not recorded (summary.json version 1)
+    latency_curve_us: tuple[tuple[float, float], ...] | None = ()
+
+    def share(self, count: int) -> float:
+        """`count` requests as a share of all of them, successes and failures: 0..1, 0 without any."""
+        total = self.request_count + self.error_count
+        return count / total if total else 0.0
 
     @property
     def error_rate(self) -> float:
-        total = self.request_count + self.error_count
-        return self.error_count / total if total else 0.0
+        return self.share(self.error_count)
 
     def latency_us(self, percentile: int | None) -> float:
         """The latency used for stability and thresholds: the average, or a chosen percentile."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from loadgen.errors import UsageError
 from loadgen.measurement import CountCheck, latency_breakdown_us
-from loadgen.schema import SCHEMA_VERSION, failures_dict
+from loadgen.result import SCHEMA_VERSION, failures_dict
 from loadgen.stats import REPORTED_PERCENTILES, group_errors
 
 Summary = dict[str, Any]
@@ -31,6 +31,11 @@ def _model_tree(server: dict[str, Any]) -> dict[str, Any]:
     return {"name": server["name"], "version": server["version"], "composing": [_model_tree(c) for c in server["composing"]]}
 
 
+# The options that came with version 2's metrics, as a run that does not give them records them.
+METRICS_OPTIONS: dict[str, Any] = {"collect_metrics": False, "metrics_url": None, "metrics_interval_ms": 1000,
+                                   "export_metrics_port": None}  # fmt: skip
+
+
 def v1_to_v2(old: Summary) -> Summary:
     """Version 2 added the run's warnings, environment, model tree, every model's configuration and
     metrics; each level's times, latency curve, breakdown and metrics."""
@@ -45,6 +50,8 @@ def v1_to_v2(old: Summary) -> Summary:
     data["model"] = (_model_tree(levels[0]["server"]) if levels else
                      {"name": config["model_name"], "version": config["model_version"], "composing": []})  # fmt: skip
     data["model_configs"] = {model_config["name"]: model_config} if model_config else {}  # composing models' were not kept
+    for option, default in METRICS_OPTIONS.items():  # version 1 had no metrics: as a run without --collect-metrics
+        config.setdefault(option, default)
     for level in levels:
         level["start_s"] = level["end_s"] = None  # windows were timed on the monotonic clock, not kept
         for window in level["windows"]:
@@ -82,9 +89,21 @@ def _legacy_kind(message: str) -> tuple[str, int | str | None]:
     return "other", None
 
 
+# Options added during version 2 (request-rate sweeps, SLAs, capacity plans) and with version 3 (TLS),
+# as a run that does not give them records them.
+OPTIONS_BEFORE_V3: dict[str, Any] = {
+    "request_rate_range": None, "request_distribution": "constant", "request_intervals": None, "max_inflight": None,
+    "seed": None, "binary_search": False, "slas": [], "junit_file": None, "target_throughput": None, "headroom_pct": 0.0,
+    "ssl_grpc_use_ssl": False, "ssl_grpc_root_certifications_file": None, "ssl_grpc_private_key_file": None,
+    "ssl_grpc_certificate_chain_file": None, "ssl_https_verify_peer": 1, "ssl_https_verify_host": 2,
+    "ssl_https_ca_certificates_file": None, "ssl_https_client_certificate_file": None,
+    "ssl_https_client_certificate_type": "PEM", "ssl_https_private_key_file": None, "ssl_https_private_key_type": "PEM",
+}  # fmt: skip
+
+
 def v2_to_v3(old: Summary) -> Summary:
     """Version 3 added `status`, each level's `error_rate` and `errors` (from `client.error_messages`),
-    `count_check.client_errors`, and header values in `config.headers`."""
+    `count_check.client_errors`, header values in `config.headers`, and the TLS options."""
     data = copy.deepcopy(old)
     data["schema_version"] = 3
     # Version 2 files written before request-rate sweeps and SLAs (closed loop, no --sla) lack these.
@@ -92,6 +111,8 @@ def v2_to_v3(old: Summary) -> Summary:
     data.setdefault("sla_passed", True)
     data.setdefault("capacity", None)
     data["status"] = _status(data["stop_reason"])
+    for option, default in OPTIONS_BEFORE_V3.items():  # the options version 2 did not have yet: as without them
+        data["config"].setdefault(option, copy.copy(default))
     data["config"]["headers"] = {name: None for name in data["config"]["headers"]}  # values were left out
     for level in data["levels"]:
         level.setdefault("open_loop", None)
@@ -167,8 +188,10 @@ def v5_to_v6(old: Summary) -> Summary:
 STEPS: dict[int, Callable[[Summary], Summary]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6}
 
 
-def _what_is_missing(exc: Exception) -> str:
-    return f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+def not_whole(source: str, version: Any, exc: Exception) -> UsageError:
+    """The error for a summary that lacks a part its version has (`exc` raised reading it)."""
+    missing = f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return UsageError(f"{source} is not a whole summary of schema version {version} ({missing}): was the run's folder edited?")
 
 
 def upgrade(data: Any, source: str) -> Summary:
@@ -192,8 +215,5 @@ def upgrade(data: Any, source: str) -> Summary:
         for step in range(version, SCHEMA_VERSION):
             data = STEPS[step](data)
     except (KeyError, TypeError, AttributeError) as exc:
-        raise UsageError(
-            f"{source} is not a whole summary of schema version {version} ({_what_is_missing(exc)}): "
-            "was the run's folder edited?"
-        ) from None
+        raise not_whole(source, version, exc) from None
     return {"schema_version": SCHEMA_VERSION, "upgraded_from": version, **data}

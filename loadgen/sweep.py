@@ -7,7 +7,7 @@ import itertools
 import os
 import platform
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from time import monotonic_ns
 from typing import Any
@@ -18,61 +18,17 @@ from loadgen.errors import WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.load import Load, LocalLoad
 from loadgen.measurement import LevelResult, OnWindow, measure_level
-from loadgen.metrics import Scrape
+from loadgen.result import COMPLETE, RunResult
 from loadgen.schedule import (
     ConcurrencySchedule,
     IntervalSchedule,
     RateSchedule,
     Schedule,
 )
-from loadgen.schema import level_dict
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate
 from loadgen.transport.base import Transport
-
-# RunResult.status: a run's state when its report was written.
-RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    config: RunConfig
-    model: ModelTree
-    server_metadata: dict[str, Any]
-    model_configs: dict[str, dict[str, Any]]  # the model's and its composing models', by name
-    levels: tuple[LevelResult, ...]
-    started_at: str
-    finished_at: str
-    started_ns: int  # monotonic clock, the origin of every time in the report
-    stop_reason: str | None = None
-    status: str = COMPLETE
-    warnings: tuple[str, ...] = ()
-    environment: dict[str, Any] = field(default_factory=dict)
-    metrics_series: tuple[Scrape, ...] | None = None  # None without --collect-metrics
-    capacity: CapacityPlan | None = None
-
-    @property
-    def sla_passed(self) -> bool:
-        """Every bound met: with --binary-search, some level met them all; else every level met every
-        SLA and, with --require-stable, was stable."""
-        gates = self.config.gates
-        if gates.binary_search:
-            return self.capacity is not None
-        if gates.require_stable and self.unstable_levels:
-            return False
-        return all(verdict.passed for level in self.levels for verdict in level.sla)
-
-    @property
-    def unstable_levels(self) -> list[LevelResult]:
-        return [level for level in self.levels if not level.stable]
-
-    def level_at(self, t_ns: int) -> int | None:
-        """The index of the level being measured at `t_ns`, None between levels."""
-        for index, level in enumerate(self.levels):
-            if level.windows and level.windows[0].start_ns <= t_ns <= level.windows[-1].end_ns:
-                return index
-        return None
 
 
 def _values(load: LoadShape) -> Iterator[float]:
@@ -211,7 +167,7 @@ class Sweep:
         level = await measure_level(
             self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, on_window, self.scraper
         )
-        level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level_dict(level, self.started_ns))))
+        level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level)))
         self.levels.append(level)
         self.measuring = None
         if on_level is not None:

@@ -8,17 +8,20 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from results import client, level, run, window
 
 from loadgen.cli import main
 from loadgen.compare import DEFAULT_CONFIDENCE_PCT, compare_runs, comparison_lines
 from loadgen.config import parse_percent
 from loadgen.errors import UsageError
 from loadgen.histogram import LatencyHistogram
-from loadgen.schema import SCHEMA_VERSION
+from loadgen.result import RunResult
 from loadgen.server import EmbeddedServer
 from loadgen.windows import STABLE_WINDOW_COUNT
 from conftest import QUEUEING_REPOSITORY, ROOT
@@ -30,54 +33,27 @@ CONFIDENCE = DEFAULT_CONFIDENCE_PCT
 def old_level(value, throughput, latency_us, stable=True, label="Concurrency"):
     """A level of a summary before version 5, as upgraded: no histogram, and windows with their throughput but
     null latency figures (what a window's `latency_us` was depended on --percentile)."""
-    window = {"latency_us": latency_us, "avg_latency_us": None, "percentile_latency_us": None}
-    return {
-        "label": label,
-        "value": value,
-        "stable": stable,
-        "windows": [{**window, "throughput_infer_per_s": throughput * scale} for scale in (0.98, 1.0, 1.02)],
-        "client": {
-            "throughput_infer_per_s": throughput,
-            "avg_latency_us": latency_us,
-            "percentile_latency_us": {f"p{p}": latency_us * (1 + p / 100) for p in PERCENTILES},
-        },
-        "latency_histogram": None,
-    }
+    windows = [replace(window(i, i + 1, 100, throughput * scale, latency_us), avg_latency_us=None)
+               for i, scale in enumerate((0.98, 1.0, 1.02))]
+    stats = client(300, 0, 3.0, throughput, latency_us, {p: latency_us * (1 + p / 100) for p in PERCENTILES})
+    return level(value, label, client_stats=stats, level_windows=windows, stable=stable)
 
 
 def measured_level(rng, value, latency_us, window_scales, per_window=1500, label="Concurrency"):
     """A closed-loop level measured as loadgen does: windows whose mean latencies are `latency_us`
     times each scale (the run's drift from window to window), the level's figures from all of them."""
     windows, samples = [], []
-    for scale in window_scales:
+    for index, scale in enumerate(window_scales):
         ns = rng.gamma(8.0, latency_us * scale * 1e3 / 8.0, per_window).astype(np.int64)
         samples.append(ns)
         histogram = LatencyHistogram.of(ns)
-        windows.append({
-            "throughput_infer_per_s": value * 1e9 / histogram.mean,  # Little's law
-            "latency_us": histogram.mean / 1e3,
-            "avg_latency_us": histogram.mean / 1e3,
-            "percentile_latency_us": {f"p{p}": histogram.percentile(p) / 1e3 for p in PERCENTILES},
-        })  # fmt: skip
+        windows.append(window(index, index + 1, per_window, value * 1e9 / histogram.mean, histogram.mean / 1e3,  # Little's law
+                              percentiles={p: histogram.percentile(p) / 1e3 for p in PERCENTILES}))  # fmt: skip
     merged = LatencyHistogram.of(np.concatenate(samples[-STABLE_WINDOW_COUNT:]))
     reported = windows[-STABLE_WINDOW_COUNT:]
-    return {
-        "label": label,
-        "value": value,
-        "stable": True,
-        "incomplete": None,
-        "windows": windows,
-        "client": {
-            "throughput_infer_per_s": sum(w["throughput_infer_per_s"] for w in reported) / len(reported),
-            "avg_latency_us": merged.mean / 1e3,
-            "percentile_latency_us": {f"p{p}": merged.percentile(p) / 1e3 for p in PERCENTILES},
-        },
-        "latency_histogram": merged.to_dict(),
-    }
-
-
-def run(*levels, status="complete", stop_reason=None):
-    return {"schema_version": SCHEMA_VERSION, "status": status, "stop_reason": stop_reason, "levels": list(levels)}
+    stats = client(merged.count, 0, float(len(reported)), sum(w.throughput_infer_per_s for w in reported) / len(reported),
+                   merged.mean / 1e3, {p: merged.percentile(p) / 1e3 for p in PERCENTILES})  # fmt: skip
+    return level(value, label, client_stats=stats, level_windows=windows, latency_histogram=merged)
 
 
 def flagged(comparison):
@@ -224,7 +200,7 @@ def test_runs_with_nothing_in_common_are_an_error():
 def test_an_unfinished_run_is_named_with_the_levels_it_lacks():
     rng = np.random.default_rng(12)
     levels = [measured_level(rng, c, 10_000 * c, [1.0, 1.0, 1.0]) for c in (1, 2, 3)]
-    cand = run({**levels[0], "incomplete": "worker 1 (host, pid 1234) was lost"}, status="interrupted", stop_reason="interrupted by SIGTERM")
+    cand = run(replace(levels[0], incomplete="worker 1 (host, pid 1234) was lost"), status="interrupted", stop_reason="interrupted by SIGTERM")
     comparison = compare_runs(run(*levels), cand, 5.0, CONFIDENCE)
     assert not comparison.complete and comparison.baseline.complete
     assert comparison.candidate.missing == ("Concurrency 2", "Concurrency 3")
@@ -242,9 +218,9 @@ def test_an_unfinished_run_is_named_with_the_levels_it_lacks():
     assert "Only in the candidate (not compared): Concurrency 3" in comparison_lines(other)
 
 
-def write_run(folder: Path, summary: dict) -> str:
+def write_run(folder: Path, summary: RunResult) -> str:
     folder.mkdir()
-    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "summary.json").write_text(json.dumps(summary.to_dict()))
     return str(folder)
 
 

@@ -2,111 +2,105 @@
 
 from __future__ import annotations
 
-import copy
 import html
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from browser import open_page
 from matplotlib.figure import Figure
+from results import (
+    client,
+    errors,
+    gpu,
+    level,
+    metrics,
+    model_metrics,
+    recorded,
+    run,
+    scrapes,
+    server,
+    verdict,
+    windows,
+)
 
+from loadgen.measurement import CountCheck
+from loadgen.metrics import CPU_MEMORY_USED, CPU_UTILIZATION, GPU_MEMORY_USED, GPU_POWER, GPU_UTILIZATION
 from loadgen.report.base import Plot
 from loadgen.report.html_report import render_html
+from loadgen.result import RunResult
+from loadgen.server_stats import ServerFigures
 
 HOSTILE = "<script>alert(1)</script>"
 GPUS = ["GPU-1111aaaa-0000-0000-0000-000000000000", "GPU-2222bbbb-0000-0000-0000-000000000000"]
 HEADINGS = ["Levels", "Plots", "Latency breakdown (µs)", "Server figures per model (µs)", "Server metrics",
             "Configuration", "Environment", "Server", "Model configurations"]
+OPTIONS = {"model-name": "pipeline", "url": "localhost:8000", "concurrency-range": "1:2:1", "header": ["Authorization: Bearer x"],
+           "measurement-interval": 1000, "max-trials": 5, "latency-threshold": 40.0, "collect-metrics": True}
 
 
-def server(name: str, scale: float, composing: list[dict] = ()) -> dict:
-    """A SERVER entry; an ensemble's queue and compute are its composing models' sums, as loadgen reports them."""
-    queue, inputs, infer, outputs = 40 * scale, 300 * scale, 2500 * scale, 90 * scale
-    if composing:
-        queue, inputs, infer, outputs = (sum(c[key] for c in composing) for key in
-                                         ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us"))
-    return {"name": name, "version": "1", "inference_count": 600, "execution_count": 420, "success_count": 600,
-            "fail_count": 0, "avg_request_latency_us": queue + inputs + infer + outputs + 120, "queue_us": queue,
-            "compute_input_us": inputs, "compute_infer_us": infer, "compute_output_us": outputs,
-            "compute_us": inputs + infer + outputs, "overhead_us": 120.0, "composing": list(composing)}
+def pipeline(scale: float = 1) -> ServerFigures:
+    """A nested ensemble's figures; an ensemble's queue and compute are its composing models' sums."""
+    return server("pipeline", composing=[server("preprocess", 8 * scale, 60 * scale, 500 * scale, 18 * scale),
+                                         server("inner-ensemble", composing=[
+                                             server("detector", 60 * scale, 450 * scale, 3750 * scale, 135 * scale),
+                                             server("postprocess", 4 * scale, 30 * scale, 250 * scale, 9 * scale)])])
 
 
-def level(value: int, throughput: float, stable: bool = True, errors: dict | None = None) -> dict:
+def measured(value: int, throughput: float, stable: bool = True, messages: dict[str, int] | None = None):
     latency = value * 1e6 / throughput
-    error_count = sum((errors or {}).values())
-    error_rate = error_count / (3 * throughput + error_count)
-    tree = server("pipeline", 1, [server("preprocess", 0.2), server("inner-ensemble", 1, [
-        server("detector", 1.5), server("postprocess", 0.1)])])
-    return {
-        "label": "Concurrency", "value": value, "stable": stable, "start_s": 10.0 * value, "end_s": 10.0 * value + 3,
-        "windows": [{"start_s": 10.0 * value + i, "end_s": 10.0 * value + i + 1, "duration_s": 1.0,
-                     "request_count": int(throughput), "throughput_infer_per_s": throughput, "latency_us": latency}
-                    for i in range(3)],
-        "client": {"request_count": int(3 * throughput), "error_count": error_count,
-                   "error_rate": error_rate, "duration_s": 3.0,
-                   "throughput_infer_per_s": throughput, "avg_latency_us": latency, "std_latency_us": latency / 10,
-                   "percentile_latency_us": {"p50": latency * 0.98, "p90": latency * 1.1, "p95": latency * 1.2,
-                                             "p99": latency * 1.5},
-                   "avg_send_us": 60.0, "avg_recv_us": 45.0, "avg_response_wait_us": latency - 105},
-        "error_rate": error_rate,
-        "errors": {"count": error_count, "rate": error_rate, "per_s": error_count / 3.0,
-                   "latency_us": {"avg": 900.0, "p50": 800.0, "p90": 1500.0, "p99": 2000.0, "max": 2100.0} if errors else None,
-                   "kinds": [{"kind": "HTTP 500", "count": error_count, "rate": error_rate, "per_s": error_count / 3.0,
-                              "messages": errors}] if errors else []},
-        "latency_curve_us": [[p, latency * (0.8 + p / 200)] for p in (0, 50, 90, 99, 99.9, 100)],
-        "breakdown_us": {"client_send": 60.0, "network": 210.0, "server_queue": tree["queue_us"],
-                         "server_compute_input": tree["compute_input_us"],
-                         "server_compute_infer": tree["compute_infer_us"],
-                         "server_compute_output": tree["compute_output_us"], "client_recv": 45.0},
-        "server": tree,
-        "count_check": {"client_success": int(3 * throughput), "server_success": int(3 * throughput) + 1,
-                        "tolerance": 2 * value, "mismatch": False},
-        "metrics": {
-            "scrape_count": 3,
-            "gpus": [{"uuid": uuid, "avg_utilization": 0.35 * value + 0.1 * i, "avg_power_w": 180.0 + 40 * value,
-                      "max_memory_used_bytes": (6 + i) * 2**30, "total_memory_bytes": 80 * 2**30,
-                      "energy_j": 600.0 * value} for i, uuid in enumerate(GPUS)],
-            "energy_per_inference_j": 0.41 * value,
-            "avg_cpu_utilization": 0.45 * value, "max_cpu_memory_used_bytes": 3 * 2**30,
-            "cpu_memory_total_bytes": 16 * 2**30,
-            "models": [{"name": name, "version": "1", "success": int(3 * throughput),
-                        "failure": {"BACKEND": 0, "OTHER": 0}, "max_pending": value,
-                        "statistics_success": int(3 * throughput), "tolerance": 2 * value, "mismatch": False}
-                       for name in ("pipeline", "preprocess", "detector", "postprocess")],
-        },
-    }
+    successes = int(3 * throughput)
+    error_count = sum((messages or {}).values())
+    stats = client(successes, error_count, 3.0, throughput, latency, std_latency_us=latency / 10,
+                   percentiles={50: latency * 0.98, 90: latency * 1.1, 95: latency * 1.2, 99: latency * 1.5},
+                   error_kinds=[errors("HTTP 500", messages, 500)] if messages else [],
+                   error_latency_us={"avg": 900.0, "p50": 800.0, "p90": 1500.0, "p99": 2000.0, "max": 2100.0} if messages else None,
+                   curve=[(p, latency * (0.8 + p / 200)) for p in (0, 50, 90, 99, 99.9, 100)])  # fmt: skip
+    tree = replace(pipeline(), success_count=successes)
+    figures = metrics(
+        [gpu(uuid, 0.35 * value + 0.1 * i, 180.0 + 40 * value, (6 + i) * 2**30, 80 * 2**30, 600.0 * value)
+         for i, uuid in enumerate(GPUS)],
+        [model_metrics(name, successes, tolerance=2 * value, max_pending=value)
+         for name in ("pipeline", "preprocess", "detector", "postprocess")],
+        energy_per_inference_j=0.41 * value, cpu_utilization=0.45 * value,
+    )  # fmt: skip
+    return level(value, client_stats=stats, server_figures=tree, stable=stable,
+                 level_windows=windows(10.0 * value, 3, 1.0, int(throughput), throughput, latency),
+                 count_check=CountCheck(successes, successes + 1, 2 * value, error_count), metrics=figures)  # fmt: skip
 
 
-def summary() -> dict:
+def series(gpus: list[str] = GPUS):
+    columns = {(CPU_UTILIZATION, ()): [0.4, 0.5], (CPU_MEMORY_USED, ()): [3 * 2**30, 3 * 2**30]}
+    for uuid in gpus:
+        labels = (("gpu_uuid", uuid),)
+        columns |= {(GPU_UTILIZATION, labels): [0.3, 0.4], (GPU_POWER, labels): [200.0, 220.0],
+                    (GPU_MEMORY_USED, labels): [6 * 2**30, 6 * 2**30]}  # fmt: skip
+    return scrapes([10.0, 11.0], columns)
+
+
+def summary(**changes) -> RunResult:
     """A realistic two-level run of a nested ensemble on two GPUs, with a hostile error message."""
-    unstable = level(2, 125.5, stable=False, errors={f"model failed: {HOSTILE}": 3})
-    unstable["count_check"].update(server_success=420, mismatch=True)  # someone else's traffic
-    unstable["metrics"]["models"][2].update(failure={"BACKEND": 2, "OTHER": 0}, statistics_success=300, mismatch=True)
-    return {
-        "schema_version": 3, "loadgen_version": "0.1.0",
-        "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:05+00:00",
-        "stop_reason": "latency 47.3 ms exceeded 40 ms",
-        "warnings": ["metrics scrape 3 of 20 timed out"],
-        "config": {"model_name": "pipeline", "batch_size": 1, "url": "localhost:8000", "protocol": "http",
-                   "concurrency_range": "1:2:1", "shapes": {}, "input_data": None, "headers": ["Authorization"],
-                   "windows": {"interval_ms": 1000, "max_trials": 5}, "latency_threshold_ms": 40.0},
-        "environment": {"hostname": "bench-01", "platform": "Linux-6.1-x86_64", "python": "3.11.7", "cpu_count": 2,
-                        "memory_total_bytes": 16 * 2**30},
-        "server": {"name": "triton", "version": "2.51.0", "extensions": ["classification", "statistics"]},
-        "model": {"name": "pipeline", "version": "1", "composing": [
-            {"name": "preprocess", "version": "1", "composing": []},
-            {"name": "inner-ensemble", "version": "1", "composing": [
-                {"name": "detector", "version": "1", "composing": []},
-                {"name": "postprocess", "version": "1", "composing": []}]}]},
-        "model_configs": {"pipeline": {"name": "pipeline", "platform": "ensemble", "max_batch_size": 8},
-                          "detector": {"name": "detector", "backend": "onnxruntime",
-                                       "dynamic_batching": {"max_queue_delay_microseconds": 100}}},
-        "levels": [level(1, 93.456), unstable],
-        "metrics_series": {"interval_ms": 1000, "t_s": [10.0, 11.0], "level": [0, 0], "cpu_utilization": [0.4, 0.5],
-                           "cpu_memory_used_bytes": [3 * 2**30, 3 * 2**30],
-                           "gpus": {uuid: {"utilization": [0.3, 0.4], "power_w": [200.0, 220.0],
-                                           "memory_used_bytes": [6 * 2**30, 6 * 2**30]} for uuid in GPUS}},
-    }
+    unstable = measured(2, 125.5, stable=False, messages={f"model failed: {HOSTILE}": 3})
+    unstable = replace(unstable, count_check=replace(unstable.count_check, server_success=420))  # someone else's traffic
+    detector = replace(unstable.metrics.models[2], failure={"BACKEND": 2, "OTHER": 0}, statistics_success=300)
+    unstable = replace(unstable, metrics=replace(unstable.metrics, models=(*unstable.metrics.models[:2], detector,
+                                                                           *unstable.metrics.models[3:])))  # fmt: skip
+    return replace(run(
+        measured(1, 93.456), unstable, options=OPTIONS, loadgen_version="0.1.0",
+        started_at="2026-11-22T10:00:00+00:00", finished_at="2026-11-22T10:01:05+00:00",
+        stop_reason="latency 47.3 ms exceeded 40 ms", warnings=("metrics scrape 3 of 20 timed out",),
+        environment={"hostname": "bench-01", "platform": "Linux-6.1-x86_64", "python": "3.11.7", "cpu_count": 2,
+                     "memory_total_bytes": 16 * 2**30},
+        server_metadata={"name": "triton", "version": "2.51.0", "extensions": ["classification", "statistics"]},
+        model_configs={"pipeline": {"name": "pipeline", "platform": "ensemble", "max_batch_size": 8},
+                       "detector": {"name": "detector", "backend": "onnxruntime",
+                                    "dynamic_batching": {"max_queue_delay_microseconds": 100}}},
+        metrics_series=series(),
+    ), **changes)  # fmt: skip
+
+
+def with_levels(result: RunResult, *levels) -> RunResult:
+    return replace(result, levels=tuple(levels))
 
 
 def plots(folder: Path) -> list[Plot]:
@@ -121,7 +115,7 @@ def plots(folder: Path) -> list[Plot]:
     return made
 
 
-def render_and_open(data: dict, tmp_path: Path, with_plots: bool = False):
+def render_and_open(data: RunResult, tmp_path: Path, with_plots: bool = False):
     path = tmp_path / "report.html"
     render_html(data, plots(tmp_path) if with_plots else [], path)
     page = open_page(path)
@@ -169,11 +163,9 @@ def test_report_is_self_contained_complete_and_escaped(tmp_path):
 
 
 def test_cpu_only_metrics_and_no_metrics(tmp_path):
-    cpu_only = summary()
-    for each in cpu_only["levels"]:
-        each["metrics"]["gpus"] = []
-        each["metrics"]["energy_per_inference_j"] = None
-    cpu_only["metrics_series"]["gpus"] = {}
+    cpu_only = summary(metrics_series=series(gpus=[]))
+    cpu_only = with_levels(cpu_only, *(replace(each, metrics=replace(each.metrics, gpus=(), energy_per_inference_j=None))
+                                       for each in cpu_only.levels))  # fmt: skip
     (tmp_path / "cpu").mkdir()
     _, page = render_and_open(cpu_only, tmp_path / "cpu")
     text = page.dom["text"]
@@ -181,10 +173,7 @@ def test_cpu_only_metrics_and_no_metrics(tmp_path):
     assert "GPU-" not in text and "Power (W)" not in text
     assert "45.0 %" in text  # CPU utilization still shown
 
-    no_metrics = copy.deepcopy(cpu_only)
-    no_metrics["metrics_series"] = None
-    for each in no_metrics["levels"]:
-        each["metrics"] = None
+    no_metrics = with_levels(replace(cpu_only, metrics_series=None), *(replace(each, metrics=None) for each in cpu_only.levels))
     (tmp_path / "none").mkdir()
     _, page = render_and_open(no_metrics, tmp_path / "none")
     text = page.dom["text"]
@@ -193,8 +182,7 @@ def test_cpu_only_metrics_and_no_metrics(tmp_path):
 
 
 def test_interrupted_run_with_no_level(tmp_path):
-    data = summary()
-    data.update(stop_reason="interrupted", warnings=[], levels=[], metrics_series=None, finished_at=None)
+    data = summary(stop_reason="interrupted", warnings=(), levels=(), metrics_series=None, finished_at=None)
     _, page = render_and_open(data, tmp_path)
     text = page.dom["text"]
     assert "Stopped: interrupted. 0 levels measured, 0 unstable." in text
@@ -220,14 +208,14 @@ def test_report_of_a_real_run(metrics_run):
 
 def test_sla_verdicts(tmp_path):
     """One level meets its SLAs, the other breaches one (with a hostile expression and reason): shown, escaped, red."""
-    data = summary()
-    data["sla"] = ["p99_ms<50", f"{HOSTILE}.queue_ms<1"]
-    passing, failing = data["levels"]
-    passing["sla"] = [{"expression": "p99_ms<50", "value": 16.05, "passed": True, "reason": ""},
-                      {"expression": f"{HOSTILE}.queue_ms<1", "value": 0.5, "passed": True, "reason": ""}]
-    failing["sla"] = [{"expression": "p99_ms<50", "value": 23.9, "passed": True, "reason": ""},
-                      {"expression": f"{HOSTILE}.queue_ms<1", "value": None, "passed": False,
-                       "reason": f"not measured: no model '{HOSTILE}' in this run"}]
+    # The hostile expression is one no run takes: as read back from an edited summary.json.
+    config = recorded(OPTIONS, slas=["p99_ms<50", f"{HOSTILE}.queue_ms<1"])
+    passing, failing = summary().levels
+    passing = replace(passing, sla=(verdict("p99_ms<50", 16.05), verdict(f"{HOSTILE}.queue_ms<1", 0.5)))
+    failing = replace(failing, sla=(verdict("p99_ms<50", 23.9, level_stable=False),
+                                    verdict(f"{HOSTILE}.queue_ms<1", None, f"not measured: no model '{HOSTILE}' in this run",
+                                            level_stable=False)))  # fmt: skip
+    data = summary(config=config, levels=(passing, failing))
     source, page = render_and_open(data, tmp_path)
     dom, text = page.dom, page.dom["text"]
 
@@ -248,21 +236,19 @@ def test_sla_verdicts(tmp_path):
             f"not measured: no model '{HOSTILE}' in this run") in text
     assert "1 level never stabilized: its verdicts rest on figures that did not settle." in text
 
-    met = copy.deepcopy(data)
-    met["levels"][1]["sla"][1].update(value=0.4, passed=True, reason="")
-    met.update(stop_reason=None, warnings=[])
-    met["levels"][1].update(stable=True)
-    met["levels"][1]["count_check"]["mismatch"] = False
+    steady = replace(failing, stable=True, count_check=replace(failing.count_check, server_success=failing.count_check.client_success),
+                     sla=(failing.sla[0], verdict(f"{HOSTILE}.queue_ms<1", 0.4)))  # fmt: skip
+    met = replace(data, levels=(passing, steady), stop_reason=None, warnings=())
     (tmp_path / "met").mkdir()
     source, page = render_and_open(met, tmp_path / "met")
     assert "SLA: all 2 levels met every SLA." in page.dom["text"]
     assert "never stabilized" not in page.dom["text"]
     assert '<div class="verdict">' in source
 
-    required = copy.deepcopy(data)  # --require-stable: the unstable level fails the run even without a breach
-    required["levels"][1]["sla"][1].update(value=0.4, passed=True, reason="")
-    required["config"]["require_stable"] = True
-    required.update(sla_passed=False)
+    # --require-stable: the unstable level fails the run even without a breach
+    required = replace(data, config=recorded(OPTIONS, slas=[sla.expression for sla in config.gates.slas], require_stable=True),
+                       levels=(passing, replace(failing, sla=(failing.sla[0], verdict(f"{HOSTILE}.queue_ms<1", 0.4, level_stable=False)))))
+    assert not required.sla_passed
     (tmp_path / "required").mkdir()
     source, page = render_and_open(required, tmp_path / "required")
     assert "1 level never stabilized: its verdicts rest on figures that did not settle (--require-stable: the run fails)." in page.dom["text"]
@@ -270,11 +256,8 @@ def test_sla_verdicts(tmp_path):
 
 
 def test_runs_without_sla_show_no_sla_parts(tmp_path):
-    old = summary()  # written before SLAs: no "sla" key anywhere
+    old = summary(upgraded_from=2)  # read from a summary.json written before SLAs
     without = summary()  # a run without --sla
-    without["sla"] = []
-    for each in without["levels"]:
-        each["sla"] = []
     for name, data in (("old", old), ("without", without)):
         (tmp_path / name).mkdir()
         source, page = render_and_open(data, tmp_path / name)

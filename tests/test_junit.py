@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
+from results import client, level as measured, recorded, run, server, verdict
+
 from loadgen.report.junit import write_junit
+from loadgen.result import RunResult
+from loadgen.server_stats import ModelTree
+from loadgen.sla import Verdict
 
 HOSTILE = "<b>\"Tom\" & 'Jerry'</b>\x00\x1b]"
 
 
-def level(label: str, value: float, verdicts: list[dict] | None = None) -> dict:
-    """The parts of a summary.json LEVEL the JUnit file reads."""
-    return {
-        "label": label, "value": value, "stable": True,
-        "client": {"request_count": 300, "error_count": 3, "error_rate": 0.0099, "duration_s": 3.25,
-                   "throughput_infer_per_s": 93.456, "avg_latency_us": 20_500.0,
-                   "percentile_latency_us": {"p50": 20_000.0, "p90": 24_000.0, "p95": 27_000.0, "p99": 31_200.0}},
-        "metrics": None, "open_loop": None,
-        **({} if verdicts is None else {"sla": verdicts}),
-    }
+def level(label: str, value: float, verdicts: list[Verdict] = ()):
+    """A level with the figures the JUnit file shows."""
+    stats = client(300, 3, 3.25, 93.456, 20_500.0, {50: 20_000.0, 90: 24_000.0, 95: 27_000.0, 99: 31_200.0})
+    return measured(value, label, client_stats=stats, server_figures=server("pipeline"), sla=tuple(verdicts))
 
 
-def verdict(expression: str, value: float | None, reason: str = "") -> dict:
-    return {"expression": expression, "value": value, "passed": not reason, "reason": reason}
+def summary(levels: list, slas: list[str] = (), model: str = "pipeline", stop_reason: str | None = None) -> RunResult:
+    config = recorded({"model-name": "pipeline"}, slas=list(slas))  # any expression, as a summary may hold
+    return run(*levels, config=config, model=ModelTree(model, "1"), started_at="2026-11-22T10:00:00+00:00",
+               finished_at="2026-11-22T10:01:05+00:00", stop_reason=stop_reason, environment={"hostname": "bench-01"})
 
 
-def summary(levels: list[dict], slas: list[str] = (), model: str = "pipeline", stop_reason: str | None = None) -> dict:
-    return {"schema_version": 2, "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:05+00:00",
-            "stop_reason": stop_reason, "environment": {"hostname": "bench-01"}, "model": {"name": model},
-            "levels": levels, "sla": list(slas)}
-
-
-def written(tmp_path: Path, data: dict) -> ET.Element:
+def written(tmp_path: Path, data: RunResult) -> ET.Element:
     path = tmp_path / "junit.xml"
     write_junit(path, data)
     assert path.read_text(encoding="utf-8").startswith('<?xml version="1.0" encoding="UTF-8"?>')
@@ -85,7 +81,7 @@ def test_one_case_per_level_and_verdict(tmp_path):
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "2", "0")
     assert suite.get("time") == "65.000" and suite.get("timestamp") == "2026-11-22T10:00:00"
     assert suite.get("hostname") == "bench-01"
-    assert [p.get("value") for p in suite.iter("property")] == ["p99_ms < 50", "throughput>=100"]
+    assert [p.get("value") for p in suite.iter("property")] == ["p99_ms<50", "throughput>=100"]  # as parsed: no spaces
     assert cases(root) == [
         ("pipeline.Concurrency 1", "p99_ms<50", None),
         ("pipeline.Concurrency 1", "throughput>=100", "throughput = 93.456, needs >= 100"),
@@ -101,22 +97,21 @@ def test_one_case_per_level_and_verdict(tmp_path):
 
 
 def test_run_without_sla_lists_its_levels(tmp_path):
-    rate = level("Request Rate", 120.5)  # no "sla" key: an old summary
-    rate["client"].update(percentile_latency_us={}, avg_latency_us=None)
+    rate = level("Request Rate", 120.5)
+    rate = replace(rate, client=replace(rate.client, percentile_latency_us={}))  # none recorded
     root = written(tmp_path, summary([level("Concurrency", 1, []), rate]))
     assert cases(root) == [("pipeline.Concurrency 1", "level completed", None),
                            ("pipeline.Request Rate 120.5", "level completed", None)]
     suite = root.find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "0")
     assert suite.find("properties") is None
-    assert "latency avg n/a, p50 n/a, p99 n/a" in suite.findall("testcase")[1].findtext("system-out")
+    assert "latency avg 20.50 ms, p50 n/a, p99 n/a" in suite.findall("testcase")[1].findtext("system-out")
 
 
 def test_failed_run_adds_an_error_case(tmp_path):
     data = summary([level("Concurrency", 1, [verdict("p99_ms<50", 31.2)])], slas=["p99_ms<50"],
                    stop_reason="failed: server closed the connection")
-    data["finished_at"] = None
-    root = written(tmp_path, data)
+    root = written(tmp_path, replace(data, finished_at=None))
     assert cases(root)[-1] == ("pipeline", "run", "failed: server closed the connection")
     suite = root.find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "1")
@@ -151,7 +146,7 @@ def test_hostile_strings_are_escaped(tmp_path):
 
 
 def test_a_verdict_on_an_unstable_level_says_so_and_require_stable_fails_it(tmp_path):
-    shaky = {**level("Request Rate", 40, [verdict("p99_ms<150", 85.3)]), "stable": False}
+    shaky = replace(level("Request Rate", 40, [verdict("p99_ms<150", 85.3, level_stable=False)]), stable=False)
     steady = level("Request Rate", 80, [verdict("p99_ms<150", 90.1)])
     data = summary([shaky, steady], ["p99_ms<150"])
 
@@ -161,9 +156,9 @@ def test_a_verdict_on_an_unstable_level_says_so_and_require_stable_fails_it(tmp_
     assert warned.find("system-out").text.startswith("WARNING: the level never stabilized")
     assert not clean.find("system-out").text.startswith("WARNING")
 
-    data["config"] = {"require_stable": True}
     (tmp_path / "required").mkdir()
-    suite = written(tmp_path / "required", data).find("testsuite")
+    required = replace(data, config=recorded({"model-name": "pipeline"}, slas=["p99_ms<150"], require_stable=True))
+    suite = written(tmp_path / "required", required).find("testsuite")
     assert (suite.get("tests"), suite.get("failures")) == ("4", "1")
     failed = [case for case in suite.findall("testcase") if case.find("failure") is not None]
     assert [(case.get("classname"), case.get("name")) for case in failed] == [("pipeline.Request Rate 40", "level stable")]

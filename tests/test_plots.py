@@ -1,106 +1,81 @@
-"""The report's PNG charts, from summary dicts built here (schema 2): no server."""
+"""The report's PNG charts, from result objects built here: no server."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
+from results import client, level, run, scrapes, server, window
+from results import tree as model_tree
 
+from loadgen.metrics import CPU_MEMORY_USED, CPU_UTILIZATION, GPU_MEMORY_USED, GPU_POWER, GPU_UTILIZATION
 from loadgen.report import plots
 from loadgen.report.plots import render_plots
+from loadgen.result import RunResult
+from loadgen.server_stats import ModelTree
 
 ALL = ["throughput_latency", "latency_breakdown", "composing_breakdown", "latency_distribution", "resources"]
 GPU_UUIDS = ["GPU-5f3e2a1b-9c8d-4e7f-a6b5-c4d3e2f1a0b9", "GPU-a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"]
 
 
-def server(name, queue, c_in, c_inf, c_out, overhead, composing=()):
-    """SERVER figures in µs; an ensemble's queue and compute are its composing models' sums."""
-    if composing:
-        queue, c_in, c_inf, c_out = (sum(c[k] for c in composing) for k in ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us"))
-    compute = c_in + c_inf + c_out
-    return {"name": name, "version": "1", "inference_count": 3000, "execution_count": 1500, "success_count": 3000,
-            "fail_count": 0, "avg_request_latency_us": queue + compute + overhead, "queue_us": queue,
-            "compute_input_us": c_in, "compute_infer_us": c_inf, "compute_output_us": c_out, "compute_us": compute,
-            "overhead_us": overhead, "composing": list(composing)}
-
-
 def level_server(load, ensemble):
     if not ensemble:
-        return server("detector", 300 * load, 150, 6000, 200, 120)
-    inner = server("postprocess-ensemble", 0, 0, 0, 0, 60, [
-        server("detector", 250 * load, 150, 6000, 200, 80),
-        server("nms", 40 * load, 20, 900, 30, 40),
-    ])
-    return server("centernet-ensemble", 0, 0, 0, 0, 150, [server("preprocess", 50 * load, 100, 1200, 80, 50), inner])
+        return server("detector", 300 * load, 150, 6000, 200, 120, success_count=3000)
+    inner = server("postprocess-ensemble", overhead_us=60, success_count=3000, composing=[
+        server("detector", 250 * load, 150, 6000, 200, 80, success_count=3000),
+        server("nms", 40 * load, 20, 900, 30, 40, success_count=3000),
+    ])  # fmt: skip
+    return server("centernet-ensemble", overhead_us=150, success_count=3000,
+                  composing=[server("preprocess", 50 * load, 100, 1200, 80, 50, success_count=3000), inner])  # fmt: skip
 
 
-def level(index, value, ensemble, stable=True):
+def measured(index, value, ensemble, stable=True):
     load = value / 2
     start = 5.0 + 20.0 * index
-    avg_us = 8100 + 1500 * load  # the breakdown's parts add up to it
+    avg_us = 8100 + 1500 * load
     percentiles = [*range(100), 99.5, 99.9, 99.99, 100]
-    curve = [[p, avg_us * (0.6 + 0.4 * p / 100) * (1 + 0.3 * np.log10(1 / (1.00001 - p / 100)))] for p in percentiles]
-    windows = [{"start_s": start + 3 * w, "end_s": start + 3 * (w + 1), "duration_s": 3.0, "request_count": 360,
-                "throughput_infer_per_s": 120.0 * value, "latency_us": avg_us} for w in range(5)]
-    return {
-        "label": "Concurrency", "value": value, "stable": stable,
-        "start_s": windows[2]["start_s"], "end_s": windows[-1]["end_s"], "windows": windows,
-        "client": {"request_count": 1080, "error_count": 0, "error_rate": 0.0, "duration_s": 9.0,
-                   "throughput_infer_per_s": 1000 * value / (avg_us / 1000), "avg_latency_us": avg_us,
-                   "std_latency_us": 900.0, "percentile_latency_us": {"p50": curve[50][1], "p90": curve[90][1],
-                                                                      "p95": curve[95][1], "p99": curve[99][1]},
-                   "avg_send_us": 90.0, "avg_recv_us": 60.0, "avg_response_wait_us": avg_us - 150},
-        "latency_curve_us": curve,
-        "breakdown_us": {"client_send": 90.0, "network": 400.0, "server_queue": 1500 * load, "server_compute_input": 250.0,
-                         "server_compute_infer": 7000.0, "server_compute_output": 300.0, "client_recv": 60.0},
-        "server": level_server(load, ensemble),
-        "count_check": {"client_success": 1080, "server_success": 1080, "tolerance": 0, "mismatch": False},
-        "metrics": None,
-    }
+    curve = [(p, avg_us * (0.6 + 0.4 * p / 100) * (1 + 0.3 * np.log10(1 / (1.00001 - p / 100)))) for p in percentiles]
+    stats = client(1080, 0, 9.0, 1000 * value / (avg_us / 1000), avg_us, std_latency_us=900.0, avg_send_us=90.0,
+                   avg_recv_us=60.0, percentiles={p: curve[p][1] for p in (50, 90, 95, 99)}, curve=curve)  # fmt: skip
+    # Five windows of 3 s; the last three are the reported ones.
+    return level(value, client_stats=stats, server_figures=level_server(load, ensemble), stable=stable,
+                 level_windows=[window(start + 3 * w, start + 3 * (w + 1), 360, 120.0 * value, avg_us) for w in range(5)])
 
 
-def metrics_series(levels, gpus, scrapes=None):
+def metrics_series(levels, gpus, scrapes_count=None):
     """One scrape a second over the run, with a gap (nulls) in the middle."""
-    end = levels[-1]["end_s"] + 3 if levels else 10.0
-    t = np.arange(scrapes) * (end / scrapes) if scrapes else np.arange(0.0, end, 1.0)
+    end = levels[-1].windows[-1].end_ns / 1e9 + 3 if levels else 10.0
+    t = np.arange(scrapes_count) * (end / scrapes_count) if scrapes_count else np.arange(0.0, end, 1.0)
     busy = np.zeros(len(t), dtype=bool)
-    index = [None] * len(t)
-    for i, lv in enumerate(levels):
-        inside = (t >= lv["windows"][0]["start_s"]) & (t < lv["end_s"])
-        busy |= inside
-        for j in np.flatnonzero(inside):
-            index[j] = i
+    for lv in levels:
+        busy |= (t >= lv.windows[0].start_ns / 1e9) & (t < lv.windows[-1].end_ns / 1e9)
 
     def column(values):
         values = [float(v) for v in values]
         values[len(values) // 2] = None
         return values
 
-    return {
-        "interval_ms": 1000, "t_s": t.tolist(), "level": index,
-        "cpu_utilization": column(np.where(busy, 0.85, 0.05)),
-        "cpu_memory_used_bytes": column(np.full(len(t), 6.2e9) + busy * 4e8),
-        "gpus": {uuid: {"utilization": column(np.where(busy, 0.6 + 0.1 * g, 0.0)),
-                        "power_w": column(np.where(busy, 250.0, 60.0) + 10 * g),
-                        "memory_used_bytes": column(np.full(len(t), 9.5e9 + 1e9 * g))}
-                 for g, uuid in enumerate(GPU_UUIDS[:gpus])},
+    columns = {
+        (CPU_UTILIZATION, ()): column(np.where(busy, 0.85, 0.05)),
+        (CPU_MEMORY_USED, ()): column(np.full(len(t), 6.2e9) + busy * 4e8),
     }
+    for g, uuid in enumerate(GPU_UUIDS[:gpus]):
+        labels = (("gpu_uuid", uuid),)
+        columns[(GPU_UTILIZATION, labels)] = column(np.where(busy, 0.6 + 0.1 * g, 0.0))
+        columns[(GPU_POWER, labels)] = column(np.where(busy, 250.0, 60.0) + 10 * g)
+        columns[(GPU_MEMORY_USED, labels)] = column(np.full(len(t), 9.5e9 + 1e9 * g))
+    return scrapes(t.tolist(), columns)
 
 
-def summary(levels=3, ensemble=True, gpus=2, series=True, scrapes=None):
+def summary(levels=3, ensemble=True, gpus=2, series=True, scrapes_count=None) -> RunResult:
     values = [2**i for i in range(levels)]
-    level_list = [level(i, v, ensemble, stable=i != levels - 1) for i, v in enumerate(values)]
-    composing = [] if not ensemble else [
-        {"name": "preprocess", "version": "1", "composing": []},
-        {"name": "postprocess-ensemble", "version": "1", "composing": [
-            {"name": "detector", "version": "1", "composing": []}, {"name": "nms", "version": "1", "composing": []}]}]
-    return {
-        "schema_version": 3, "loadgen_version": "0.1.0", "stop_reason": None, "warnings": [],
-        "started_at": "2026-11-22T10:00:00+00:00", "finished_at": "2026-11-22T10:01:00+00:00",
-        "model": {"name": "centernet-ensemble" if ensemble else "detector", "version": "1", "composing": composing},
-        "levels": level_list,
-        "metrics_series": metrics_series(level_list, gpus, scrapes) if series else None,
-    }
+    level_list = [measured(i, v, ensemble, stable=i != levels - 1) for i, v in enumerate(values)]
+    model = model_tree(level_server(1, ensemble)) if ensemble else ModelTree("detector", "1")
+    return run(*level_list, model=model, loadgen_version="0.1.0", started_at="2026-11-22T10:00:00+00:00",
+               finished_at="2026-11-22T10:01:00+00:00",
+               metrics_series=metrics_series(level_list, gpus, scrapes_count) if series else None)  # fmt: skip
 
 
 def check_pngs(result, names, out_dir):
@@ -139,9 +114,7 @@ def test_without_series_there_is_no_resources_chart(tmp_path):
 
 
 def test_series_without_scrapes_has_no_resources_chart(tmp_path):
-    data = summary()
-    data["metrics_series"] = {"interval_ms": 1000, "t_s": [], "level": [], "cpu_utilization": [],
-                              "cpu_memory_used_bytes": [], "gpus": {}}
+    data = replace(summary(), metrics_series=())
     assert "resources" not in [p.name for p in render_plots(data, tmp_path)]
 
 
@@ -171,22 +144,27 @@ def test_zero_levels_draws_nothing(tmp_path):
     assert render_plots(summary(levels=0), tmp_path / "b") == []
 
 
-def test_nulls_where_the_schema_allows_them(tmp_path):
+def test_nulls_where_the_model_allows_them(tmp_path):
+    """What a level without a success, a scrape without a series or an upgraded summary leaves unrecorded."""
     data = summary()
-    first, second, _ = data["levels"]
-    first["latency_curve_us"] = []
-    first["client"]["percentile_latency_us"]["p99"] = None
-    second["breakdown_us"]["network"] = None
-    second["server"]["composing"][0]["queue_us"] = None
-    second["start_s"] = second["end_s"] = None
-    data["metrics_series"]["cpu_utilization"] = [None] * len(data["metrics_series"]["t_s"])
-    check_pngs(render_plots(data, tmp_path), ALL, tmp_path)
+    first, second, third = data.levels
+    first = replace(first, client=replace(first.client, latency_curve_us=(),
+                                          percentile_latency_us={50: first.client.percentile_latency_us[50]}))
+    second = replace(second, client=replace(second.client, latency_curve_us=None),  # summary.json version 1
+                     windows=tuple(replace(w, start_ns=None, end_ns=None) for w in second.windows))
+    series = [replace_values(scrape, CPU_UTILIZATION) for scrape in data.metrics_series]
+    check_pngs(render_plots(replace(data, levels=(first, second, third), metrics_series=tuple(series)), tmp_path), ALL, tmp_path)
+
+
+def replace_values(scrape, without: str):
+    """The scrape without the series of metric `without`."""
+    return type(scrape)(scrape.t_ns, {key: value for key, value in scrape.values.items() if key[0] != without})
 
 
 def test_a_long_run_draws_every_chart(tmp_path):
-    check_pngs(render_plots(summary(levels=10, scrapes=3600), tmp_path), ALL, tmp_path)
+    check_pngs(render_plots(summary(levels=10, scrapes_count=3600), tmp_path), ALL, tmp_path)
 
 
 @pytest.mark.parametrize("label, tag", [("Concurrency", "c=4"), ("Request Rate", "rr=4")])
 def test_level_tags(label, tag):
-    assert plots._level_tag({"label": label, "value": 4}) == tag
+    assert plots._level_tag(level(4, label)) == tag

@@ -11,11 +11,13 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from results import client, level
 
 from loadgen.config import MAX_LEVELS, Range, RunConfig, parse_range, prepare
 from loadgen.options import BY_NAME as OPTIONS
 from loadgen.options import build_config, load_config_file
 from loadgen.errors import UsageError
+from loadgen.measurement import LevelResult
 from loadgen.sla import (
     FIXED_METRICS,
     MODEL_FIELDS,
@@ -207,11 +209,8 @@ def test_well_formed_slas_parse_and_round_trip(metric, op, number, s1, s2, s3):
     assert parse_sla(sla.expression) == sla
 
 
-def _level(request_count: int, avg_us: float, p99_us: float, throughput: float, error_rate: float) -> dict:
-    return {"client": {"request_count": request_count, "error_count": 0, "error_rate": error_rate,
-                       "throughput_infer_per_s": throughput, "avg_latency_us": avg_us,
-                       "percentile_latency_us": {"p99": p99_us}},
-            "latency_curve_us": [], "server": {"name": "m", "composing": []}}  # fmt: skip
+def _level(request_count: int, error_count: int, avg_us: float, p99_us: float, throughput: float) -> LevelResult:
+    return level(1, client_stats=client(request_count, error_count, 3.0, throughput, avg_us, {99: p99_us}, curve=[]))
 
 
 figure = st.floats(0, 1e7, allow_nan=False)
@@ -219,13 +218,15 @@ figure = st.floats(0, 1e7, allow_nan=False)
 
 @PROPERTY
 @given(st.sampled_from(["avg_ms", "p99_ms", "throughput", "error_rate"]), st.sampled_from(sorted(OPERATORS)),
-       st.floats(-1e4, 1e4, allow_nan=False), st.integers(0, 3), figure, figure, figure, st.floats(0, 1))
-def test_a_verdict_is_the_comparison(metric, op, threshold, request_count, avg_us, p99_us, throughput, error_rate):
+       st.floats(-1e4, 1e4, allow_nan=False), st.integers(0, 3), st.integers(0, 3), figure, figure, figure)
+def test_a_verdict_is_the_comparison(metric, op, threshold, request_count, error_count, avg_us, p99_us, throughput):
     sla = parse_sla(f"{metric}{op}{threshold!r}")
-    level = _level(request_count, avg_us, p99_us, throughput, error_rate)
+    level = _level(request_count, error_count, avg_us, p99_us, throughput)
     (verdict,) = evaluate([sla], level)
+    error_rate = error_count / (request_count + error_count) if request_count + error_count else None
     expected = {"avg_ms": avg_us / 1000, "p99_ms": p99_us / 1000, "throughput": throughput, "error_rate": error_rate}[metric]
-    if request_count == 0 and metric != "throughput":  # no latency, no rate: a gate does not pass on missing data
+    # No latency without a success, no rate without a request: a gate does not pass on missing data.
+    if (request_count == 0 and metric in ("avg_ms", "p99_ms")) or expected is None:
         assert verdict.value is None and not verdict.passed and verdict.reason.startswith("not measured")
     else:
         assert verdict.value == expected

@@ -1,70 +1,50 @@
-"""SLA expressions: parsing, each metric family evaluated on summary.json level dicts, and what fails unmeasured."""
+"""SLA expressions: parsing, each metric family evaluated on measured levels, and what fails unmeasured."""
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 
 import pytest
+from results import client, gpu, level as measured, metrics, open_loop
 
 from loadgen.errors import UsageError
+from loadgen.measurement import LevelResult
+from loadgen.server_stats import ServerFigures
 from loadgen.sla import Sla, Verdict, describe, evaluate, parse_sla
 
 GPU_A, GPU_B = "GPU-1111aaaa", "GPU-2222bbbb"
 
 
-def server(name: str, queue_us: float, infer_us: float, composing: list[dict] = ()) -> dict:
-    return {"name": name, "version": "1", "inference_count": 300, "execution_count": 200, "success_count": 300,
-            "fail_count": 0, "avg_request_latency_us": queue_us + 200 + infer_us + 50 + 120, "queue_us": queue_us,
-            "compute_input_us": 200.0, "compute_infer_us": infer_us, "compute_output_us": 50.0,
-            "compute_us": 250 + infer_us, "overhead_us": 120.0, "composing": list(composing)}
+def model(name: str, queue_us: float, infer_us: float, composing=()) -> ServerFigures:
+    """A model's figures as given, an ensemble's too (not its composing models' sums)."""
+    return ServerFigures(name, "1", 300, 200, 300, 0, queue_us + 200 + infer_us + 50 + 120, queue_us, 200.0, infer_us,
+                         50.0, tuple(composing))  # fmt: skip
 
 
-def level() -> dict:
-    """A closed-loop level of a nested ensemble on two GPUs, as summary.json holds it."""
-    tree = server("pipeline", 900, 9000, [
-        server("pre-process", 100, 1000),
-        server("inner.ensemble_v2", 800, 8000, [server("detector", 700, 7500), server("post_process", 100, 500)]),
+def level() -> LevelResult:
+    """A closed-loop level of a nested ensemble on two GPUs."""
+    tree = model("pipeline", 900, 9000, [
+        model("pre-process", 100, 1000),
+        model("inner.ensemble_v2", 800, 8000, [model("detector", 700, 7500), model("post_process", 100, 500)]),
     ])
-    return {
-        "label": "Concurrency", "value": 4, "stable": True, "start_s": 10.0, "end_s": 13.0, "windows": [],
-        "client": {"request_count": 300, "error_count": 3, "error_rate": 3 / 303, "duration_s": 3.0,
-                   "throughput_infer_per_s": 100.0, "avg_latency_us": 20_500.0, "std_latency_us": 2_000.0,
-                   "percentile_latency_us": {"p50": 20_000.0, "p90": 24_000.0, "p95": 27_000.0, "p99": 31_200.0},
-                   "avg_send_us": 60.0, "avg_recv_us": 45.0, "avg_response_wait_us": 20_395.0},
-        "latency_curve_us": [[0, 15_000.0], [50, 20_000.0], [97, 29_000.0], [99, 31_000.0], [99.9, 45_500.0],
-                             [100, 52_000.0]],
-        "breakdown_us": {},
-        "server": tree,
-        "count_check": {"client_success": 300, "server_success": 300, "tolerance": 8, "mismatch": False},
-        "metrics": {
-            "scrape_count": 3,
-            "gpus": [{"uuid": GPU_A, "avg_utilization": 0.5, "avg_power_w": 200.0, "max_memory_used_bytes": 6 * 2**30,
-                      "total_memory_bytes": 80 * 2**30, "energy_j": 600.0},
-                     {"uuid": GPU_B, "avg_utilization": 0.7, "avg_power_w": 250.5, "max_memory_used_bytes": 9 * 2**30,
-                      "total_memory_bytes": 80 * 2**30, "energy_j": 630.0}],
-            "energy_per_inference_j": 4.1, "avg_cpu_utilization": 0.45, "max_cpu_memory_used_bytes": 3 * 2**30,
-            "cpu_memory_total_bytes": 16 * 2**30, "models": [],
-        },
-        "open_loop": None,
-        "sla": [],
-    }
+    stats = client(300, 3, 3.0, 100.0, 20_500.0, {50: 20_000.0, 90: 24_000.0, 95: 27_000.0, 99: 31_200.0},
+                   curve=[(0, 15_000.0), (50, 20_000.0), (97, 29_000.0), (99, 31_000.0), (99.9, 45_500.0), (100, 52_000.0)])
+    figures = metrics([gpu(GPU_A, 0.5, 200.0, 6 * 2**30, 80 * 2**30, 600.0), gpu(GPU_B, 0.7, 250.5, 9 * 2**30, 80 * 2**30, 630.0)],
+                      energy_per_inference_j=4.1, cpu_utilization=0.45)  # fmt: skip
+    return measured(4, client_stats=stats, server_figures=tree, metrics=figures)
 
 
-def open_loop_level() -> dict:
-    data = level()
-    data.update(label="Request Rate", value=120)
-    data["open_loop"] = {"target_rate_per_s": 120.0, "achieved_rate_per_s": 118.5, "sent_count": 355,
-                         "late_count": 2, "held_back_count": 0,
-                         "schedule_lag_us": {"p50": 80.0, "p99": 1_450.0, "max": 3_000.0}}
-    return data
+def open_loop_level() -> LevelResult:
+    return replace(level(), label="Request Rate", value=120,
+                   open_loop=open_loop(120.0, 118.5, 355, 2, {"p50": 80.0, "p99": 1_450.0, "max": 3_000.0}))
 
 
-def verdict(expression: str, data: dict) -> Verdict:
+def verdict(expression: str, data: LevelResult) -> Verdict:
     (result,) = evaluate([parse_sla(expression)], data)
     return result
 
 
-def value(expression: str, data: dict | None = None) -> float:
+def value(expression: str, data: LevelResult | None = None) -> float:
     result = verdict(expression, level() if data is None else data)
     assert result.value is not None, result.reason
     return result.value
@@ -179,7 +159,7 @@ def test_operators_at_equality(op, passes):
 
 # Not measured: always a failure, with why
 
-def not_measured(expression: str, data: dict) -> str:
+def not_measured(expression: str, data: LevelResult) -> str:
     result = verdict(expression, data)
     assert result.value is None and not result.passed
     assert result.reason.startswith("not measured: ")
@@ -188,20 +168,19 @@ def not_measured(expression: str, data: dict) -> str:
 
 def test_machine_metrics_not_measured():
     no_gpus = level()
-    no_gpus["metrics"].update(gpus=[], energy_per_inference_j=None)
+    no_gpus = replace(no_gpus, metrics=replace(no_gpus.metrics, gpus=(), energy_per_inference_j=None))
     for metric in ("gpu_util", "gpu_power_w", "gpu_memory_bytes", "energy_per_inference_j"):
         assert not_measured(f"{metric}>=0", no_gpus) == "the server exposes no GPU metrics"
     assert verdict("cpu_util<1", no_gpus).passed  # the CPU is still measured
 
-    no_metrics = level()
-    no_metrics["metrics"] = None
+    no_metrics = replace(level(), metrics=None)
     for metric in ("gpu_util", "gpu_power_w", "gpu_memory_bytes", "cpu_util", "energy_per_inference_j"):
         assert "metrics were not collected" in not_measured(f"{metric}>=0", no_metrics)
         assert "--collect-metrics" in not_measured(f"{metric}>=0", no_metrics)
 
     partial = level()
-    partial["metrics"]["gpus"][1]["avg_power_w"] = None
-    partial["metrics"]["avg_cpu_utilization"] = None
+    gpus = (partial.metrics.gpus[0], replace(partial.metrics.gpus[1], avg_power_w=None))
+    partial = replace(partial, metrics=replace(partial.metrics, gpus=gpus, avg_cpu_utilization=None))
     assert not_measured("gpu_power_w<1000", partial) == f"the server reported no power for {GPU_B}"
     assert not_measured("cpu_util<1", partial) == "the server exposes no CPU utilization"
 
@@ -212,23 +191,20 @@ def test_model_not_in_run():
 
 
 def test_open_loop_metrics_on_a_closed_loop_level():
-    for data in (level(), {key: each for key, each in level().items() if key != "open_loop"}):  # null or absent
-        assert not_measured("lag_p99_ms<1", data).startswith("not an open-loop level")
-        assert not_measured("achieved_rate>1", data).startswith("not an open-loop level")
+    data = level()
+    assert data.open_loop is None
+    assert not_measured("lag_p99_ms<1", data).startswith("not an open-loop level")
+    assert not_measured("achieved_rate>1", data).startswith("not an open-loop level")
 
 
 def test_latency_without_a_success_is_not_zero():
-    failed = level()
-    failed["client"].update(request_count=0, error_count=40, error_rate=1.0, throughput_infer_per_s=0.0,
-                            avg_latency_us=0.0, percentile_latency_us={"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0})
-    failed["latency_curve_us"] = []
+    failed = replace(level(), client=client(0, 40, 3.0, 0.0, 0.0, {50: 0.0, 90: 0.0, 95: 0.0, 99: 0.0}, curve=[]))
     for expression in ("avg_ms<50", "p99_ms<50", "p99.9_ms<50"):
         assert not_measured(expression, failed) == "no request succeeded at this level"
     assert verdict("throughput>=0", failed).passed
     assert verdict("error_rate<0.5", failed) == Verdict("error_rate<0.5", 1.0, False, "error_rate = 1, needs < 0.5")
 
-    idle = copy.deepcopy(failed)
-    idle["client"].update(error_count=0, error_rate=0.0)
+    idle = replace(failed, client=replace(failed.client, error_count=0))
     assert not_measured("error_rate<0.01", idle) == "no request completed at this level"
 
 
@@ -251,7 +227,7 @@ def test_describe_and_to_dict():
 
 
 def test_a_verdict_on_an_unstable_level_says_so():
-    passed, failed = evaluate([parse_sla("p99_ms<50"), parse_sla("p99_ms<30")], {**level(), "stable": False})
+    passed, failed = evaluate([parse_sla("p99_ms<50"), parse_sla("p99_ms<30")], replace(level(), stable=False))
     assert not passed.level_stable and passed.passed and passed.to_dict()["level_stable"] is False
     assert describe(passed) == "p99_ms<50: PASS (p99_ms = 31.2, on a level that never stabilized)"
     assert describe(failed) == "p99_ms<30: FAIL (p99_ms = 31.2, needs < 30, on a level that never stabilized)"

@@ -16,11 +16,14 @@ from loadgen.compare import compare_runs, comparison_lines
 from loadgen.errors import UsageError
 from loadgen.measurement import latency_breakdown_us
 from loadgen.report.render import load_summary
-from loadgen.schema import SCHEMA_VERSION
+from loadgen.options import build_config
+from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.stats import REPORTED_PERCENTILES
 from loadgen.summary_versions import (
     BREAKDOWN_CLIENT,
     BREAKDOWN_SERVER,
+    METRICS_OPTIONS,
+    OPTIONS_BEFORE_V3,
     STEPS,
     UNRECORDED_MESSAGES,
     upgrade,
@@ -74,13 +77,22 @@ def test_there_are_fixtures_of_every_earlier_version_and_a_step_from_each():
 
 
 @pytest.mark.parametrize("folder", FIXTURES, ids=_name)
+def test_every_fixture_upgraded_is_what_its_result_writes(folder):
+    """The typed model holds all an upgraded summary records: read back and written again, it is the same dict."""
+    data = upgrade(raw(_name(folder)), _name(folder))
+    result = RunResult.from_dict(data)
+    assert result.to_dict() == data
+    assert result.upgraded_from == _version(folder) and result.started_ns == 0
+
+
+@pytest.mark.parametrize("folder", FIXTURES, ids=_name)
 def test_every_fixture_loads_in_the_current_shape(folder, current_run):
-    data = load_summary(folder)
-    current = load_summary(current_run)
+    data = load_summary(folder).to_dict()
+    current = load_summary(current_run).to_dict()
     assert data["schema_version"] == SCHEMA_VERSION and data["upgraded_from"] == _version(folder)
     assert "upgraded_from" not in current
     assert set(data) == set(current) | {"upgraded_from"}
-    assert set(data["config"]) >= {"headers", "workers", "ray_address", "windows", "request_timeout_ms", "connect_timeout_ms"}
+    assert set(data["config"]) == set(current["config"]) == set(build_config({}).to_dict())
     reference = current["levels"][0]
     for level in data["levels"]:
         assert set(level) == set(reference)
@@ -165,6 +177,18 @@ def test_v2_to_v3_judges_the_count_check_again_by_the_python_backend_rule():
         assert check["server_success"] > check["client_success"]
 
 
+def test_options_an_older_version_lacked_are_as_a_run_without_them():
+    v1, early, late = raw("v1/closed-loop"), raw("v2/metrics"), raw("v2/request-rate-sla")
+    assert not set(METRICS_OPTIONS) & set(v1["config"]) and set(METRICS_OPTIONS) <= set(early["config"])
+    assert {option: v1_to_v2(v1)["config"][option] for option in METRICS_OPTIONS} == METRICS_OPTIONS
+    assert "binary_search" not in early["config"] and v2_to_v3(early)["config"]["binary_search"] is False
+    assert v2_to_v3(early)["config"]["slas"] == [] and v2_to_v3(late)["config"]["slas"] == late["config"]["slas"] == ["p99_ms<50"]
+    for option, default in OPTIONS_BEFORE_V3.items():
+        assert v2_to_v3(late)["config"][option] == late["config"].get(option, default)
+    # As a run without them records them today (a later default is not made up for an older run).
+    assert {option: build_config({}).to_dict()[option] for option in OPTIONS_BEFORE_V3} == OPTIONS_BEFORE_V3
+
+
 def test_v2_to_v3_fills_sla_fields_only_where_early_version_2_lacked_them():
     early = v2_to_v3(raw("v2/metrics"))
     assert early["sla"] == [] and early["sla_passed"] is True and early["capacity"] is None
@@ -226,13 +250,13 @@ def test_v4_to_v5_no_deadline_is_0():
     timed = raw("v4/metrics-sla")
     timed["config"]["request_timeout_ms"] = 500
     assert v4_to_v5(timed)["config"]["request_timeout_ms"] == 500
-    assert load_summary(SUMMARIES / "v1" / "closed-loop")["config"]["request_timeout_ms"] == 0  # version 1 had none
+    assert load_summary(SUMMARIES / "v1" / "closed-loop").config.target.request_timeout_ms == 0  # version 1 had none
 
 
 def test_the_workers_of_a_version_4_run_are_kept():
     data = load_summary(SUMMARIES / "v4" / "workers")
-    assert [len(level["workers"]) for level in data["levels"]] == [2, 2]
-    assert data["config"]["workers"] == 2
+    assert [len(level.workers) for level in data.levels] == [2, 2]
+    assert data.config.load.workers == 2
 
 
 @pytest.mark.parametrize(

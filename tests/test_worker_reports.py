@@ -17,11 +17,10 @@ from loadgen.report.console import ConsoleReport
 from loadgen.report.html_report import render_html
 from loadgen.report.junit import write_junit
 from loadgen.report.workers_csv import WorkersCsvReport
-from loadgen.schema import SCHEMA_VERSION, summary
+from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
-from loadgen.sweep import RunResult
 
 LOST = "worker 2 (node-b, pid 4003) was lost: the actor died unexpectedly"
 PERCENTILES = {50: 9_800.0, 90: 11_000.0, 95: 12_000.0, 99: 15_000.0}
@@ -145,7 +144,7 @@ def test_single_process_console_has_no_worker_parts():
 
 
 def test_summary_json_carries_workers_and_incomplete():
-    data = summary(spread_run())
+    data = spread_run().to_dict()
     assert data["schema_version"] == SCHEMA_VERSION == 6
     assert data["config"]["workers"] == 3 and data["config"]["ray_address"] is None
     complete, incomplete = data["levels"]
@@ -159,7 +158,7 @@ def test_summary_json_carries_workers_and_incomplete():
     assert [(w["overloaded"], w["lost"]) for w in incomplete["workers"]] == [
         (False, None), (True, None), (False, "the actor died unexpectedly")]
 
-    for single in summary(single_run())["levels"]:
+    for single in single_run().to_dict()["levels"]:
         assert single["workers"] == [] and single["incomplete"] is None
 
 
@@ -201,7 +200,7 @@ def test_single_process_writes_no_workers_csv(tmp_path):
 
 def junit_cases(tmp_path, result: RunResult) -> list[tuple[str, str, str | None, str | None]]:
     path = tmp_path / "junit.xml"
-    write_junit(path, summary(result))
+    write_junit(path, result)
     root = ET.parse(path).getroot()
     suite = root.find("testsuite")
     assert int(suite.get("failures")) == sum(case.find("failure") is not None for case in suite.iter("testcase"))
@@ -232,7 +231,7 @@ def test_junit_fails_an_incomplete_level(tmp_path):
 
 def html(tmp_path, result: RunResult) -> str:
     path = tmp_path / "report.html"
-    render_html(summary(result), [], path)
+    render_html(result, [], path)
     return path.read_text()
 
 

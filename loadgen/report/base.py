@@ -9,7 +9,7 @@ from pathlib import Path
 
 from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
 
 
 class ReportWriter(ABC):

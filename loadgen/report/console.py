@@ -11,6 +11,7 @@ from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
 from loadgen.report.base import ReportWriter
+from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
 from loadgen.stats import (
@@ -19,7 +20,6 @@ from loadgen.stats import (
     ClientStats,
     OpenLoopStats,
 )
-from loadgen.sweep import RunResult
 from loadgen.windows import COUNT_WINDOWS
 
 

@@ -10,9 +10,9 @@ from loadgen.config import RunConfig
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
 from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
-from loadgen.sweep import RunResult
 
 BASE_COLUMNS = [
     "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",

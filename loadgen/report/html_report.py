@@ -1,4 +1,4 @@
-"""report.html: one self-contained page from summary.json (docs/summary.md) and the plots.
+"""report.html: one self-contained page from a run's result and its plots.
 
 Everything is inline (CSS, plots as data: URIs) and a Content-Security-Policy forbids any fetch, so
 the file can be mailed or archived and opens offline. There is no JavaScript: <details> folds.
@@ -14,10 +14,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from loadgen.measurement import drain_text, outstanding_text
-from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US
+from loadgen.measurement import LevelResult, drain_text, outstanding_text
+from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.report.base import Plot, write_atomic
-from loadgen.sla import UNSTABLE_NOTE, format_value
+from loadgen.result import SCHEMA_VERSION, RunResult
+from loadgen.server_stats import ServerFigures
+from loadgen.sla import UNSTABLE_NOTE, Verdict, format_value
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
@@ -57,23 +59,24 @@ pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; bor
 """
 
 
-def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
+def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
     """Write the run's report page at `path`, atomically (a reader never sees half a page)."""
-    model = (summary.get("model") or {}).get("name") or MISSING
+    model = result.model.name or MISSING
+    levels = result.levels
     body = [
         f"<h1>loadgen report: {escape(model)}</h1>",
-        _header(summary),
-        _levels(summary["levels"], bool(summary.get("sla"))),
+        _header(result),
+        _levels(levels, bool(result.config.gates.slas)),
         _plots(plots),
-        _breakdown(summary["levels"]),
-        _open_loop(summary["levels"]),
-        _workers(summary["levels"]),
-        _composing(summary["levels"]),
-        _metrics(summary),
-        "<h2>Configuration</h2>", _key_values(summary.get("config")),
-        "<h2>Environment</h2>", _key_values(summary.get("environment")),
-        "<h2>Server</h2>", _key_values(summary.get("server")),
-        _model_configs(summary.get("model_configs") or {}),
+        _breakdown(levels),
+        _open_loop(levels),
+        _workers(levels),
+        _composing(levels),
+        _metrics(result),
+        "<h2>Configuration</h2>", _key_values(result.config.to_dict()),
+        "<h2>Environment</h2>", _key_values(result.environment),
+        "<h2>Server</h2>", _key_values(result.server_metadata),
+        _model_configs(result.model_configs or {}),
     ]
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -81,7 +84,7 @@ def render_html(summary: dict, plots: Sequence[Plot], path: Path) -> None:
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>loadgen: {escape(model)}, {escape(_when(summary.get("started_at")))}</title>
+<title>loadgen: {escape(model)}, {escape(_when(result.started_at))}</title>
 <link rel="icon" href="data:,">
 <style>{CSS}</style>
 </head>
@@ -117,8 +120,8 @@ def _when(iso: str | None) -> str:
     return MISSING if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
-def _level_name(level: dict) -> str:
-    return f"{level['label']} {level['value']:g}"
+def _level_name(level: LevelResult) -> str:
+    return f"{level.label} {level.value:g}"
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Collection[int] = (0,),
@@ -144,22 +147,21 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Col
     return "".join(lines)
 
 
-def _header(summary: dict) -> str:
-    levels = summary["levels"]
-    started, finished = summary.get("started_at"), summary.get("finished_at")
+def _header(result: RunResult) -> str:
+    levels, gates = result.levels, result.config.gates
+    started, finished = result.started_at, result.finished_at
     meta = f"Started {_when(started)}, finished {_when(finished)}"
     if started and finished:
         seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
         meta += f" ({seconds:,.0f} s)"
-    meta += f" · loadgen {summary.get('loadgen_version') or MISSING}"
-    if summary.get("upgraded_from"):  # read from an older file: figures it did not record show as a dash
-        meta += (f" · summary.json upgraded from schema version {summary['upgraded_from']} "
-                 f"to {summary['schema_version']}")  # fmt: skip
+    meta += f" · loadgen {result.loadgen_version or MISSING}"
+    if result.upgraded_from:  # read from an older file: figures it did not record show as a dash
+        meta += f" · summary.json upgraded from schema version {result.upgraded_from} to {SCHEMA_VERSION}"
 
-    unstable = sum(not level["stable"] for level in levels)
-    incomplete = sum(bool(level.get("incomplete")) for level in levels)
-    mismatched = sum(level["count_check"]["mismatch"] for level in levels)
-    stop_reason, warnings = summary.get("stop_reason"), summary.get("warnings") or []
+    unstable = len(result.unstable_levels)
+    incomplete = sum(bool(level.incomplete) for level in levels)
+    mismatched = sum(level.count_check.mismatch for level in levels)
+    stop_reason, warnings = result.stop_reason, result.warnings
     verdict = f"Stopped: {stop_reason}." if stop_reason else "Finished."
     verdict += f" {_count(len(levels))} measured, {unstable} unstable"
     if incomplete:
@@ -168,16 +170,16 @@ def _header(summary: dict) -> str:
         verdict += f", {mismatched} with a count cross-check mismatch"
     lines = [verdict + "."]
     breached = sum(not _sla_met(level) for level in levels)
-    if summary.get("sla"):
+    if gates.slas:
         lines.append(_sla_line(len(levels), breached))
-        if unstable and not (summary.get("config") or {}).get("binary_search"):
+        if unstable and not gates.binary_search:
             lines.append(f"{_count(unstable)} never stabilized: {'its' if unstable == 1 else 'their'} verdicts rest on figures "
-                         "that did not settle" + (" (--require-stable: the run fails)." if _require_stable(summary) else "."))
-    elif _require_stable(summary) and unstable:
+                         "that did not settle" + (" (--require-stable: the run fails)." if gates.require_stable else "."))
+    elif gates.require_stable and unstable:
         lines.append(f"Stability breached: {_count(unstable)} never stabilized (--require-stable).")
-    lines += _capacity_lines(summary)
+    lines += _capacity_lines(result)
     # A binary search breaches bounds on purpose; it fails only when no level met them (sla_passed).
-    failed = summary["sla_passed"] is False if "sla_passed" in summary else breached
+    failed = not result.sla_passed
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
     css = ("verdict fail" if failed else
            "verdict warn" if stop_reason or warnings or unstable or incomplete or mismatched else "verdict")
@@ -186,26 +188,21 @@ def _header(summary: dict) -> str:
             f'{f"<ul>{items}</ul>" if items else ""}</div>')
 
 
-def _capacity_lines(summary: dict) -> list[str]:
-    plan = summary.get("capacity")
-    config = summary.get("config") or {}
+def _capacity_lines(result: RunResult) -> list[str]:
+    plan, gates = result.capacity, result.config.gates
     if plan is None:
-        searched = config.get("binary_search") or config.get("target_throughput") is not None
-        return ["Capacity: no level met every bound."] if searched and summary["levels"] else []
+        searched = gates.binary_search or gates.target_throughput is not None
+        return ["Capacity: no level met every bound."] if searched and result.levels else []
     lines = [
-        f"Capacity: {plan['throughput_infer_per_s']:,.1f} infer/s per server within every bound, "
-        f"at {str(plan['level_label']).lower()} {plan['level_value']:g}."
+        f"Capacity: {plan.throughput_infer_per_s:,.1f} infer/s per server within every bound, "
+        f"at {str(plan.level_label).lower()} {plan.level_value:g}."
     ]
-    if plan.get("replicas") is not None:
+    if plan.replicas is not None:
         lines.append(
-            f"{plan['target_throughput_infer_per_s']:,.1f} infer/s with {plan['headroom_pct']:g}% headroom "
-            f"needs {plan['replicas']} server{'' if plan['replicas'] == 1 else 's'}."
+            f"{plan.target_throughput_infer_per_s:,.1f} infer/s with {plan.headroom_pct:g}% headroom "
+            f"needs {plan.replicas} server{'' if plan.replicas == 1 else 's'}."
         )
     return lines
-
-
-def _require_stable(summary: dict) -> bool:
-    return bool((summary.get("config") or {}).get("require_stable"))
 
 
 def _count(levels: int) -> str:
@@ -220,36 +217,36 @@ def _sla_line(measured: int, breached: int) -> str:
     return f"SLA: all {_count(measured)} met every SLA."
 
 
-def _sla_met(level: dict) -> bool:
+def _sla_met(level: LevelResult) -> bool:
     """Whether every SLA verdict of the level passed (old summaries and runs without SLA have none)."""
-    return all(verdict["passed"] for verdict in level.get("sla") or [])
+    return all(verdict.passed for verdict in level.sla)
 
 
-def _levels(levels: list[dict], with_sla: bool) -> str:
+def _levels(levels: Sequence[LevelResult], with_sla: bool) -> str:
     if not levels:
         return "<h2>Levels</h2><p>No level was measured.</p>"
     # Only a run that lost a worker has the column, so ordinary reports keep their shape.
-    with_incomplete = any(level.get("incomplete") for level in levels)
-    head = [levels[0]["label"], "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
+    with_incomplete = any(level.incomplete for level in levels)
+    head = [levels[0].label, "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
             "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else []),
             *(["Incomplete"] if with_incomplete else [])]
     rows = []
     errors = []  # (level, kind, share, message, count): messages are user-facing and may be long, so listed apart
     for level in levels:
-        client, check = level["client"], level["count_check"]
-        percentiles = client.get("percentile_latency_us") or {}
+        client, check = level.client, level.count_check
+        percentiles = client.percentile_latency_us
         rows.append([
-            f"{level['value']:g}", _num(client["throughput_infer_per_s"]), _ms(client["avg_latency_us"]),
-            *(_ms(percentiles.get(p)) for p in ("p50", "p90", "p95", "p99")),
-            _num(client["request_count"], 0), _num(client["error_count"], 0), _percent(client["error_rate"], 2),
-            "yes" if level["stable"] else WARN + "no",
-            WARN + f"mismatch ({check['client_success']} vs {check['server_success']})" if check["mismatch"] else "ok",
+            f"{level.value:g}", _num(client.throughput_infer_per_s), _ms(client.avg_latency_us),
+            *(_ms(percentiles.get(p)) for p in (50, 90, 95, 99)),
+            _num(client.request_count, 0), _num(client.error_count, 0), _percent(client.error_rate, 2),
+            "yes" if level.stable else WARN + "no",
+            WARN + f"mismatch ({check.client_success} vs {check.server_success})" if check.mismatch else "ok",
             *([_sla_mark(level)] if with_sla else []),
-            *([WARN + level["incomplete"] if level.get("incomplete") else "no"] if with_incomplete else []),
+            *([WARN + level.incomplete if level.incomplete else "no"] if with_incomplete else []),
         ])
-        for kind in (level.get("errors") or {}).get("kinds", []):
-            share = _percent(kind["rate"], 2)
-            errors += [(_level_name(level), kind["kind"], share, message, count) for message, count in kind["messages"].items()]
+        for kind in client.error_kinds:
+            share = _percent(client.share(kind.count), 2)
+            errors += [(_level_name(level), kind.kind, share, message, count) for message, count in kind.messages.items()]
     html = "<h2>Levels</h2>" + _table(head, rows, text_columns=(0, len(head) - 1) if with_incomplete else (0,))
     if with_sla:
         html += _sla_verdicts(levels)
@@ -259,44 +256,44 @@ def _levels(levels: list[dict], with_sla: bool) -> str:
     return html + _unanswered(levels)
 
 
-def _unanswered(levels: list[dict]) -> str:
+def _unanswered(levels: Sequence[LevelResult]) -> str:
     """Windows in which nothing completed while requests were out, and requests left failing or
     unanswered after a level's last window: a server that stopped answering."""
     rows = []
     for level in levels:
-        for index, window in enumerate(level["windows"], 1):
-            if window.get("stalled"):
-                rows.append([_level_name(level), f"window {index}", WARN + outstanding_text(window["outstanding"], window["oldest_outstanding_s"])])
-        drain = level.get("drain")
-        if drain and drain["errors"]:
-            text = drain_text(drain["in_flight"], drain["duration_s"], drain["answered"], drain["errors"], drain["unanswered"], drain["unanswered_age_s"])
-            rows.append([_level_name(level), "after the windows", (WARN if drain["unanswered"] else "") + text])
+        for index, window in enumerate(level.windows, 1):
+            if window.stalled:
+                rows.append([_level_name(level), f"window {index}", WARN + outstanding_text(window.outstanding, window.oldest_outstanding_s)])
+        drain = level.drain
+        if drain and drain.errors:
+            text = drain_text(drain.in_flight, drain.duration_s, drain.answered, drain.errors, drain.unanswered, drain.unanswered_age_s)
+            rows.append([_level_name(level), "after the windows", (WARN if drain.unanswered else "") + text])
     if not rows:
         return ""
     return ("<h3>Requests left without an answer</h3>" + _table(["Level", "When", "What happened"], rows, text_columns=(0, 1, 2)))
 
 
-def _sla_mark(level: dict) -> str:
-    if not level.get("sla"):
+def _sla_mark(level: LevelResult) -> str:
+    if not level.sla:
         return MISSING
     return PASS if _sla_met(level) else FAIL
 
 
-def _sla_verdicts(levels: list[dict]) -> str:
-    rows = [[_level_name(level), verdict["expression"],
-             MISSING if verdict["value"] is None else format_value(verdict["value"]),
-             _verdict_mark(verdict, level), verdict["reason"]]
-            for level in levels for verdict in level.get("sla") or []]
+def _sla_verdicts(levels: Sequence[LevelResult]) -> str:
+    rows = [[_level_name(level), verdict.expression,
+             MISSING if verdict.value is None else format_value(verdict.value),
+             _verdict_mark(verdict, level), verdict.reason]
+            for level in levels for verdict in level.sla]
     if not rows:
         return "<h3>SLA verdicts</h3><p>No level has SLA verdicts.</p>"
     return "<h3>SLA verdicts</h3>" + _table(["Level", "Expression", "Value", "Verdict", "Reason"], rows,
                                             text_columns=(0, 1, 3, 4))
 
 
-def _verdict_mark(verdict: dict, level: dict) -> str:
-    mark = f"{PASS} PASS" if verdict["passed"] else f"{FAIL} FAIL"
-    if not level.get("stable", True):
-        return (mark if not verdict["passed"] else WARN + "PASS") + f", {UNSTABLE_NOTE}"
+def _verdict_mark(verdict: Verdict, level: LevelResult) -> str:
+    mark = f"{PASS} PASS" if verdict.passed else f"{FAIL} FAIL"
+    if not level.stable:
+        return (mark if not verdict.passed else WARN + "PASS") + f", {UNSTABLE_NOTE}"
     return mark
 
 
@@ -309,45 +306,46 @@ def _plots(plots: Sequence[Plot]) -> str:
     return "<h2>Plots</h2>" + ("".join(figures) or "<p>No plots.</p>")
 
 
-def _breakdown(levels: list[dict]) -> str:
+def _breakdown(levels: Sequence[LevelResult]) -> str:
     if not levels:
         return ""
-    keys = list(levels[0]["breakdown_us"])
-    head = [levels[0]["label"], *(key.replace("_", " ").capitalize() for key in keys), "Avg latency"]
-    rows = [[f"{level['value']:g}", *(_num(level["breakdown_us"].get(key)) for key in keys),
-             _num(level["client"]["avg_latency_us"])] for level in levels]
+    keys = list(levels[0].breakdown_us)
+    head = [levels[0].label, *(key.replace("_", " ").capitalize() for key in keys), "Avg latency"]
+    rows = [[f"{level.value:g}", *(_num(level.breakdown_us.get(key)) for key in keys),
+             _num(level.client.avg_latency_us)] for level in levels]
     return "<h2>Latency breakdown (µs)</h2>" + _table(head, rows)
 
 
-def _open_loop(levels: list[dict]) -> str:
+def _open_loop(levels: Sequence[LevelResult]) -> str:
     """How well each request rate was kept, and latency from the actual send beside the honest one."""
-    rated = [level for level in levels if level.get("open_loop")]
+    rated = [level for level in levels if level.open_loop is not None]
     if not rated:
         return ""
     head = ["Level", "Target /s", "Sent /s", "Late (>1 ms)", "Held back", "Lag p50 (ms)", "Lag p99 (ms)",
             "Lag max (ms)", "p99 from due (ms)", "p99 from sent (ms)"]
     rows = []
     for level in rated:
-        loop, lag = level["open_loop"], level["open_loop"]["schedule_lag_us"]
+        loop = level.open_loop
+        lag = loop.schedule_lag_us
         rows.append([
-            _level_name(level), _num(loop["target_rate_per_s"]), _num(loop["achieved_rate_per_s"]),
-            (WARN if loop.get("cannot_keep_up") else "") + f"{loop['late_count']} ({_percent(loop.get('late_fraction'))})",
-            _num(loop["held_back_count"], 0), _ms(lag["p50"]), _ms(lag["p99"]), _ms(lag["max"]),
-            _ms(level["client"]["percentile_latency_us"].get("p99")), _ms(loop["sent_percentile_latency_us"].get("p99")),
+            _level_name(level), _num(loop.target_rate_per_s), _num(loop.achieved_rate_per_s),
+            (WARN if loop.cannot_keep_up else "") + f"{loop.late_count} ({_percent(loop.late_fraction)})",
+            _num(loop.held_back_count, 0), _ms(lag["p50"]), _ms(lag["p99"]), _ms(lag["max"]),
+            _ms(level.client.percentile_latency_us.get(99)), _ms(loop.sent_percentile_latency_us.get(99)),
         ])
     return ("<h2>Open loop</h2><p>Latency runs from each request's intended send time; "
             "the latency from the actual send is shown beside it.</p>" + _table(head, rows))
 
 
-def _worker_status(worker: dict) -> str:
-    if worker.get("lost"):
-        return f"{FAIL} lost: {worker['lost']}"
-    return WARN + "overloaded" if worker.get("overloaded") else "ok"
+def _worker_status(worker: WorkerFigures) -> str:
+    if worker.lost:
+        return f"{FAIL} lost: {worker.lost}"
+    return WARN + "overloaded" if worker.overloaded else "ok"
 
 
-def _workers(levels: list[dict]) -> str:
+def _workers(levels: Sequence[LevelResult]) -> str:
     """Each worker's part of each level (--workers), so an overloaded or lost worker stands out."""
-    spread = [level for level in levels if level.get("workers")]
+    spread = [level for level in levels if level.workers]
     if not spread:
         return ""
     head = ["Worker", "Host", "PID", "Share", "Successes", "Errors", "Throughput (infer/s)", "Lag p50 (ms)",
@@ -355,15 +353,15 @@ def _workers(levels: list[dict]) -> str:
     sections = []
     for level in spread:
         rows = []
-        for worker in level["workers"]:
-            lag = worker.get("schedule_lag_us") or {}  # {} in closed loop: nothing was scheduled
+        for worker in level.workers:
+            lag = worker.schedule_lag_us  # {} in closed loop: nothing was scheduled
             rows.append([
-                worker["worker"], worker["host"], worker["pid"], f"{worker['share']:g}",
-                _num(worker["request_count"], 0), _num(worker["error_count"], 0),
-                _num(worker["throughput_infer_per_s"]), _ms(lag.get("p50")), _ms(lag.get("p99")), _ms(lag.get("max")),
-                _percent(worker["late_fraction"]) if lag else MISSING, _num(worker["cpu_pct"]), _worker_status(worker),
+                worker.worker, worker.host, worker.pid, f"{worker.share:g}",
+                _num(worker.request_count, 0), _num(worker.error_count, 0),
+                _num(worker.throughput_infer_per_s), _ms(lag.get("p50")), _ms(lag.get("p99")), _ms(lag.get("max")),
+                _percent(worker.late_fraction) if lag else MISSING, _num(worker.cpu_pct), _worker_status(worker),
             ])
-        title = _level_name(level) + (f" (incomplete: {level['incomplete']})" if level.get("incomplete") else "")
+        title = _level_name(level) + (f" (incomplete: {level.incomplete})" if level.incomplete else "")
         sections.append(f"<details open><summary>{escape(title)}</summary>"
                         f"{_table(head, rows, text_columns=(1, len(head) - 1))}</details>")
     return ("<h2>Workers</h2><p>Each worker process's part of the level. A worker is overloaded when it used "
@@ -371,31 +369,31 @@ def _workers(levels: list[dict]) -> str:
             "then it, not the server, limits the load.</p>" + "".join(sections))
 
 
-def _server_rows(server: dict, depth: int = 0) -> list[list[str]]:
+def _server_rows(server: ServerFigures, depth: int = 0) -> list[list[str]]:
     """The model and its composing models, depth-first, names indented by nesting depth."""
-    name = "\u2003" * depth + ("↳ " if depth else "") + f"{server['name']} v{server['version']}"
-    row = [name, *(_num(server.get(key)) for key in
+    name = "\u2003" * depth + ("↳ " if depth else "") + f"{server.name} v{server.version}"
+    row = [name, *(_num(getattr(server, key)) for key in
                    ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us", "overhead_us",
-                    "avg_request_latency_us")), _num(server.get("success_count"), 0)]
-    return [row] + [r for child in server.get("composing", []) for r in _server_rows(child, depth + 1)]
+                    "avg_request_latency_us")), _num(server.success_count, 0)]
+    return [row] + [r for child in server.composing for r in _server_rows(child, depth + 1)]
 
 
-def _composing(levels: list[dict]) -> str:
+def _composing(levels: Sequence[LevelResult]) -> str:
     if not levels:
         return ""
     head = ["Model", "Queue", "Compute input", "Compute infer", "Compute output", "Overhead", "Avg request latency",
             "Successes"]
     sections = [f"<details open><summary>{escape(_level_name(level))}</summary>"
-                f"{_table(head, _server_rows(level['server']))}</details>" for level in levels]
+                f"{_table(head, _server_rows(level.server))}</details>" for level in levels]
     return "<h2>Server figures per model (µs)</h2>" + "".join(sections)
 
 
-def _metrics(summary: dict) -> str:
+def _metrics(result: RunResult) -> str:
     html = "<h2>Server metrics</h2>"
-    if summary.get("metrics_series") is None:
+    if result.metrics_series is None:
         return html + "<p>Metrics were not collected: the run did not use --collect-metrics.</p>"
-    measured = [(_level_name(level), level["metrics"]) for level in summary["levels"] if level["metrics"]]
-    missed = [_level_name(level) for level in summary["levels"] if not level["metrics"]]
+    measured = [(_level_name(level), level.metrics) for level in result.levels if level.metrics]
+    missed = [_level_name(level) for level in result.levels if not level.metrics]
     if missed:
         html += f"<p>No metrics scrape succeeded during {escape(', '.join(missed))}.</p>"
     if not measured:
@@ -403,24 +401,24 @@ def _metrics(summary: dict) -> str:
 
     html += _table(["Level", "Scrapes", "CPU utilization", "Max CPU memory", "Total CPU memory",
                     "Energy/inference (J)"],
-                   [[name, m["scrape_count"], _percent(m.get("avg_cpu_utilization")),
-                     _bytes(m.get("max_cpu_memory_used_bytes")), _bytes(m.get("cpu_memory_total_bytes")),
-                     _num(m.get("energy_per_inference_j"), 3)] for name, m in measured])
+                   [[name, m.scrape_count, _percent(m.avg_cpu_utilization),
+                     _bytes(m.max_cpu_memory_used_bytes), _bytes(m.cpu_memory_total_bytes),
+                     _num(m.energy_per_inference_j, 3)] for name, m in measured])
 
-    gpus = [[name, gpu["uuid"], _percent(gpu.get("avg_utilization")), _num(gpu.get("avg_power_w")),
-             _bytes(gpu.get("max_memory_used_bytes")), _bytes(gpu.get("total_memory_bytes")), _num(gpu.get("energy_j"))]
-            for name, m in measured for gpu in m["gpus"]]
+    gpus = [[name, gpu.uuid, _percent(gpu.avg_utilization), _num(gpu.avg_power_w),
+             _bytes(gpu.max_memory_used_bytes), _bytes(gpu.total_memory_bytes), _num(gpu.energy_j)]
+            for name, m in measured for gpu in m.gpus]
     html += "<h3>GPUs</h3>"
     html += (_table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
                     text_columns=(0, 1))
              if gpus else "<p>The server exposes no GPU metrics.</p>")
 
-    models = [[name, f"{model['name']} v{model['version']}", _num(model.get("max_pending"), 0),
-               _num(model.get("success"), 0),
-               ", ".join(f"{reason} {count}" for reason, count in (model.get("failure") or {}).items() if count) or "0",
-               _num(model.get("statistics_success"), 0),
-               WARN + "mismatch" if model.get("mismatch") else "ok"]
-              for name, m in measured for model in m["models"]]
+    models = [[name, f"{model.name} v{model.version}", _num(model.max_pending, 0),
+               _num(model.success, 0),
+               ", ".join(f"{reason} {count}" for reason, count in model.failure.items() if count) or "0",
+               _num(model.statistics_success, 0),
+               WARN + "mismatch" if model.mismatch else "ok"]
+              for name, m in measured for model in m.models]
     if models:
         html += "<h3>Models</h3>" + _table(
             ["Level", "Model", "Max pending", "Successes", "Failures", "Statistics API successes", "Cross-check"],

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from loadgen.measurement import LevelResult
 from loadgen.report.base import ReportWriter, write_atomic
-from loadgen.schema import summary
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
 
 
 class JsonReport(ReportWriter):
@@ -19,4 +18,4 @@ class JsonReport(ReportWriter):
         self.finish(so_far)
 
     def finish(self, result: RunResult) -> None:
-        write_atomic(self.path, json.dumps(summary(result), indent=2) + "\n")
+        write_atomic(self.path, json.dumps(result.to_dict(), indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""JUnit XML from summary.json (docs/summary.md), so CI systems (GitLab, Jenkins, GitHub) show a run as tests.
+"""JUnit XML from a run's result, so CI systems (GitLab, Jenkins, GitHub) show a run as tests.
 
 One test suite for the model; a test case per level and SLA verdict, failing with the verdict's reason,
 and a `level completed` case per level when the run defined no SLA or the level is incomplete (a
@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loadgen.measurement import LevelResult
 from loadgen.report.base import ReportWriter, write_atomic
-from loadgen.schema import summary as summary_dict
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
 
 # XML 1.0 cannot hold most control characters, even escaped; server error messages may contain them.
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -33,13 +33,13 @@ class JunitReport(ReportWriter):
         self.path = Path(path)
 
     def finish(self, result: RunResult) -> None:
-        write_junit(self.path, summary_dict(result))
+        write_junit(self.path, result)
 
 
-def write_junit(path: Path, summary: dict[str, Any]) -> None:
+def write_junit(path: Path, result: RunResult) -> None:
     """Write the run's JUnit XML at `path`, atomically (a CI job never reads half a file)."""
     root = ET.Element("testsuites", name="loadgen")
-    suite = _suite(summary)
+    suite = _suite(result)
     root.append(suite)
     for count in ("tests", "failures", "errors", "time"):
         root.set(count, suite.get(count))  # type: ignore[arg-type]
@@ -51,11 +51,10 @@ def _text(value: Any) -> str:
     return NOT_XML.sub("\ufffd", str(value))
 
 
-def _suite(summary: dict[str, Any]) -> ET.Element:
-    model = (summary.get("model") or {}).get("name") or (summary.get("config") or {}).get("model_name") or "model"
-    require_stable = bool((summary.get("config") or {}).get("require_stable"))
-    cases = [case for level in summary["levels"] for case in _level_cases(model, level, require_stable)]
-    stop_reason = summary.get("stop_reason") or ""
+def _suite(result: RunResult) -> ET.Element:
+    model = result.model.name or result.config.target.model_name or "model"
+    cases = [case for level in result.levels for case in _level_cases(model, level, result.config.gates.require_stable)]
+    stop_reason = result.stop_reason or ""
     if stop_reason.startswith("failed:"):
         cases.append(_run_error(model, stop_reason))
 
@@ -65,28 +64,27 @@ def _suite(summary: dict[str, Any]) -> ET.Element:
         "failures": str(sum(case.find("failure") is not None for case in cases)),
         "errors": str(sum(case.find("error") is not None for case in cases)),
         "skipped": "0",
-        "time": _seconds(_duration_s(summary, cases)),
+        "time": _seconds(_duration_s(result, cases)),
     })
-    if summary.get("started_at"):
+    if result.started_at:
         # JUnit's timestamp has no zone; summary.json's times are UTC.
-        started = datetime.fromisoformat(summary["started_at"]).astimezone(timezone.utc)
+        started = datetime.fromisoformat(result.started_at).astimezone(timezone.utc)
         suite.set("timestamp", started.strftime("%Y-%m-%dT%H:%M:%S"))
-    hostname = (summary.get("environment") or {}).get("hostname")
+    hostname = (result.environment or {}).get("hostname")
     if hostname:
         suite.set("hostname", _text(hostname))
-    if summary.get("sla"):
+    if result.config.gates.slas:
         properties = ET.SubElement(suite, "properties")
-        for expression in summary["sla"]:
-            ET.SubElement(properties, "property", name="sla", value=_text(expression))
+        for sla in result.config.gates.slas:
+            ET.SubElement(properties, "property", name="sla", value=_text(sla.expression))
     suite.extend(cases)
     return suite
 
 
-def _duration_s(summary: dict[str, Any], cases: list[ET.Element]) -> float:
+def _duration_s(result: RunResult, cases: list[ET.Element]) -> float:
     """The run's wall time when it finished, else the measured time of its levels."""
-    started, finished = summary.get("started_at"), summary.get("finished_at")
-    if started and finished:
-        return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    if result.started_at and result.finished_at:
+        return (datetime.fromisoformat(result.finished_at) - datetime.fromisoformat(result.started_at)).total_seconds()
     return sum(float(case.get("time", 0)) for case in cases)
 
 
@@ -94,25 +92,23 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def _level_cases(model: str, level: dict[str, Any], require_stable: bool) -> list[ET.Element]:
-    verdicts = level.get("sla") or []
-    incomplete = level.get("incomplete")
-    unstable = UNSTABLE if not level.get("stable", True) else ""
+def _level_cases(model: str, level: LevelResult, require_stable: bool) -> list[ET.Element]:
+    unstable = UNSTABLE if not level.stable else ""
     cases = []
-    if incomplete or not verdicts:
+    if level.incomplete or not level.sla:
         case = _case(model, level, "level completed")
-        if incomplete:
-            _fail(case, incomplete, "Incomplete")
+        if level.incomplete:
+            _fail(case, level.incomplete, "Incomplete")
         cases.append(case)
     if require_stable:
         case = _case(model, level, "level stable")
         if unstable:
             _fail(case, unstable, "Unstable")
         cases.append(case)
-    for verdict in verdicts:
-        case = _case(model, level, _text(verdict["expression"]))
-        if not verdict["passed"]:
-            _fail(case, verdict["reason"] + (f" ({unstable})" if unstable else ""), "SLA")
+    for verdict in level.sla:
+        case = _case(model, level, _text(verdict.expression))
+        if not verdict.passed:
+            _fail(case, verdict.reason + (f" ({unstable})" if unstable else ""), "SLA")
         elif unstable:  # passed, but on figures that did not settle: say so where CI shows the case
             case.find("system-out").text = f"WARNING: {unstable}. " + case.find("system-out").text
         cases.append(case)
@@ -125,27 +121,24 @@ def _fail(case: ET.Element, reason: str, kind: str) -> None:
     case.insert(0, failure)  # JUnit's order: failure before system-out
 
 
-def _case(model: str, level: dict[str, Any], name: str) -> ET.Element:
-    case = ET.Element("testcase", classname=_text(f"{model}.{level['label']} {level['value']:g}"), name=name,
-                      time=_seconds(level["client"].get("duration_s") or 0.0))
+def _case(model: str, level: LevelResult, name: str) -> ET.Element:
+    case = ET.Element("testcase", classname=_text(f"{model}.{level.label} {level.value:g}"), name=name,
+                      time=_seconds(level.client.duration_s))
     ET.SubElement(case, "system-out").text = _figures(level)
     return case
 
 
-def _figures(level: dict[str, Any]) -> str:
+def _figures(level: LevelResult) -> str:
     """The level's key figures, one line for people reading the CI job."""
-    client = level["client"]
-    percentiles = client.get("percentile_latency_us") or {}
+    client = level.client
+    percentiles = client.percentile_latency_us
 
     def ms(us: float | None) -> str:
         return NOT_MEASURED if us is None else f"{us / 1000:.2f} ms"
 
-    throughput, error_rate = client.get("throughput_infer_per_s"), client.get("error_rate")
-    return (f"throughput {NOT_MEASURED if throughput is None else f'{throughput:.1f} infer/s'}, "
-            f"latency avg {ms(client.get('avg_latency_us'))}, p50 {ms(percentiles.get('p50'))}, "
-            f"p99 {ms(percentiles.get('p99'))}, "
-            f"error rate {NOT_MEASURED if error_rate is None else f'{error_rate * 100:.2f} %'}, "
-            f"stable {'yes' if level.get('stable') else 'no'}")
+    return (f"throughput {client.throughput_infer_per_s:.1f} infer/s, "
+            f"latency avg {ms(client.avg_latency_us)}, p50 {ms(percentiles.get(50))}, p99 {ms(percentiles.get(99))}, "
+            f"error rate {client.error_rate * 100:.2f} %, stable {'yes' if level.stable else 'no'}")
 
 
 def _run_error(model: str, stop_reason: str) -> ET.Element:

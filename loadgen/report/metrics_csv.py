@@ -8,7 +8,7 @@ from loadgen.measurement import LevelResult
 from loadgen.metrics import series_name
 from loadgen.report.base import ReportWriter, write_atomic
 from loadgen.report.csv_report import csv_text
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
 
 
 def write_metrics_csv(path: Path, result: RunResult) -> None:

@@ -1,4 +1,4 @@
-"""The report folder's PNG charts, drawn from a run's summary dict (docs/summary.md, schema 2).
+"""The report folder's PNG charts, drawn from a run's result.
 
 Figures are built with matplotlib's object API (no pyplot), so rendering keeps no global state
 and needs no display. Each chart has one function that returns its Figure, or None when the
@@ -7,7 +7,7 @@ run has nothing to show for it; render_plots saves the ones that exist.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +15,16 @@ from matplotlib import colormaps, ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from loadgen.measurement import LevelResult
 from loadgen.report.base import Plot
+from loadgen.result import RunResult, series_columns
+from loadgen.server_stats import ServerFigures
 
 DPI = 100
 SIZE = (9.0, 5.0)  # inches: 900 x 500 px at DPI
 GIB = 2**30
 
-# (summary key, legend label, colour): server parts keep their colour in both breakdowns.
+# (breakdown key or ServerFigures attribute, legend label, colour): server parts keep their colour in both breakdowns.
 BREAKDOWN_PARTS = (
     ("client_send", "client send", "tab:blue"),
     ("network", "network", "tab:gray"),
@@ -41,15 +44,15 @@ COMPOSING_PARTS = (
 TAIL_PERCENTILES = (0, 50, 90, 99, 99.9, 99.99, 99.999)
 
 
-def render_plots(summary: dict, out_dir: Path) -> list[Plot]:
+def render_plots(result: RunResult, out_dir: Path) -> list[Plot]:
     """Write the run's charts as PNGs into out_dir and return those drawn, in display order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    measured = bool(summary.get("levels"))  # none when interrupted before its first level
+    measured = bool(result.levels)  # none when interrupted before its first level
     plots = []
     for name, title, draw in CHARTS:
         path = out_dir / f"{name}.png"
-        figure = draw(summary) if measured else None
+        figure = draw(result) if measured else None
         if figure is None:
             path.unlink(missing_ok=True)  # re-rendering (loadgen report) must not keep a stale chart
             continue
@@ -67,22 +70,22 @@ def _figure(height: float = SIZE[1]) -> Figure:
 
 
 def _floats(values: Iterable) -> np.ndarray:
-    """The schema's null (not measured) becomes NaN, which matplotlib leaves as a gap."""
+    """None (not measured) becomes NaN, which matplotlib leaves as a gap."""
     return np.array(list(values), dtype=float)
 
 
-def _value_text(level: dict) -> str:
-    value = level.get("value")
+def _value_text(level: LevelResult) -> str:
+    value = level.value
     return f"{value:g}" if isinstance(value, float) else str(value)  # 100.0 shows as 100
 
 
-def _level_tag(level: dict) -> str:
+def _level_tag(level: LevelResult) -> str:
     """A short point label such as "c=4" ("Concurrency") or "rr=200" ("Request Rate")."""
-    initials = "".join(word[0] for word in str(level.get("label") or "level").split()).lower()
+    initials = "".join(word[0] for word in (level.label or "level").split()).lower()
     return f"{initials}={_value_text(level)}"
 
 
-def _stacked_bars(ax, levels: list[dict], parts: list[tuple[str, str, np.ndarray]]) -> None:
+def _stacked_bars(ax, levels: Sequence[LevelResult], parts: list[tuple[str, str, np.ndarray]]) -> None:
     """One bar per level (evenly spaced, whatever the values), a segment per part; a null part adds nothing."""
     x = np.arange(len(levels))
     bottom = np.zeros(len(levels))
@@ -102,21 +105,21 @@ def _stack_legend(target, ax, **kwargs) -> None:
 # --- charts --------------------------------------------------------------------------------
 
 
-def throughput_latency(summary: dict) -> Figure | None:
-    levels = summary["levels"]
-    clients = [level.get("client") or {} for level in levels]
-    throughput = _floats(c.get("throughput_infer_per_s") for c in clients)
+def throughput_latency(result: RunResult) -> Figure | None:
+    levels = result.levels
+    clients = [level.client for level in levels]
+    throughput = _floats(c.throughput_infer_per_s for c in clients)
     if not np.isfinite(throughput).any():
         return None
     # Average labels go below-right and p99 labels above-left, so a level's two labels never
     # collide where the curves run close together.
-    average_us = _floats(c.get("avg_latency_us") for c in clients)
-    p99_us = _floats((c.get("percentile_latency_us") or {}).get("p99") for c in clients)
+    average_us = _floats(c.avg_latency_us for c in clients)
+    p99_us = _floats(c.percentile_latency_us.get(99) for c in clients)
     series = (
         ("average latency", average_us, "C0", {"xytext": (5, -4), "ha": "left", "va": "top"}),
         ("p99 latency", p99_us, "C3", {"xytext": (-5, 4), "ha": "right", "va": "bottom"}),
     )
-    unstable = np.array([not level.get("stable", True) for level in levels])
+    unstable = np.array([not level.stable for level in levels])
     fig = _figure()
     ax = fig.add_subplot()
     for name, latency_us, color, label_style in series:
@@ -141,10 +144,11 @@ def throughput_latency(summary: dict) -> Figure | None:
     return fig
 
 
-def latency_breakdown(summary: dict) -> Figure | None:
-    levels = summary["levels"]
+def latency_breakdown(result: RunResult) -> Figure | None:
+    levels = result.levels
+    breakdowns = [level.breakdown_us for level in levels]
     parts = [
-        (label, color, _floats((level.get("breakdown_us") or {}).get(key) for level in levels) / 1000)
+        (label, color, _floats(breakdown.get(key) for breakdown in breakdowns) / 1000)
         for key, label, color in BREAKDOWN_PARTS
     ]
     if not any(np.isfinite(values).any() for _, _, values in parts):
@@ -154,28 +158,28 @@ def latency_breakdown(summary: dict) -> Figure | None:
     _stacked_bars(ax, levels, parts)
     _stack_legend(ax, ax, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title("Average latency breakdown per request")
-    ax.set_xlabel(levels[0].get("label") or "level")
+    ax.set_xlabel(levels[0].label or "level")
     ax.set_ylabel("latency (ms)")
     ax.grid(axis="y", alpha=0.3)
     return fig
 
 
-def _leaves(server: dict) -> Iterable[dict]:
+def _leaves(server: ServerFigures) -> Iterable[ServerFigures]:
     """A server tree's composing models that run steps themselves, depth first.
 
     A nested ensemble's queue and compute are the sums of its own composing models, so
     drawing it as well would count them twice.
     """
-    for child in server.get("composing") or []:
-        if child.get("composing"):
+    for child in server.composing:
+        if child.composing:
             yield from _leaves(child)
         else:
             yield child
 
 
-def composing_breakdown(summary: dict) -> Figure | None:
-    levels = summary["levels"]
-    per_level = [{(m["name"], m.get("version")): m for m in _leaves(level.get("server") or {})} for level in levels]
+def composing_breakdown(result: RunResult) -> Figure | None:
+    levels = result.levels
+    per_level = [{(m.name, m.version): m for m in _leaves(level.server)} for level in levels]
     models = list(dict.fromkeys(key for found in per_level for key in found))  # first-seen order, no repeats
     if not models:
         return None
@@ -184,22 +188,22 @@ def composing_breakdown(summary: dict) -> Figure | None:
     fig = _figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
     axes = fig.subplots(len(models), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     for ax, (name, version) in zip(axes, models):
-        figures = [found.get((name, version)) or {} for found in per_level]
-        parts = [(label, color, _floats(f.get(key) for f in figures) / 1000) for key, label, color in COMPOSING_PARTS]
+        figures = [found.get((name, version)) for found in per_level]  # None: not measured at that level
+        parts = [(label, color, _floats(getattr(f, key, None) for f in figures) / 1000) for key, label, color in COMPOSING_PARTS]
         _stacked_bars(ax, levels, parts)
         ax.set_title(f"{name} v{version}" if version else name, loc="left", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     _stack_legend(fig, axes[0], loc="outside right upper")
     fig.suptitle("Composing models: average server time per request")
-    axes[-1].set_xlabel(levels[0].get("label") or "level")
+    axes[-1].set_xlabel(levels[0].label or "level")
     fig.supylabel("latency (ms)", fontsize=10)
     return fig
 
 
-def latency_distribution(summary: dict) -> Figure | None:
+def latency_distribution(result: RunResult) -> Figure | None:
     curves = []
-    for level in summary["levels"]:
-        points = _floats(level.get("latency_curve_us") or []).reshape(-1, 2)
+    for level in result.levels:
+        points = _floats(level.client.latency_curve_us or []).reshape(-1, 2)
         points = points[points[:, 0] < 100]  # p100 sits at infinity on a tail axis
         if len(points):
             curves.append((level, points))
@@ -210,7 +214,7 @@ def latency_distribution(summary: dict) -> Figure | None:
     # Sequential colours: the load order stays visible and neighbouring levels distinct.
     colors = colormaps["viridis"](np.linspace(0, 0.9, len(curves)))
     for (level, points), color in zip(curves, colors):
-        label = _level_tag(level) + ("" if level.get("stable", True) else " (unstable)")
+        label = _level_tag(level) + ("" if level.stable else " (unstable)")
         ax.plot(_tail(points[:, 0]), points[:, 1] / 1000, color=color, label=label)
     # HdrHistogram's axis: 1/(1-p) spreads 90, 99, 99.9... evenly on a log scale.
     top = max(points[:, 0].max() for _, points in curves)
@@ -236,15 +240,13 @@ def _tail(percentile):
     return 1 / (1 - np.asarray(percentile, dtype=float) / 100)
 
 
-def resources(summary: dict) -> Figure | None:
-    series = summary.get("metrics_series")
-    if not series or not series.get("t_s"):
+def resources(result: RunResult) -> Figure | None:
+    series = result.metrics_series
+    if not series:
         return None
-    t = _floats(series["t_s"])
-    gpus = series.get("gpus") or {}
-
-    def column(values) -> np.ndarray:
-        return _floats(values) if values is not None else np.full(len(t), np.nan)
+    t = _floats(result.seconds(scrape.t_ns) for scrape in series)
+    columns = series_columns(series)
+    gpus = columns["gpus"]
 
     panels: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
     if gpus:
@@ -254,12 +256,14 @@ def resources(summary: dict) -> Figure | None:
             ("power_w", "GPU power (W)", 1),
             ("memory_used_bytes", "GPU memory used (GiB)", 1 / GIB),
         ):
-            panels.append((ylabel, [(n, column(g.get(key)) * scale) for n, g in zip(names, gpus.values())]))
-    panels.append(("CPU utilization (%)", [("CPU", column(series.get("cpu_utilization")) * 100)]))
-    panels.append(("CPU memory used (GiB)", [("CPU", column(series.get("cpu_memory_used_bytes")) / GIB)]))
+            panels.append((ylabel, [(n, _floats(g[key]) * scale) for n, g in zip(names, gpus.values())]))
+    panels.append(("CPU utilization (%)", [("CPU", _floats(columns["cpu_utilization"]) * 100)]))
+    panels.append(("CPU memory used (GiB)", [("CPU", _floats(columns["cpu_memory_used_bytes"]) / GIB)]))
 
     fig = _figure(height=max(SIZE[1], 1.2 + 1.7 * len(panels)))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    spans = [(level, *result.span_s(level)) for level in result.levels]
+    starts = [result.seconds(level.windows[0].start_ns) for level in result.levels if level.windows]
     for ax, (ylabel, lines) in zip(axes, panels):
         for name, values in lines:
             ax.plot(t, values, linewidth=1, label=name)
@@ -271,36 +275,38 @@ def resources(summary: dict) -> Figure | None:
         ax.set_ylim(0, 105 if "%" in ylabel else 1.1 * measured.max(initial=0) or 1)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.grid(alpha=0.3)
-        _mark_levels(ax, summary["levels"])
+        _mark_levels(ax, spans, starts)
     if gpus:
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    _label_levels(axes[0], summary["levels"])
+    _label_levels(axes[0], spans)
     axes[-1].set_xlabel("time since run start (s)")
     title = "Server resources over the run (dashed: a level starts; shaded: its reported windows)"
     fig.suptitle(title if gpus else title + "\nNote: server exposes no GPU metrics")
     return fig
 
 
-def _mark_levels(ax, levels: list[dict]) -> None:
+Span = tuple[LevelResult, float | None, float | None]  # a level and its reported windows' start and end (s)
+
+
+def _mark_levels(ax, spans: list[Span], starts: list[float | None]) -> None:
     """Shade each level's reported span and draw a line where its first window began."""
-    for level in levels:
-        if level.get("start_s") is not None and level.get("end_s") is not None:
-            ax.axvspan(level["start_s"], level["end_s"], color="C2", alpha=0.12, linewidth=0)
-    starts = [w[0]["start_s"] for w in (level.get("windows") for level in levels) if w and w[0].get("start_s") is not None]
+    for _, start, end in spans:
+        if start is not None and end is not None:
+            ax.axvspan(start, end, color="C2", alpha=0.12, linewidth=0)
     # One collection for all the lines: axvline per level costs a tick update each.
-    ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), colors="grey", linestyles="--", linewidth=0.8)
+    ax.vlines([s for s in starts if s is not None], 0, 1, transform=ax.get_xaxis_transform(), colors="grey",
+              linestyles="--", linewidth=0.8)  # fmt: skip
 
 
-def _label_levels(ax, levels: list[dict]) -> None:
+def _label_levels(ax, spans: list[Span]) -> None:
     """Name the levels along the top edge, over their reported spans, clear of the data."""
-    spans = [(level, level.get("start_s"), level.get("end_s")) for level in levels]
-    spans = [(level, start, end) for level, start, end in spans if start is not None and end is not None]
+    shown = [(level, start, end) for level, start, end in spans if start is not None and end is not None]
     top = ax.secondary_xaxis("top")
-    top.set_xticks([(start + end) / 2 for _, start, end in spans], [_level_tag(level) for level, _, _ in spans])
+    top.set_xticks([(start + end) / 2 for _, start, end in shown], [_level_tag(level) for level, _, _ in shown])
     top.tick_params(labelsize=8, length=0)
 
 
-CHARTS: tuple[tuple[str, str, Callable[[dict], Figure | None]], ...] = (
+CHARTS: tuple[tuple[str, str, Callable[[RunResult], Figure | None]], ...] = (
     ("throughput_latency", "Throughput vs latency", throughput_latency),
     ("latency_breakdown", "Latency breakdown", latency_breakdown),
     ("composing_breakdown", "Composing models breakdown", composing_breakdown),

@@ -1,26 +1,25 @@
-"""The report folder's pictures: plots and report.html, rendered from summary.json alone so they can be redone."""
+"""The report folder's pictures: plots and report.html, rendered from the run's result alone, so that
+`loadgen report` can redo them from summary.json."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from loadgen.errors import UsageError
 from loadgen.report.base import ReportWriter
 from loadgen.report.html_report import render_html
 from loadgen.report.plots import render_plots
-from loadgen.schema import summary
-from loadgen.summary_versions import upgrade
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
+from loadgen.summary_versions import not_whole, upgrade
 
 SUMMARY = "summary.json"
 HTML = "report.html"
 PLOTS_DIR = "plots"
 
 
-def load_summary(run_dir: Path) -> dict[str, Any]:
-    """A run folder's summary.json in the current schema, upgraded from the version it was written in."""
+def load_summary(run_dir: Path) -> RunResult:
+    """The run a folder's summary.json records, upgraded from the version it was written in."""
     path = Path(run_dir) / SUMMARY
     try:
         data = json.loads(path.read_text())
@@ -32,14 +31,18 @@ def load_summary(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON (line {exc.lineno}): was the run's folder edited?") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text: was the run's folder edited?") from None
-    return upgrade(data, str(path))
+    current = upgrade(data, str(path))
+    try:
+        return RunResult.from_dict(current)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise not_whole(str(path), data["schema_version"], exc) from None
 
 
-def render_report(data: dict[str, Any], run_dir: Path) -> Path:
+def render_report(result: RunResult, run_dir: Path) -> Path:
     """Draw the plots and write report.html into `run_dir`; returns the HTML's path."""
-    plots = render_plots(data, Path(run_dir) / PLOTS_DIR)
+    plots = render_plots(result, Path(run_dir) / PLOTS_DIR)
     path = Path(run_dir) / HTML
-    render_html(data, plots, path)
+    render_html(result, plots, path)
     return path
 
 
@@ -50,4 +53,4 @@ class HtmlReport(ReportWriter):
         self.run_dir = Path(run_dir)
 
     def finish(self, result: RunResult) -> None:
-        render_report(summary(result), self.run_dir)
+        render_report(result, self.run_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 from loadgen.measurement import LevelResult
 from loadgen.report.base import ReportWriter, write_atomic
 from loadgen.report.csv_report import csv_text
-from loadgen.sweep import RunResult
+from loadgen.result import RunResult
 
 HEADER = [
     "label", "value", "worker", "host", "pid", "share", "request_count", "error_count", "throughput_infer_per_s",
