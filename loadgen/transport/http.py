@@ -11,12 +11,13 @@ Design:
 - `prepare` builds the whole request (request line, headers, KServe binary-tensor body) once;
   `infer` writes those bytes and waits for the response. Outputs are asked for in binary form
   and never decoded: a 200 response's body is counted, not kept.
-- A minimal response parser: status line, Content-Length, chunked transfer encoding (Triton
-  itself always sends Content-Length; chunked is there for proxies) or read-until-close,
-  `Connection`, `Inference-Header-Content-Length`. A non-200 status carries Triton's JSON
-  `{"error": "..."}`, which becomes the outcome's error text.
+- Responses are parsed by `loadgen.protocol.http1.ResponseParser` (socket-free; its docstring
+  has the rules: 1xx interim responses skipped, strict framing, bare LF refused). This module
+  keeps the sockets, the pool, TLS and the timing. A non-200 status carries Triton's JSON
+  `{"error": "..."}`, which becomes the outcome's error text; a response that breaks HTTP/1.1
+  is a `protocol` error and its connection is dropped.
 - A reused connection that the server had already closed (idle keep-alive timeout, restart) is
-  retried once on a fresh connection, only when no byte of the response was received.
+  retried once on a fresh connection, only when no byte of an answer (not even a 1xx) came.
 
 Triton 2.51 (libevhtp) as seen here: every /v2 response carries Content-Length (chunked only on
 its generate_stream endpoint, which we never call); an idle keep-alive connection stayed open
@@ -25,7 +26,8 @@ for 400 s and one connection carried 20,000 requests without being closed; an un
 
 Timing (perf_analyzer's meaning): send_ns is from just before the request is written until its
 last byte was handed to the socket; recv_ns is from the response's first byte until the
-response was fully read and parsed.
+response was fully read and parsed. Interim (1xx) responses are not the response: a proxy's
+immediate `100 Continue` would otherwise move the whole server wait into recv_ns.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from urllib.parse import quote
 from loadgen.errors import ServerError
 from loadgen.redact import redact_url
 from loadgen.outcome import InferOutcome, RequestError, connection, http_status, protocol
+from loadgen.protocol.http1 import ProtocolError, Response, ResponseParser
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
     InputTensor,
@@ -52,12 +55,7 @@ from loadgen.transport.base import (
 from loadgen.transport.probe import check_port
 from loadgen.transport.tls import TlsOptions, tls_failure
 
-_MAX_HEAD = 64 * 1024
 _CONTROL_TIMEOUT_S = 60.0
-_NO_BODY_STATUSES = (204, 304)
-
-# framing of the response being read
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
 
 class _ConnectionFailed(Exception):
@@ -70,47 +68,21 @@ class _ConnectionFailed(Exception):
         self.broken_protocol = broken_protocol
 
 
-def _header_value(head: bytes, name: bytes) -> bytes | None:
-    """The value of header `name` (lowercase, with its colon) in a lowercased header block."""
-    i = head.find(name)
-    if i < 0:
-        return None
-    i += len(name)
-    j = head.find(b"\r\n", i)
-    return head[i:j].strip() if j >= 0 else head[i:].strip()
-
-
 class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: one request at a time, the response parsed as it arrives."""
+    """One HTTP/1.1 connection: one request at a time, its response parsed as it arrives."""
 
-    __slots__ = (
-        "transport", "closed", "paused", "waiter", "keep_body", "t_first", "t_sent",
-        "framing", "buf", "status", "remaining", "body", "ih_len", "keep_alive",
-        "chunk_pos", "chunk_left", "in_trailer", "pool",
-    )  # fmt: skip
+    __slots__ = ("transport", "closed", "paused", "waiter", "t_first", "t_sent", "received", "parser", "pool")
 
     def __init__(self, pool: set) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.paused = False
         self.waiter: asyncio.Future | None = None
-        self.keep_body = True
         self.t_first = 0
         self.t_sent = 0
+        self.received = False  # some byte of an answer came (a 1xx included): not to be retried
+        self.parser = ResponseParser()
         self.pool = pool
-        self._reset()
-
-    def _reset(self) -> None:
-        self.framing = _HEAD
-        self.buf: bytearray | None = None  # the head while incomplete; raw chunked data
-        self.status = 0
-        self.remaining = 0
-        self.body: bytes | bytearray | None = None
-        self.ih_len = -1
-        self.keep_alive = True
-        self.chunk_pos = 0
-        self.chunk_left = -1
-        self.in_trailer = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -135,11 +107,13 @@ class _Connection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
-        if self.framing == _UNTIL_CLOSE and exc is None:
-            self._finish(waiter)
-            return
+        if exc is None:
+            response = self.parser.feed_eof()
+            if response is not None:  # a body read until close
+                self._finish(waiter, response)
+                return
         reason = str(exc) if exc is not None else "the server closed the connection"
-        waiter.set_exception(_ConnectionFailed(reason or type(exc).__name__, self.t_first != 0))
+        waiter.set_exception(_ConnectionFailed(reason or type(exc).__name__, self.received))
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
@@ -148,172 +122,33 @@ class _Connection(asyncio.Protocol):
             return
         if self.t_first == 0:
             self.t_first = perf_counter_ns()
-        framing = self.framing
-        if framing == _HEAD:
-            buf = self.buf
-            if buf is not None:
-                buf += data
-                data = buf
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
-                if buf is None:
-                    self.buf = bytearray(data)
-                elif len(buf) > _MAX_HEAD:
-                    self._fail(waiter, "response header too large")
-                return
-            self.buf = None
-            error = self._parse_head(bytes(data[:end]).lower())
-            if error is not None:
-                self._fail(waiter, error)
-                return
-            framing = self.framing
-            start = end + 4
-            if framing == _LENGTH:
-                n = len(data) - start
-                remaining = self.remaining - n
-                if remaining == 0:
-                    if self.keep_body:
-                        self.body = data[start:]
-                    self._finish(waiter)
-                    return
-                if remaining < 0:
-                    self._fail(waiter, "response longer than its Content-Length")
-                    return
-                self.remaining = remaining
-                if self.keep_body:
-                    self.body = bytearray(data[start:])
-                return
-            data = data[start:]
-            if framing == _CHUNKED:
-                self.buf = bytearray()
-                self.body = bytearray()
-            else:
-                self.body = bytearray()
-        if framing == _LENGTH:
-            remaining = self.remaining - len(data)
-            if remaining < 0:
-                self._fail(waiter, "response longer than its Content-Length")
-                return
-            self.remaining = remaining
-            if self.keep_body:
-                self.body += data
-            if remaining == 0:
-                self._finish(waiter)
-        elif framing == _CHUNKED:
-            self.buf += data
-            self._feed_chunked(waiter)
-        else:  # _UNTIL_CLOSE
-            self.body += data
+            self.received = True
+        parser = self.parser
+        try:
+            response = parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(waiter, str(exc))
+            return
+        if response is None:
+            if not parser.started:  # only 1xx responses so far: the response proper starts later
+                self.t_first = 0
+            return
+        if parser.unparsed:  # we never pipeline, so these belong to no request
+            self._fail(waiter, "more bytes than the response's framing says")
+            return
+        self._finish(waiter, response)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost settles the waiter
 
-    # -- parsing ----------------------------------------------------------------------------
-
-    def _parse_head(self, head: bytes) -> str | None:
-        """Reads the lowercased header block; sets framing. Returns an error text or None."""
-        if head[:7] != b"http/1." or len(head) < 12:
-            return f"malformed HTTP status line {head[:40]!r}"
-        try:
-            status = int(head[9:12])
-        except ValueError:
-            return f"malformed HTTP status line {head[:40]!r}"
-        self.status = status
-        if status != 200:
-            self.keep_body = True  # the error text is in the body
-        self.keep_alive = head[7] == 49  # b"1": HTTP/1.1 keeps the connection unless told not to
-        if b"\r\nconnection:" in head:
-            connection = _header_value(head, b"\r\nconnection:")
-            if b"close" in connection:
-                self.keep_alive = False
-            elif b"keep-alive" in connection:
-                self.keep_alive = True
-        if b"\r\ninference-header-content-length:" in head:
-            try:
-                self.ih_len = int(_header_value(head, b"\r\ninference-header-content-length:"))
-            except ValueError:
-                return "malformed Inference-Header-Content-Length"
-        if status < 200:
-            return f"unexpected informational response HTTP {status}"
-        if status in _NO_BODY_STATUSES:
-            self.framing, self.remaining = _LENGTH, 0
-            return None
-        if b"\r\ntransfer-encoding:" in head:
-            encoding = _header_value(head, b"\r\ntransfer-encoding:")
-            if encoding != b"identity":
-                if not encoding.endswith(b"chunked"):
-                    return f"unsupported Transfer-Encoding {encoding.decode(errors='replace')}"
-                self.framing = _CHUNKED
-                return None
-        i = head.find(b"\r\ncontent-length:")
-        if i < 0:
-            self.framing = _UNTIL_CLOSE
-            self.keep_alive = False
-            return None
-        j = head.find(b"\r\n", i + 17)
-        try:
-            length = int(head[i + 17 : j] if j >= 0 else head[i + 17 :])
-        except ValueError:
-            return "malformed Content-Length"
-        if length < 0:
-            return "malformed Content-Length"
-        if self.ih_len > length:
-            return f"Inference-Header-Content-Length {self.ih_len} exceeds Content-Length {length}"
-        self.framing, self.remaining = _LENGTH, length
-        return None
-
-    def _feed_chunked(self, waiter: asyncio.Future) -> None:
-        buf, pos = self.buf, self.chunk_pos
-        while True:
-            if self.chunk_left < 0:  # a size line (or a trailer line) comes next
-                j = buf.find(b"\r\n", pos)
-                if j < 0:
-                    break
-                if self.in_trailer:
-                    if j == pos:  # the empty line that ends the message
-                        if j + 2 != len(buf):
-                            self._fail(waiter, "data after the end of a chunked response")
-                        else:
-                            self._finish(waiter)
-                        return
-                    pos = j + 2
-                    continue
-                try:
-                    size = int(bytes(buf[pos:j]).split(b";", 1)[0], 16)
-                except ValueError:
-                    self._fail(waiter, "malformed chunk size in a chunked response")
-                    return
-                pos = j + 2
-                if size == 0:
-                    self.in_trailer = True
-                else:
-                    self.chunk_left = size
-            else:
-                end = pos + self.chunk_left
-                if len(buf) < end + 2:
-                    break
-                if buf[end : end + 2] != b"\r\n":
-                    self._fail(waiter, "malformed chunk in a chunked response")
-                    return
-                if self.keep_body:
-                    self.body += buf[pos:end]
-                pos = end + 2
-                self.chunk_left = -1
-        if pos > 65536:  # drop what was consumed so the buffer doesn't grow with the body
-            del buf[:pos]
-            pos = 0
-        self.chunk_pos = pos
-
-    def _finish(self, waiter: asyncio.Future) -> None:
+    def _finish(self, waiter: asyncio.Future, response: Response) -> None:
         now = perf_counter_ns()
         self.waiter = None
-        result = (self.status, self.body, self.ih_len, now - self.t_first, self.t_sent or self.t_first)
-        if not self.keep_alive:
+        if not response.keep_alive:
             self.closed = True
             self.transport.close()
-        self._reset()
         if not waiter.done():
-            waiter.set_result(result)
+            waiter.set_result((response, now - self.t_first, self.t_sent or self.t_first))
 
     def _fail(self, waiter: asyncio.Future | None, message: str) -> None:
         self.closed = True
@@ -331,9 +166,10 @@ class _Connection(asyncio.Protocol):
 
     def start(self, waiter: asyncio.Future, keep_body: bool) -> None:
         self.waiter = waiter
-        self.keep_body = keep_body
+        self.parser.keep_body = keep_body
         self.t_first = 0
         self.t_sent = 0
+        self.received = False
 
 
 class _Prepared:
@@ -416,7 +252,7 @@ class HttpTransport(Transport):
         return conn
 
     async def _exchange(self, request: bytes, keep_body: bool) -> tuple:
-        """Sends `request` on a pooled connection: (status, body, ih_len, recv_ns, t_sent, t0).
+        """Sends `request` on a pooled connection: (response, recv_ns, t_sent, t0).
 
         Raises _ConnectionFailed, or OSError when no connection can be opened.
         """
@@ -480,13 +316,13 @@ class HttpTransport(Transport):
 
     async def infer(self, prepared: _Prepared) -> InferOutcome:
         try:
-            status, body, _, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
+            response, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
         except _ConnectionFailed as exc:
             return InferOutcome(0, 0, protocol(str(exc)) if exc.broken_protocol else connection(str(exc)))
         except OSError as exc:
             return InferOutcome(0, 0, connection(exc.strerror or str(exc)))
-        if status != 200:
-            return InferOutcome(t_sent - t0, recv_ns, _http_error(status, body))
+        if response.status != 200:
+            return InferOutcome(t_sent - t0, recv_ns, _http_error(response.status, response.body))
         return InferOutcome(t_sent - t0, recv_ns)
 
     # -- control calls ----------------------------------------------------------------------
@@ -495,7 +331,7 @@ class HttpTransport(Transport):
         request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
         try:
             async with asyncio.timeout(_CONTROL_TIMEOUT_S):
-                status, body, *_ = await self._exchange(request, True)
+                response, *_ = await self._exchange(request, True)
         except TimeoutError:
             raise ServerError(f"Triton at {self.url} did not answer {what} within {_CONTROL_TIMEOUT_S:g} s") from None
         except (_ConnectionFailed, OSError) as exc:
@@ -504,6 +340,7 @@ class HttpTransport(Transport):
             if self._ssl is not None:
                 reason = tls_failure(reason, "http") or reason
             raise ServerError(f"cannot reach Triton over HTTP{'S' if self._ssl else ''} at {self.url}: {reason}") from None
+        status, body = response.status, response.body
         if status != 200:
             error = str(_http_error(status, body))
             unknown = unknown_model_error(error, model, version, self.url) if status in (400, 404) else None
@@ -526,12 +363,12 @@ class HttpTransport(Transport):
         request = b"GET /v2/health/live HTTP/1.1\r\n" + self._headers + b"\r\n"
         try:
             async with asyncio.timeout(timeout_s):
-                status, *_ = await self._exchange(request, True)
+                response, *_ = await self._exchange(request, True)
         except TimeoutError:
             return f"no answer to a liveness check within {timeout_s:g} s"
         except (_ConnectionFailed, OSError) as exc:
             return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return None if status == 200 else f"its liveness check answered HTTP {status}"
+        return None if response.status == 200 else f"its liveness check answered HTTP {response.status}"
 
     @staticmethod
     def _model_path(model: str, version: str) -> str:
