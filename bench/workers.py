@@ -313,6 +313,17 @@ def run_perf_analyzer(pa: str, rate: int, url: str, args, workdir: Path) -> Leve
     )
 
 
+def measure_pa(pa: str, rates: list[int], url: str, args, workdir: Path, show: Callable[[Level], None]) -> list[Level]:
+    """perf_analyzer at each rate of the ladder `rates`, one run per rate, up to the first failure."""
+    levels = []
+    for rate in rates:
+        levels.append(run_perf_analyzer(pa, rate, url, args, workdir))
+        show(levels[-1])
+        if not levels[-1].ok:
+            break
+    return levels
+
+
 def loadgen_level(raw: dict) -> Level:
     open_loop, client = raw["open_loop"], raw["client"]
     return Level(
@@ -433,6 +444,19 @@ def pct(value: float | None, estimated: bool = False) -> str:
     return "n/a" if value is None else f"{'≈' if estimated else ''}{100 * value:.2f}"
 
 
+def progress(client: str) -> Callable[[Level], None]:
+    """A printer of each measured level's verdict, to stderr."""
+
+    def show(level: Level) -> None:
+        verdict = "ok" if level.ok else "FAIL: " + "; ".join(level.reasons)
+        late = "n/a" if level.late is None else f"{level.late:.2%}"
+        lag = level.lag_us.get("p99")
+        print(f"  {client} {level.rate:g}/s: achieved {level.achieved or 0:.0f}/s, late {late}, "
+              f"lag p99 {us(lag, level.estimated)} us: {verdict}", file=sys.stderr, flush=True)  # fmt: skip
+
+    return show
+
+
 def verdict_line(found: Search) -> str:
     shown = []
     for rate, tries in sorted(found.tries.items()):
@@ -507,29 +531,9 @@ def main() -> int:
     url = endpoints.http if args.protocol == "http" else endpoints.grpc
     searches: list[Search] = []
 
-    def progress(client: str) -> Callable[[Level], None]:
-        def show(level: Level) -> None:
-            verdict = "ok" if level.ok else "FAIL: " + "; ".join(level.reasons)
-            late = "n/a" if level.late is None else f"{level.late:.2%}"
-            lag = level.lag_us.get("p99")
-            print(f"  {client} {level.rate:g}/s: achieved {level.achieved or 0:.0f}/s, late {late}, "
-                  f"lag p99 {us(lag, level.estimated)} us: {verdict}", file=sys.stderr, flush=True)  # fmt: skip
-
-        return show
-
     try:
-        show = progress("perf_analyzer")
-
-        def measure_pa(rates: list[int]) -> list[Level]:
-            levels = []
-            for rate in rates:
-                levels.append(run_perf_analyzer(pa, rate, url, args, workdir))
-                show(levels[-1])
-                if not levels[-1].ok:
-                    break
-            return levels
-
-        searches.append(search("perf_analyzer", measure_pa, coarse, args.refine_steps, args.retries, args.min_rate))
+        measure = lambda rates: measure_pa(pa, rates, url, args, workdir, progress("perf_analyzer"))  # noqa: E731
+        searches.append(search("perf_analyzer", measure, coarse, args.refine_steps, args.retries, args.min_rate))
         for n in worker_counts:
             name = f"loadgen {n} worker{'s' if n > 1 else ''}" if n else "loadgen 1 process (no --workers)"
             searches.append(search(name, lambda rates, n=n, name=name: run_loadgen(n, rates, url, args, workdir, progress(name)),

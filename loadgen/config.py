@@ -17,7 +17,7 @@ from typing import Any
 from loadgen.errors import UsageError
 from loadgen.redact import redact_headers, redact_url
 from loadgen.schedule.open_loop import read_intervals
-from loadgen.sla import Sla, parse_sla
+from loadgen.sla import Sla
 from loadgen.transport.base import split_host_port
 from loadgen.transport.tls import TlsOptions
 from loadgen.windows import WindowPolicy

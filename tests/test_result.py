@@ -59,9 +59,9 @@ def test_a_real_run_is_its_summary_json_and_reads_back_the_same(sweep, tmp_path)
     assert [read.level_at(s.t_ns) for s in read.metrics_series] == [result.level_at(s.t_ns) for s in result.metrics_series]
     assert read.sla_passed is result.sla_passed is False
     # The reports a run writes are the ones `loadgen report` redraws from its summary.json.
-    for name, given in (("run", result), ("read", read)):
-        render_html(given, [], tmp_path / f"{name}.html")
-        write_junit(tmp_path / f"{name}.xml", given)
+    for name, model in (("run", result), ("read", read)):
+        render_html(model, [], tmp_path / f"{name}.html")
+        write_junit(tmp_path / f"{name}.xml", model)
     assert (tmp_path / "run.html").read_text() == (tmp_path / "read.html").read_text()
     assert (tmp_path / "run.xml").read_text() == (tmp_path / "read.xml").read_text()
 
