@@ -38,17 +38,12 @@ class PeerConnection(Peer):
         self.send(self.response(sid, REPLY))
 
 
-class H2Peer:
-    """A 127.0.0.1 HTTP/2 server for the life of an `async with`. After its SETTINGS it hands
-    every complete request to `await answer(peer, conn, sid, model)` in a task of its own, which
-    writes frames (so it may wait, or answer other streams); it tops up the client's windows."""
+class LoopbackServer:
+    """A 127.0.0.1 server for the life of an `async with`; its connection tasks are cancelled at the end."""
 
-    def __init__(self, answer) -> None:
-        self.answer = answer
-        self.connections: list[PeerConnection] = []
-        self.tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task]
 
-    async def __aenter__(self) -> H2Peer:
+    async def __aenter__(self):
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.url = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
@@ -58,6 +53,17 @@ class H2Peer:
             task.cancel()
         self.server.close()
         await self.server.wait_closed()
+
+
+class H2Peer(LoopbackServer):
+    """A 127.0.0.1 HTTP/2 server for the life of an `async with`. After its SETTINGS it hands
+    every complete request to `await answer(peer, conn, sid, model)` in a task of its own, which
+    writes frames (so it may wait, or answer other streams); it tops up the client's windows."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.connections: list[PeerConnection] = []
+        self.tasks: set[asyncio.Task] = set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = PeerConnection(writer)
@@ -211,7 +217,7 @@ def test_a_trailer_over_the_header_list_limit_fails_that_request_alone():
 INTERIM_BLOCK = b"\x08\x03103"
 
 
-class InterimProxy:
+class InterimProxy(LoopbackServer):
     """Relays TCP between the client and `target`; on the way back, parses the server's HTTP/2
     frames and puts a 103 Early Hints HEADERS frame before the first HEADERS of every stream."""
 
@@ -220,17 +226,6 @@ class InterimProxy:
         self.port = int(port)
         self.injected = 0
         self.tasks: set[asyncio.Task] = set()
-
-    async def __aenter__(self) -> InterimProxy:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.url = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        for task in self.tasks:
-            task.cancel()
-        self.server.close()
-        await self.server.wait_closed()
 
     async def _handle(self, client_reader, client_writer) -> None:
         server_reader, server_writer = await asyncio.open_connection(self.host, self.port)
