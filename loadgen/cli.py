@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     report_dir = config.outputs.report_dir or default_report_dir(config.target.model_name)
     config = replace(config, outputs=replace(config.outputs, report_dir=report_dir))
     try:
-        result = run(config, [ConsoleReport(sys.stdout)], Progress(sys.stderr, config.windows.max_trials))
+        result = run(config, [ConsoleReport(sys.stdout), Progress(sys.stderr, config.windows.max_trials)])
     finally:
         if (report_dir / "summary.json").exists():  # also the finished levels of a failed run
             print(f"\nReport: {report_dir}", file=sys.stderr)

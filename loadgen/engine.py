@@ -45,8 +45,8 @@ class LoadEngine:
         self.completed = 0
         self.succeeded = 0
         self.recorder: SampleRecorder | None = None
-        # Also told of every completed request: (latency_ns, error or None). For live metrics.
-        self.observer: Callable[[int, RequestError | None], None] | None = None
+        # Also told of every completed request, when a listener asks: RunListener.request_completed.
+        self.request_completed: Callable[[int, RequestError | None], None] | None = None
         self._stop = asyncio.Event()
         self._driving: asyncio.Task | None = None
         # Each request in flight, in the order they were sent: (its start, intended or actual send;
@@ -113,8 +113,8 @@ class LoadEngine:
         if outcome.error is None:
             self.succeeded += 1
         self.recorder.record(intended_ns, sent_ns, end_ns, outcome)
-        if self.observer is not None:
-            self.observer(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
+        if self.request_completed is not None:
+            self.request_completed(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
 
     async def _expire(self) -> None:
         """Cancels each request at its deadline. One timer for all of them, armed for the oldest

@@ -13,6 +13,7 @@ from prometheus_client import (
 )
 
 from loadgen.errors import UsageError
+from loadgen.listener import RunListener
 from loadgen.outcome import RequestError
 from loadgen.load import Load
 from loadgen.schedule.base import Schedule
@@ -21,8 +22,8 @@ from loadgen.schedule.base import Schedule
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class LiveMetrics:
-    """A registry of its own, served on its own port while the run lasts."""
+class LiveMetrics(RunListener):
+    """A registry of its own, served on its own port while the run lasts (`serve` to `close`)."""
 
     def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry()
@@ -54,12 +55,12 @@ class LiveMetrics:
                 raise UsageError(f"port {port} is in use: choose another --export-metrics-port") from None
             raise UsageError(f"cannot serve metrics on port {port} ({exc.strerror}): choose another --export-metrics-port") from None
 
-    def level_start(self, schedule: Schedule, load: Load) -> None:
+    def level_started(self, schedule: Schedule, load: Load) -> None:
         self._level.clear()
         self._level.labels(self._model, schedule.label.lower()).set(schedule.value)
         self._in_flight.set_function(lambda: load.in_flight)
 
-    def observe(self, latency_ns: int, error: RequestError | None) -> None:
+    def request_completed(self, latency_ns: int, error: RequestError | None) -> None:
         """One completed request; called on the engine's hot path, so it does no more than count."""
         if error is None:
             self._success.inc()

@@ -6,14 +6,16 @@ import asyncio
 from time import monotonic
 from typing import TextIO
 
+from loadgen.listener import RunListener
 from loadgen.load import Load
 from loadgen.measurement import LevelResult, WindowFigures, outstanding_text
+from loadgen.result import RunResult
 from loadgen.schedule.base import Schedule
 
 REFRESH_S = 0.5
 
 
-class Progress:
+class Progress(RunListener):
     """On a terminal, one line redrawn twice a second; elsewhere (CI logs), one line per window."""
 
     def __init__(self, stream: TextIO, max_trials: int) -> None:
@@ -30,7 +32,7 @@ class Progress:
             self._stream.write(text + "\n")
         self._stream.flush()
 
-    def level_start(self, schedule: Schedule, load: Load) -> None:
+    def level_started(self, schedule: Schedule, load: Load) -> None:
         self._status = f"{schedule.label.lower()} {schedule.value:g}: window 1/{self._max_trials}"
         if self._live:
             self._ticker = asyncio.get_running_loop().create_task(self._tick(load))
@@ -42,7 +44,7 @@ class Progress:
             rate = (load.completed - done_before) / (monotonic() - started)
             self._line(f"{self._status} | {rate:,.0f} req/s | {load.in_flight} in flight", final=False)
 
-    def window(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
+    def window_closed(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
         if figures.stalled:  # not "0.0 infer/s, latency 0 us": the server is not answering
             seen = outstanding_text(figures.outstanding, figures.oldest_outstanding_s)
         else:
@@ -53,12 +55,18 @@ class Progress:
         self._line(text, final=True)
         self._status = f"{schedule.label.lower()} {schedule.value:g}: window {index + 1}/{self._max_trials}"
 
-    def level_done(self, level: LevelResult) -> None:
+    def _stop_ticking(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
+        self._stop_ticking()
         verdict = "stable" if level.stable else "NOT stable"
         self._line(f"{level.label.lower()} {level.value:g}: {verdict} after {len(level.windows)} windows", final=True)
 
     def warning(self, message: str) -> None:
         self._line(f"warning: {message}", final=True)
+
+    def run_finished(self, result: RunResult) -> None:
+        self._stop_ticking()  # a level cut short: its line must not be redrawn over the closing report

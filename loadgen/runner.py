@@ -16,21 +16,20 @@ import uvloop
 from loadgen.config import RunConfig, prepare
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.health import ServerWatch
+from loadgen.listener import Listeners, RunListener
 from loadgen.live_metrics import LiveMetrics
-from loadgen.progress import Progress
 from loadgen.redact import redact_url
-from loadgen.report.base import ReportWriter
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
 from loadgen.report.junit import JunitReport
 from loadgen.report.metrics_csv import MetricsCsvReport
 from loadgen.report.render import SUMMARY, HtmlReport
 from loadgen.report.workers_csv import WorkersCsvReport
-from loadgen.result import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunResult
+from loadgen.result import COMPLETE, FAILED, INTERRUPTED, RunResult
 from loadgen.scraper import metrics_url, server_metrics_url
 from loadgen.server import EmbeddedServer
 from loadgen.sweep import Sweep
-from loadgen.transport import open_transport
+from loadgen.transport import Transport, open_transport
 from loadgen.workers import preflight
 
 SERVER_LOG = "server.log"
@@ -89,92 +88,82 @@ def _check_writable(directory: Path, flag: str) -> None:
         raise UsageError(f"cannot write in {directory} ({exc.strerror or exc}): give {flag} a folder you can write to") from None
 
 
-def _failure(exc: BaseException, interrupts: _Interrupts) -> tuple[str, str]:
+def _failure(exc: BaseException, interrupts: _Interrupts | None) -> tuple[str, str]:
     """(status, stop reason) of a run that `exc` ended."""
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-        return INTERRUPTED, f"interrupted by {interrupts.signal_name or 'SIGINT'}"
+        signal_name = interrupts.signal_name if interrupts is not None else None
+        return INTERRUPTED, f"interrupted by {signal_name or 'SIGINT'}"
     if isinstance(exc, LoadgenError):
         return FAILED, f"failed: {exc}"
     return FAILED, f"failed: {type(exc).__name__}: {exc}"
 
 
-def _write(writers: Sequence[ReportWriter], result: RunResult) -> list[str]:
-    """Every writer gets its turn whatever the others do: one that fails loses only its own files."""
-    failures = []
-    for writer in writers:
+async def sweep_over(
+    config: RunConfig,
+    transport: Transport,
+    listener: RunListener,
+    metrics_at: str | None = None,
+    server_exit: Callable[[], str | None] | None = None,
+    interrupts: _Interrupts | None = None,
+) -> RunResult:
+    """The sweep of `config` over an open `transport`, from its first level to its last report.
+
+    `listener` hears of it all: the start, each level, window and warning, and the end, which it
+    hears of whatever ended the run (a failure, an interruption, a server gone) with the levels that
+    finished. What ended the run is raised after that; else a failure of `listener` to finish.
+    """
+    sweep = await Sweep.open(config, transport)
+    try:
+        # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
+        # full passes, which otherwise pause the load for tens of milliseconds.
+        gc.freeze()
+        listener.run_started(config)
+        status, ended_by = COMPLETE, None
         try:
-            writer.finish(result)
-        except Exception as exc:  # noqa: BLE001 - reported once all the others have written
-            failures.append(f"{type(writer).__name__}: {type(exc).__name__}: {exc}")
-    return failures
+            if metrics_at is not None:
+                await sweep.start_metrics(metrics_at, listener)
+            watch = ServerWatch(redact_url(config.target.url), transport.server_live, server_exit)
+            await watch.guard(sweep.run(listener))
+        except ServerGone as exc:
+            during = f" during {sweep.measuring}" if sweep.measuring else ""
+            ended_by = ServerGone(f"{exc}{during}: {len(sweep.levels)} finished level(s) kept")
+            status, sweep.stop_reason = FAILED, f"failed: {ended_by}"
+        except BaseException as exc:  # interrupted, or failed: the finished levels are written all the same
+            ended_by = exc
+            status, sweep.stop_reason = _failure(exc, interrupts)
+        await sweep.stop_metrics()
+        result = sweep.result(status)
+        unwritten = None
+        try:
+            listener.run_finished(result)
+        except LoadgenError as exc:  # raised once the rest of the run is closed, unless something worse ended it
+            unwritten = exc
+    finally:
+        await sweep.close()  # the workers' processes and connections, whatever happened
+
+    if ended_by is not None:
+        raise ended_by
+    if unwritten is not None:
+        raise unwritten
+    return result
 
 
 async def _sweep(
     config: RunConfig,
     metrics_at: str | None,
-    writers: Sequence[ReportWriter],
-    progress: Progress | None,
+    listener: RunListener,
     interrupts: _Interrupts,
     server_exit: Callable[[], str | None] | None,
-    live: LiveMetrics | None,
 ) -> RunResult:
     interrupts.task = asyncio.current_task()
     target = config.target
     async with open_transport(
         target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
     ) as transport:
-        sweep = await Sweep.open(config, transport)
-        try:
-            # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
-            # full passes, which otherwise pause the load for tens of milliseconds.
-            gc.freeze()
-            if live is not None:
-                sweep.load.engine.observer = live.observe  # not with --workers: the config refuses that
-            for writer in writers:
-                writer.start(config)
-
-            def on_level_start(schedule, load):
-                if progress is not None:
-                    progress.level_start(schedule, load)
-                if live is not None:
-                    live.level_start(schedule, load)
-
-            def on_level(level):
-                so_far = sweep.result(RUNNING)
-                for writer in writers:
-                    writer.level(level, so_far)
-                if progress is not None:  # once the level is on disk
-                    progress.level_done(level)
-
-            status, ended_by = COMPLETE, None
-            try:
-                if metrics_at is not None:
-                    await sweep.start_metrics(metrics_at, progress.warning if progress else None)
-                watch = ServerWatch(redact_url(target.url), transport.server_live, server_exit)
-                await watch.guard(
-                    sweep.run(on_level_start=on_level_start, on_window=progress.window if progress else None, on_level=on_level)
-                )
-            except ServerGone as exc:
-                during = f" during {sweep.measuring}" if sweep.measuring else ""
-                ended_by = ServerGone(f"{exc}{during}: {len(sweep.levels)} finished level(s) kept")
-                status, sweep.stop_reason = FAILED, f"failed: {ended_by}"
-            except BaseException as exc:  # interrupted, or failed: the finished levels are written all the same
-                ended_by = exc
-                status, sweep.stop_reason = _failure(exc, interrupts)
-            await sweep.stop_metrics()
-            result = sweep.result(status)
-            failures = _write(writers, result)
-        finally:
-            await sweep.close()  # the workers' processes and connections, whatever happened
-
-    if ended_by is not None:
-        raise ended_by
-    if failures:
-        raise LoadgenError(f"the run finished but some reports could not be written: {'; '.join(failures)}")
-    return result
+        return await sweep_over(config, transport, listener, metrics_at, server_exit, interrupts)
 
 
-def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progress | None = None) -> RunResult:
+def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
     """Run a sweep, starting the embedded server when no URL is given, and write the report folder.
 
     The folder holds summary.json, the CSVs, the metrics time series (with --collect-metrics),
@@ -182,22 +171,29 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
     interrupted part way still writes the levels it finished, and summary.json and the CSVs are
     rewritten after every level. The server is stopped whatever happens; SIGINT and SIGTERM
     abandon the requests in flight and raise Interrupted once the report is written.
+
+    `listeners` (the console, progress) hear of the run after the report files are written and
+    before report.html is.
     """
     config = prepare(config)  # files read and TLS checked now, before any server starts
     target, outputs = config.target, config.outputs
     report_dir = outputs.report_dir or default_report_dir(target.model_name)
-    all_writers: list[ReportWriter] = [
-        *writers,
+    # The files first: a level is on disk before the console and the progress line show it.
+    everyone: list[RunListener] = [
         JsonReport(report_dir / SUMMARY),
         CsvReport(report_dir / "results.csv"),
         MetricsCsvReport(report_dir / "metrics.csv"),
         WorkersCsvReport(report_dir / "workers.csv"),
     ]
     if outputs.csv_file is not None:
-        all_writers.append(CsvReport(outputs.csv_file))
+        everyone.append(CsvReport(outputs.csv_file))
     if outputs.junit_file is not None:
-        all_writers.append(JunitReport(outputs.junit_file))
-    all_writers.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
+        everyone.append(JunitReport(outputs.junit_file))
+    everyone += listeners
+    live = LiveMetrics(target.model_name) if outputs.export_metrics_port is not None else None
+    if live is not None:
+        everyone.append(live)
+    everyone.append(HtmlReport(report_dir))  # last: the slowest, and it needs nothing the others write
     # Mistakes that would otherwise surface only once the server is up, or the first level done.
     if config.load.workers is not None:
         preflight(config.load)
@@ -206,11 +202,10 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
         if path is not None:
             _check_writable(Path(path).parent, flag)
     metrics_at = metrics_url(outputs.metrics_url) if outputs.collect_metrics and outputs.metrics_url else None
-    server = live = None
+    server = None
     with _Interrupts() as interrupts:
         try:
-            if outputs.export_metrics_port is not None:
-                live = LiveMetrics(target.model_name)
+            if live is not None:
                 live.serve(outputs.export_metrics_port)
             if target.url is None:
                 server = EmbeddedServer(target.model_repository or default_model_repository(), report_dir / SERVER_LOG)
@@ -223,7 +218,7 @@ def run(config: RunConfig, writers: Sequence[ReportWriter] = (), progress: Progr
                 metrics_at = server_metrics_url(target.url)
             server_exit = server.exit_status if server is not None else None
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(_sweep(config, metrics_at, all_writers, progress, interrupts, server_exit, live))
+                return runner.run(_sweep(config, metrics_at, Listeners(everyone), interrupts, server_exit))
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise Interrupted(f"interrupted by {interrupts.signal_name or 'SIGINT'}") from None
         finally:

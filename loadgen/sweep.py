@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
 from time import monotonic_ns
@@ -14,11 +14,12 @@ from typing import Any
 
 from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import LoadShape, RunConfig
-from loadgen.errors import WorkerLost
+from loadgen.errors import UsageError, WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
+from loadgen.listener import RunListener
 from loadgen.load import Load, LocalLoad
-from loadgen.measurement import LevelResult, OnWindow, measure_level
-from loadgen.result import COMPLETE, RunResult
+from loadgen.measurement import LevelResult, measure_level
+from loadgen.result import COMPLETE, RUNNING, RunResult
 from loadgen.schedule import (
     ConcurrencySchedule,
     IntervalSchedule,
@@ -102,13 +103,13 @@ class Sweep:
             load = await WorkerPool.open(target, config.load, tensors, outputs)
         return cls(config, server_metadata, configs, tree, load, transport)
 
-    async def start_metrics(self, url: str, on_warning: Callable[[str], None] | None = None) -> None:
-        """Scrape `url` from now on, every --metrics-interval and at each window boundary."""
+    async def start_metrics(self, url: str, listener: RunListener) -> None:
+        """Scrape `url` from now on, every --metrics-interval and at each window boundary; `listener`
+        hears of a scrape that fails."""
 
         def warn(message: str) -> None:
             self.warnings.append(message)
-            if on_warning is not None:
-                on_warning(message)
+            listener.warning(message)
 
         interval_ms, tls = self.config.outputs.metrics_interval_ms, self.config.target.https_tls
         self.scraper = MetricsScraper(url, interval_ms, self.model_configs, warn, tls)
@@ -158,41 +159,38 @@ class Sweep:
         unstable = "no stable measurement" if self.config.gates.binary_search and not level.stable else None
         return self._latency_breach(level) or self._sla_breach(level) or unstable
 
-    async def _measure(self, value: float, on_level_start, on_window, on_level) -> LevelResult:
+    async def _measure(self, value: float, listener: RunListener) -> LevelResult:
         config = self.config
         schedule = self._schedule(value)
         self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
-        if on_level_start is not None:
-            on_level_start(schedule, self.load)
+        listener.level_started(schedule, self.load)
         level = await measure_level(
-            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, on_window, self.scraper
+            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, listener.window_closed, self.scraper
         )
         level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level)))
         self.levels.append(level)
         self.measuring = None
-        if on_level is not None:
-            on_level(level)
+        listener.level_finished(level, self.result(RUNNING))
         if level.incomplete is not None:  # the remaining levels would run on fewer workers than asked for
             raise WorkerLost(f"{level.incomplete} during {schedule.label.lower()} {schedule.value:g}: the level is kept, marked incomplete")
         return level
 
-    async def run(
-        self,
-        on_level_start: Callable[[Schedule, Load], None] | None = None,
-        on_window: OnWindow | None = None,
-        on_level: Callable[[LevelResult], None] | None = None,
-    ) -> None:
-        """Measure level after level until the range ends, or bisect it (--binary-search).
+    async def run(self, listener: RunListener) -> None:
+        """Measure level after level until the range ends, or bisect it (--binary-search), telling
+        `listener` of each level, window and (if it asks) request.
 
         A sweep stops after the first level over -l (or, open-ended, over an --sla).
         """
-        hooks = (on_level_start, on_window, on_level)
+        if listener.request_completed is not None:
+            if not isinstance(self.load, LocalLoad):  # the config refuses live metrics with --workers already
+                raise UsageError("a listener to every request needs the load in this process: not with --workers")
+            self.load.engine.request_completed = listener.request_completed
         if self.config.gates.binary_search:
-            await self._search(*hooks)
+            await self._search(listener)
             return
         load = self.config.load
         for value in _values(load):
-            level = await self._measure(value, *hooks)
+            level = await self._measure(value, listener)
             open_ended = load.load_range.end == 0
             breach = self._latency_breach(level) or (self._sla_breach(level) if open_ended else None)
             if breach is not None:
@@ -201,18 +199,18 @@ class Sweep:
             if load.request_intervals is not None:
                 return  # one level: the intervals are the load
 
-    async def _search(self, *hooks) -> None:
+    async def _search(self, listener: RunListener) -> None:
         """perf_analyzer's --binary-search: the highest level in the range that meets every bound."""
         load = self.config.load.load_range
         low, high = load.start, load.end
-        first = await self._measure(low, *hooks)
+        first = await self._measure(low, listener)
         if (breach := self._bound_breach(first)) is not None:
             self.stop_reason = f"no level meets the bounds: {breach} already at {first.label.lower()} {first.value:g}"
             return
-        if self._bound_breach(await self._measure(high, *hooks)) is None:
+        if self._bound_breach(await self._measure(high, listener)) is None:
             return
         while (middle := midpoint(low, high, load.step)) is not None:
-            if self._bound_breach(await self._measure(middle, *hooks)) is None:
+            if self._bound_breach(await self._measure(middle, listener)) is None:
                 low = middle
             else:
                 high = middle

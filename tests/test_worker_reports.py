@@ -88,10 +88,10 @@ def single_run() -> RunResult:
 def console(result: RunResult) -> str:
     stream = io.StringIO()
     report = ConsoleReport(stream)
-    report.start(result.config)
+    report.run_started(result.config)
     for measured in result.levels:
-        report.level(measured, result)
-    report.finish(result)
+        report.level_finished(measured, result)
+    report.run_finished(result)
     return stream.getvalue()
 
 
@@ -164,7 +164,7 @@ def test_summary_json_carries_workers_and_incomplete():
 
 def test_workers_csv_has_a_row_per_level_and_worker(tmp_path):
     path = tmp_path / "workers.csv"
-    WorkersCsvReport(path).finish(spread_run())
+    WorkersCsvReport(path).run_finished(spread_run())
     rows = list(csv.DictReader(path.open(newline="")))
     assert [(r["label"], r["value"], r["worker"]) for r in rows] == [
         ("Concurrency", "2", "0"), ("Concurrency", "2", "1"), ("Concurrency", "2", "2"),
@@ -182,8 +182,8 @@ def test_workers_csv_has_a_row_per_level_and_worker(tmp_path):
 
 def test_workers_csv_open_loop_lag(tmp_path):
     path = tmp_path / "workers.csv"
-    WorkersCsvReport(path).finish(run(level(100, "Request Rate", workers=workers(open_loop=True)), workers=3,
-                                      request_rate_range="100"))  # fmt: skip
+    WorkersCsvReport(path).run_finished(run(level(100, "Request Rate", workers=workers(open_loop=True)), workers=3,
+                                            request_rate_range="100"))  # fmt: skip
     first = next(csv.DictReader(path.open(newline="")))
     assert (first["label"], first["value"]) == ("Request Rate", "100")
     lag = [float(first[f"schedule_lag_{key}_us"]) for key in ("p50", "p99", "max")]
@@ -193,8 +193,8 @@ def test_workers_csv_open_loop_lag(tmp_path):
 def test_single_process_writes_no_workers_csv(tmp_path):
     report = WorkersCsvReport(tmp_path / "workers.csv")
     single = single_run()
-    report.level(single.levels[0], single)
-    report.finish(single)
+    report.level_finished(single.levels[0], single)
+    report.run_finished(single)
     assert list(tmp_path.iterdir()) == []
 
 

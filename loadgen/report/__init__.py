@@ -1,5 +1,1 @@
-"""Report writers: console, CSV and JSON."""
-
-from loadgen.report.base import ReportWriter
-
-__all__ = ["ReportWriter"]
+"""The run's reports: console, CSV, JSON, JUnit, metrics and workers CSV, plots and HTML; each a RunListener."""

@@ -1,33 +1,10 @@
-"""The report writer interface."""
+"""What the report modules share: a rendered plot, and writing a file atomically."""
 
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-
-from loadgen.config import RunConfig
-from loadgen.measurement import LevelResult
-from loadgen.result import RunResult
-
-
-class ReportWriter(ABC):
-    """Receives a run as it happens (start, each finished level) and writes it at the end.
-
-    Files that are cheap to write are written again after every level, from `so_far`, so a
-    crash, a kill or a dead server never loses the levels that finished.
-    """
-
-    def start(self, config: RunConfig) -> None:
-        """The run is about to measure its first level."""
-
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
-        """A level has been measured; `so_far` is the run up to it (status "running")."""
-
-    @abstractmethod
-    def finish(self, result: RunResult) -> None:
-        """The run is over: write the whole result."""
 
 
 @dataclass(frozen=True)

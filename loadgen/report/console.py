@@ -6,11 +6,11 @@ from typing import TextIO
 
 from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
-from loadgen.report.base import ReportWriter
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
@@ -337,7 +337,7 @@ def capacity_lines(plan: CapacityPlan) -> list[str]:
     return lines
 
 
-class ConsoleReport(ReportWriter):
+class ConsoleReport(RunListener):
     """Prints the settings, each level as it is measured, and the closing table."""
 
     def __init__(self, stream: TextIO, protocol: str = "http") -> None:
@@ -350,13 +350,13 @@ class ConsoleReport(ReportWriter):
         self._stream.write("\n".join(lines) + "\n")
         self._stream.flush()
 
-    def start(self, config: RunConfig) -> None:
+    def run_started(self, config: RunConfig) -> None:
         self._protocol = config.target.protocol
         self._percentile = config.windows.percentile
         self._collect_metrics = config.outputs.collect_metrics
         self._print(settings_lines(config) + [""])
 
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
         lines = level_lines(level, self._protocol, self._percentile)
         if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
             lines += metrics_lines(level.metrics)
@@ -364,5 +364,5 @@ class ConsoleReport(ReportWriter):
             lines += worker_lines(level.workers)
         self._print(lines)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         self._print(summary_lines(result))

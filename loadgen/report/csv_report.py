@@ -7,9 +7,10 @@ import io
 from pathlib import Path
 
 from loadgen.config import RunConfig
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
-from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.report.base import write_atomic
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
@@ -114,12 +115,12 @@ def csv_text(rows) -> str:
     return text.getvalue()
 
 
-class CsvReport(ReportWriter):
+class CsvReport(RunListener):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
         write_csv(self.path, so_far)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         write_csv(self.path, result)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
-from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.report.base import write_atomic
 from loadgen.result import RunResult
 
 
-class JsonReport(ReportWriter):
+class JsonReport(RunListener):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
-        self.finish(so_far)
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
+        self.run_finished(so_far)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         write_atomic(self.path, json.dumps(result.to_dict(), indent=2) + "\n")

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
-from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.report.base import write_atomic
 from loadgen.result import RunResult
 
 # XML 1.0 cannot hold most control characters, even escaped; server error messages may contain them.
@@ -26,13 +27,13 @@ NOT_MEASURED = "n/a"
 UNSTABLE = "the level never stabilized: its figures did not settle within the measurement windows"
 
 
-class JunitReport(ReportWriter):
+class JunitReport(RunListener):
     """--junit FILE.xml."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         write_junit(self.path, result)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
 from loadgen.metrics import series_name
-from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.report.base import write_atomic
 from loadgen.report.csv_report import csv_text
 from loadgen.result import RunResult
 
@@ -23,15 +24,15 @@ def write_metrics_csv(path: Path, result: RunResult) -> None:
     write_atomic(path, csv_text(rows))
 
 
-class MetricsCsvReport(ReportWriter):
+class MetricsCsvReport(RunListener):
     """Written only when metrics were collected."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
-        self.finish(so_far)
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
+        self.run_finished(so_far)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         if result.metrics_series is not None:
             write_metrics_csv(self.path, result)

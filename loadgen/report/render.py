@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from loadgen.errors import UsageError
-from loadgen.report.base import ReportWriter
+from loadgen.listener import RunListener
 from loadgen.report.html_report import render_html
 from loadgen.report.plots import render_plots
 from loadgen.result import RunResult
@@ -46,11 +46,11 @@ def render_report(result: RunResult, run_dir: Path) -> Path:
     return path
 
 
-class HtmlReport(ReportWriter):
+class HtmlReport(RunListener):
     """Plots and report.html in the run's folder."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         render_report(result, self.run_dir)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
-from loadgen.report.base import ReportWriter, write_atomic
+from loadgen.report.base import write_atomic
 from loadgen.report.csv_report import csv_text
 from loadgen.result import RunResult
 
@@ -29,15 +30,15 @@ def write_workers_csv(path: Path, result: RunResult) -> None:
     write_atomic(path, csv_text(rows))
 
 
-class WorkersCsvReport(ReportWriter):
+class WorkersCsvReport(RunListener):
     """Written only when the load came from workers (--workers)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def level(self, level: LevelResult, so_far: RunResult) -> None:
-        self.finish(so_far)
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
+        self.run_finished(so_far)
 
-    def finish(self, result: RunResult) -> None:
+    def run_finished(self, result: RunResult) -> None:
         if any(level.workers for level in result.levels):
             write_workers_csv(self.path, result)
