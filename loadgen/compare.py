@@ -30,6 +30,9 @@ FIGURES = (
     ("p95 latency", "percentile_latency_us", 95, False),
     ("p99 latency", "percentile_latency_us", 99, False),
 )
+# Compared after throughput when both runs counted goodput within the same --goodput-latency-ms.
+GOODPUT = ("goodput", "goodput_infer_per_s", None, True)
+RATES = ("throughput", "goodput")  # the figures in infer/s; the others are latencies
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class Comparison:
     levels: tuple[LevelComparison, ...]
     baseline: RunState
     candidate: RunState
-    notes: tuple[str, ...]  # figures judged by the limit alone, and why
+    notes: tuple[str, ...]  # figures judged by the limit alone, and why; goodput not compared, and why
 
     @property
     def regressions(self) -> list[tuple[LevelComparison, FigureDelta]]:
@@ -136,10 +139,10 @@ def _noise(level: LevelResult, figure: str, attribute: str, percentile: int | No
         return None
     spread = window_standard_error(values)
     histogram = level.latency_histogram
-    sampling_ns = 0.0  # throughput: the windows are its only noise figure (its count is not Poisson in closed loop)
+    sampling_ns = 0.0  # throughput and goodput: the windows are their only noise figure (a count is not Poisson in closed loop)
     if histogram is not None and histogram.count > 1 and figure == "avg latency":
         sampling_ns = mean_standard_error_ns(histogram)
-    elif histogram is not None and histogram.count > 1 and figure != "throughput":
+    elif histogram is not None and histogram.count > 1 and figure not in RATES:
         sampling_ns = percentile_standard_error_ns(histogram, float(percentile))
     return Noise(max(spread, sampling_ns / 1e3), len(values) - 1)
 
@@ -199,6 +202,21 @@ def _untested_note(figures: list[str], runs: list[str]) -> str:
     )
 
 
+def _figures(baseline: RunResult, candidate: RunResult) -> tuple[tuple, tuple[str, ...]]:
+    """The figures to compare, and why goodput is not among them when only one run measured it, or
+    the two counted it within different bounds (goodputs of different bounds are different figures)."""
+    base, cand = (run.config.gates.goodput_latency_ms for run in (baseline, candidate))
+    if base is not None and base == cand:
+        return (FIGURES[0], GOODPUT, *FIGURES[1:]), ()
+    if base is None and cand is None:
+        return FIGURES, ()
+    if base is not None and cand is not None:
+        why = f"the baseline counted it within {base:g} ms, the candidate within {cand:g} ms"
+    else:
+        why = f"only the {'baseline' if base is not None else 'candidate'} run measured it (--goodput-latency-ms)"
+    return FIGURES, (f"goodput: not compared: {why}",)
+
+
 def _levels(run: RunResult) -> str:
     names = ", ".join(_name(level) for level in run.levels) or "none"
     return names if run.status == COMPLETE else f"{names}, a run {run.status}"
@@ -219,12 +237,13 @@ def compare_runs(
             f"the two runs have no level in common (baseline: {_levels(baseline)}; candidate: {_levels(candidate)}): "
             "compare runs of the same sweep"
         )
+    figures, goodput_notes = _figures(baseline, candidate)
     levels = []
     untested: dict[tuple[str, ...], list[str]] = {}  # which runs lack noise figures → the figures
     for key in common:
         base, cand = base_levels[key], cand_levels[key]
         deltas = []
-        for figure, attribute, percentile, higher_is_better in FIGURES:
+        for figure, attribute, percentile, higher_is_better in figures:
             noise = _noise(base, figure, attribute, percentile), _noise(cand, figure, attribute, percentile)
             lacking = tuple(run for run, n in zip(("baseline", "candidate"), noise) if n is None)
             if lacking and figure not in untested.setdefault(lacking, []):
@@ -242,12 +261,12 @@ def compare_runs(
         levels=tuple(levels),
         baseline=_state(baseline, [_name(lv) for k, lv in cand_levels.items() if k not in base_levels]),
         candidate=_state(candidate, [_name(lv) for k, lv in base_levels.items() if k not in cand_levels]),
-        notes=tuple(_untested_note(figures, list(runs)) for runs, figures in untested.items()),
+        notes=goodput_notes + tuple(_untested_note(names, list(runs)) for runs, names in untested.items()),
     )
 
 
 def _show(figure: str, value: float) -> str:
-    return f"{value:,.1f} infer/s" if figure == "throughput" else f"{value / 1e3:,.2f} ms"
+    return f"{value:,.1f} infer/s" if figure in RATES else f"{value / 1e3:,.2f} ms"
 
 
 def _sure(confidence_pct: float) -> str:

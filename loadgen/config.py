@@ -284,6 +284,7 @@ class Gates:
     """The bounds a run is judged by, and what it concludes from them."""
 
     latency_threshold_ms: float | None  # -l: the sweep stops after the first level over it
+    goodput_latency_ms: float | None  # goodput counts the successes within it; None: no goodput
     slas: tuple[Sla, ...]
     require_stable: bool  # a level that never stabilized fails the run, as a breached SLA
     binary_search: bool
@@ -293,6 +294,13 @@ class Gates:
     def __post_init__(self) -> None:
         if self.latency_threshold_ms is not None and self.latency_threshold_ms <= 0:
             raise UsageError(f"latency threshold must be positive, got {self.latency_threshold_ms} ms: fix -l")
+        bound = self.goodput_latency_ms
+        if bound is not None and not (math.isfinite(bound) and bound > 0):
+            raise UsageError(f"--goodput-latency-ms must be a finite number of ms above 0, got {bound:g}: "
+                             "give the latency a request must stay within to count, e.g. --goodput-latency-ms 100")
+        if bound is None and any(sla.metric == "goodput" for sla in self.slas):
+            raise UsageError("--sla goodput needs --goodput-latency-ms: add the latency a request must stay within to "
+                             "count as goodput, e.g. --goodput-latency-ms 100")
         if self.binary_search and self.latency_threshold_ms is None and not self.slas:
             raise UsageError("--binary-search needs -l/--latency-threshold or --sla: the bound it searches under")
         if self.target_throughput is not None and self.target_throughput <= 0:

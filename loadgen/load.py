@@ -93,7 +93,8 @@ class Load(ABC):
     def client_stats(
         self, windows: Sequence[Any], batch_size: int, percentiles: Sequence[int] = (), drain: Any = None
     ) -> ClientStats:
-        """The figures of `windows`; the failures of a `drain` (from `stop`) join their errors."""
+        """The figures of `windows`, goodput within the bound the load was opened with (None without
+        one); the failures of a `drain` (from `stop`) join their errors."""
 
     @abstractmethod
     def open_loop_stats(self, windows: Sequence[Any], target_rate_per_s: float) -> OpenLoopStats: ...
@@ -114,17 +115,19 @@ class LocalLoad(Load):
     """The load from this process's event loop: exact figures from every sample. A --workers
     worker runs one of these too, and sends the driver digests of its windows."""
 
-    def __init__(self, engine: LoadEngine) -> None:
+    def __init__(self, engine: LoadEngine, goodput_latency_ms: float | None = None) -> None:
         self.engine = engine
+        self.goodput_latency_ms = goodput_latency_ms  # goodput counts the successes within it; None: no goodput
         self._recorder: SampleRecorder | None = None
 
     @classmethod
     def prepare(
-        cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]
+        cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
+        goodput_latency_ms: float | None = None,
     ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits."""
         requests = [transport.prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
-        return cls(LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms))
+        return cls(LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms), goodput_latency_ms)
 
     @property
     def completed(self) -> int:
@@ -167,7 +170,7 @@ class LocalLoad(Load):
     def client_stats(
         self, windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = (), drain: WindowSamples | None = None
     ) -> ClientStats:
-        return client_stats(windows, batch_size, percentiles, drain)
+        return client_stats(windows, batch_size, percentiles, drain, self.goodput_latency_ms)
 
     def open_loop_stats(self, windows: Sequence[WindowSamples], target_rate_per_s: float) -> OpenLoopStats:
         return open_loop_stats(windows, target_rate_per_s)

@@ -63,6 +63,7 @@ class WindowFigures:
     error_count: int | None = 0
     outstanding: int | None = 0  # requests in flight at the window's end
     oldest_outstanding_s: float | None = 0.0  # how long the oldest of them had been out then
+    goodput_infer_per_s: float | None = None  # None without --goodput-latency-ms (or before summary.json version 7)
 
     @property
     def stalled(self) -> bool | None:
@@ -246,6 +247,7 @@ async def measure_level(
                 error_count=stats.error_count,
                 outstanding=window.outstanding,
                 oldest_outstanding_s=window.oldest_outstanding_ns / 1e9,
+                goodput_infer_per_s=stats.goodput_infer_per_s,
             )
         )
 

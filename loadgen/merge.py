@@ -18,6 +18,7 @@ from loadgen.stats import (
     OpenLoopStats,
     curve_us,
     error_kinds,
+    good_count,
     lag_summary_us,
     per_second,
     percentiles_us,
@@ -72,14 +73,17 @@ class WindowDigest:
     cpu_s: float  # the worker process's CPU time over the window
     outstanding: int = 0  # requests in flight at the window's end
     oldest_outstanding_ns: int = 0  # how long the oldest of them had been out then
+    good_count: int = 0  # successes within --goodput-latency-ms (from the raw latencies); 0 without it
 
     @property
     def duration_s(self) -> float:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float) -> WindowDigest:
-    """A worker's window as it sends it: its peak of requests in flight and CPU seconds added."""
+def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_latency_ms: float | None = None) -> WindowDigest:
+    """A worker's window as it sends it: its peak of requests in flight and CPU seconds added, and with
+    `goodput_latency_ms` its successes within it, counted from the raw latencies (a histogram's bucket
+    may straddle the bound)."""
     return WindowDigest(
         start_ns=window.start_ns,
         end_ns=window.end_ns,
@@ -96,6 +100,7 @@ def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float) -> WindowDi
         cpu_s=cpu_s,
         outstanding=window.outstanding,
         oldest_outstanding_ns=window.oldest_outstanding_ns,
+        good_count=good_count(window.latency_ns, goodput_latency_ms) if goodput_latency_ms is not None else 0,
     )
 
 
@@ -147,11 +152,16 @@ def pooled_latency_histogram(windows: Sequence[PooledWindow]) -> LatencyHistogra
 
 
 def pooled_client_stats(
-    windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = (), drain: PooledWindow | None = None
+    windows: Sequence[PooledWindow],
+    batch_size: int,
+    percentiles: Sequence[int] = (),
+    drain: PooledWindow | None = None,
+    goodput_latency_ms: float | None = None,
 ) -> ClientStats:
-    """stats.client_stats over all workers' digests: counts and throughputs summed, latencies from
-    the merged histograms (percentiles within LatencyHistogram.relative_error of the pooled samples');
-    the failures of a `drain` join the errors, as there."""
+    """stats.client_stats over all workers' digests: counts, throughputs and goodputs summed, latencies
+    from the merged histograms (percentiles within LatencyHistogram.relative_error of the pooled samples');
+    the failures of a `drain` join the errors, as there. The digests' good counts are within
+    `goodput_latency_ms`, the bound the workers were given."""
     digests = _digests(windows)
     failing = digests + (_digests([drain]) if drain is not None else [])
     latency = pooled_latency_histogram(windows)
@@ -177,6 +187,7 @@ def pooled_client_stats(
         error_kinds=error_kinds(errors),
         error_latency_us=summary_us(error_latency.count, error_latency.total / 1e3, _at_us(error_latency)),
         latency_curve_us=curve_us(count, _at_us(latency)),
+        goodput_infer_per_s=None if goodput_latency_ms is None else _summed_rate(windows, lambda d: d.good_count * batch_size),
     )
 
 

@@ -171,6 +171,8 @@ OPTIONS: tuple[Option, ...] = (
     # Bounds, gates and what the run concludes.
     Option("latency-threshold", "gates", "latency_threshold_ms", float, "stop the sweep when latency exceeds this",
            short="-l", metavar="MS"),
+    Option("goodput-latency-ms", "gates", "goodput_latency_ms", float, "each level also reports goodput: infer/sec of "
+           "the successful requests whose latency is within MS (the SLA metric goodput)", metavar="MS"),
     Option("sla", "gates", "slas", list, "a bound every level must meet, e.g. p99_ms<50 (repeatable; exit 1 if "
            "breached)", metavar="EXPR", parse=_slas),
     Option("require-stable", "gates", "require_stable", bool,

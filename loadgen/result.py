@@ -37,7 +37,7 @@ from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -193,6 +193,7 @@ def _window_dict(result: RunResult, window: WindowFigures) -> dict[str, Any]:
         "duration_s": window.duration_s,
         "request_count": window.request_count,
         "throughput_infer_per_s": window.throughput_infer_per_s,
+        "goodput_infer_per_s": window.goodput_infer_per_s,
         "latency_us": window.latency_us,
         "avg_latency_us": window.avg_latency_us,
         "percentile_latency_us": _percentiles_dict(percentiles) if percentiles is not None else None,

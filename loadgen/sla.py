@@ -7,6 +7,7 @@ Metrics, their unit in their name:
 - `pN_ms`: the client's Nth latency percentile (`p99_ms`, `p99.9_ms`): one the run reported, or a
   point of its latency curve.
 - `throughput`: inferences per second; `error_rate`: failed requests / all requests, 0..1.
+- `goodput`: inferences per second of the successful requests within --goodput-latency-ms.
 - `MODEL.FIELD_ms`: the server's figures for the top model or any composing model, at any depth;
   FIELD is queue, compute_input, compute_infer, compute_output, compute, overhead or latency (the
   average request latency). The name splits at its last dot, so model names may hold dots.
@@ -47,7 +48,7 @@ MODEL_FIELDS = {
     "compute_output": "compute_output_us", "compute": "compute_us", "overhead": "overhead_us",
     "latency": "avg_request_latency_us",
 }
-METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, error_rate, MODEL.FIELD_ms (FIELD: "
+METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, goodput, error_rate, MODEL.FIELD_ms (FIELD: "
                 + ", ".join(MODEL_FIELDS)
                 + "), gpu_util, gpu_power_w, gpu_memory_bytes, cpu_util, energy_per_inference_j, lag_p99_ms, "
                   "achieved_rate")
@@ -193,6 +194,10 @@ def _throughput(level: LevelResult) -> float:
     return level.client.throughput_infer_per_s
 
 
+def _goodput(level: LevelResult) -> float:
+    return _present(level.client.goodput_infer_per_s, "the run had no --goodput-latency-ms: add it to measure goodput")
+
+
 def _error_rate(level: LevelResult) -> float:
     client = level.client
     if not client.request_count and not client.error_count:
@@ -260,7 +265,7 @@ def _achieved_rate(level: LevelResult) -> float:
 
 
 FIXED_METRICS: dict[str, Callable[[LevelResult], float]] = {
-    "avg_ms": _avg_ms, "throughput": _throughput, "error_rate": _error_rate,
+    "avg_ms": _avg_ms, "throughput": _throughput, "goodput": _goodput, "error_rate": _error_rate,
     "gpu_util": _gpu_util, "gpu_power_w": _gpu_power_w, "gpu_memory_bytes": _gpu_memory_bytes, "cpu_util": _cpu_util,
     "energy_per_inference_j": _energy_per_inference_j, "lag_p99_ms": _lag_p99_ms, "achieved_rate": _achieved_rate,
 }

@@ -41,6 +41,11 @@ def per_second(count: float, duration_s: float) -> float:
     return count / duration_s if duration_s > 0 else 0.0
 
 
+def good_count(latency_ns: np.ndarray, goodput_latency_ms: float) -> int:
+    """How many of these latencies are within the goodput bound: at most `goodput_latency_ms`."""
+    return int(np.count_nonzero(latency_ns <= goodput_latency_ms * 1e6))
+
+
 def percentiles_us(count: int, at_us: AtPercentile, percentiles: Sequence[int] = ()) -> dict[int, float]:
     """The reported percentiles and `percentiles`, in order; 0s without samples."""
     return {p: at_us(p) if count else 0.0 for p in sorted(set(REPORTED_PERCENTILES) | set(percentiles))}
@@ -119,6 +124,8 @@ class ClientStats:
     error_latency_us: dict[str, float] = field(default_factory=dict)  # avg, p50, p90, p99, max
     # (percentile, latency), empty without successes; None: not recorded (summary.json version 1)
     latency_curve_us: tuple[tuple[float, float], ...] | None = ()
+    # Like throughput, of the successes within --goodput-latency-ms only; None without it (or before summary.json version 7)
+    goodput_infer_per_s: float | None = None
 
     def share(self, count: int) -> float:
         """`count` requests as a share of all of them, successes and failures: 0..1, 0 without any."""
@@ -135,9 +142,14 @@ class ClientStats:
 
 
 def client_stats(
-    windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = (), drain: WindowSamples | None = None
+    windows: Sequence[WindowSamples],
+    batch_size: int,
+    percentiles: Sequence[int] = (),
+    drain: WindowSamples | None = None,
+    goodput_latency_ms: float | None = None,
 ) -> ClientStats:
-    """Merge windows and summarize them. Throughput counts batch items per second of window time.
+    """Merge windows and summarize them. Throughput counts batch items per second of window time;
+    goodput, with `goodput_latency_ms`, those of the successes whose latency is within it.
 
     The failures of `drain` (the requests in flight when the last window closed, and those sent
     until the load stopped) join the errors: a request that timed out or was never answered after
@@ -162,6 +174,7 @@ def client_stats(
         std_latency_us = float(latency_us.std(ddof=1)) if count > 1 else 0.0  # sample std, as perf_analyzer
     else:
         avg_latency_us = std_latency_us = avg_send_us = avg_recv_us = 0.0
+    good = None if goodput_latency_ms is None else good_count(latency, goodput_latency_ms)
     return ClientStats(
         request_count=count,
         error_count=sum(errors.values()),
@@ -176,6 +189,7 @@ def client_stats(
         error_kinds=error_kinds(errors),
         error_latency_us=latency_summary_us(error_latency),
         latency_curve_us=curve_us(count, at_us),
+        goodput_infer_per_s=None if good is None else per_second(good * batch_size, duration_s),
     )
 
 

@@ -184,8 +184,23 @@ def v5_to_v6(old: Summary) -> Summary:
     return data
 
 
+def v6_to_v7(old: Summary) -> Summary:
+    """Version 7 added --goodput-latency-ms and the goodput it gives each level and window: runs before
+    it had no goodput bound, so none was measured."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 7
+    data["config"]["goodput_latency_ms"] = None
+    for level in data["levels"]:
+        level["client"]["goodput_infer_per_s"] = None
+        for window in level["windows"]:
+            window["goodput_infer_per_s"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
-STEPS: dict[int, Callable[[Summary], Summary]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6}
+STEPS: dict[int, Callable[[Summary], Summary]] = {
+    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7,
+}  # fmt: skip
 
 
 def not_whole(source: str, version: Any, exc: Exception) -> UsageError:

@@ -94,13 +94,14 @@ class Sweep:
         specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
         tensors = build_request_inputs(specs, config.inputs)
+        goodput_latency_ms = config.gates.goodput_latency_ms
         if config.load.workers is None:
-            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs)
+            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms)
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
-            load = await WorkerPool.open(target, config.load, tensors, outputs)
+            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms)
         return cls(config, server_metadata, configs, tree, load, transport)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:

@@ -30,6 +30,7 @@ def client(
     avg_latency_us: float = 20_000.0, percentiles: dict[int, float] | None = None, *, std_latency_us: float = 1_000.0,
     avg_send_us: float = 60.0, avg_recv_us: float = 45.0, error_kinds: Sequence[ErrorKind] = (),
     error_latency_us: dict[str, float] | None = None, curve: Sequence[tuple[float, float]] | None = (),
+    goodput: float | None = None,
 ) -> ClientStats:
     """A level's client figures; the throughput defaults to the successes per second, the percentiles to
     ones around the average."""
@@ -43,6 +44,7 @@ def client(
         avg_response_wait_us=max(0.0, avg_latency_us - avg_send_us - avg_recv_us),
         error_kinds=tuple(error_kinds), error_latency_us=dict(error_latency_us or {}),
         latency_curve_us=tuple(tuple(point) for point in curve) if curve is not None else None,
+        goodput_infer_per_s=goodput,
     )  # fmt: skip
 
 
@@ -151,7 +153,7 @@ def level(
     if level_windows is None:
         per_window = stats.request_count // 3
         level_windows = windows(10.0 * value, 3, 1.0, per_window, stats.throughput_infer_per_s, stats.avg_latency_us,
-                                percentiles=dict(stats.percentile_latency_us))  # fmt: skip
+                                percentiles=dict(stats.percentile_latency_us), goodput_infer_per_s=stats.goodput_infer_per_s)  # fmt: skip
     check = count_check or CountCheck(stats.request_count, figures.success_count, 4, stats.error_count)
     return LevelResult(label=label, value=value, stable=stable, windows=tuple(level_windows), client=stats,
                        server=figures, count_check=check, **fields)  # fmt: skip

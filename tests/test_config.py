@@ -133,6 +133,36 @@ def test_bad_open_loop_and_capacity_options(options, message):
         build_config(options)
 
 
+def test_goodput_latency_option(tmp_path):
+    assert build_config({}).gates.goodput_latency_ms is None and build_config({}).to_dict()["goodput_latency_ms"] is None
+    config = build_config({"goodput-latency-ms": "12.5", "sla": ["goodput>100"]})
+    assert config.gates.goodput_latency_ms == 12.5 and config.to_dict()["goodput_latency_ms"] == 12.5
+    assert config_from_record(config.to_dict()) == config
+    path = tmp_path / "s.yaml"
+    path.write_text("goodput_latency_ms: 40\n")
+    assert build_config(load_config_file(path)).gates.goodput_latency_ms == 40.0
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "--goodput-latency-ms must be a finite number of ms above 0, got 0: give the latency"),
+    ("-5", "--goodput-latency-ms must be a finite number of ms above 0, got -5: give the latency"),
+    ("inf", "--goodput-latency-ms must be a finite number, got 'inf'"),
+    ("nan", "--goodput-latency-ms must be a finite number, got 'nan'"),
+    ("fast", "--goodput-latency-ms must be a finite number, got 'fast'"),
+])  # fmt: skip
+def test_bad_goodput_latency_is_one_line(value, message):
+    with pytest.raises(UsageError) as raised:
+        build_config({"goodput-latency-ms": value})
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_a_goodput_sla_needs_the_goodput_latency():
+    with pytest.raises(UsageError) as raised:
+        build_config({"sla": ["p99_ms<50", "goodput>100"]})
+    assert str(raised.value) == ("--sla goodput needs --goodput-latency-ms: add the latency a request must stay within "
+                                 "to count as goodput, e.g. --goodput-latency-ms 100")
+
+
 def test_building_a_configuration_reads_no_file_and_prepare_reads_each_once(tmp_path):
     config = build_config({"request-intervals": "/nonexistent/gaps.txt"})  # no I/O yet
     assert config.load.intervals_us is None

@@ -24,6 +24,7 @@ from loadgen.stats import (
     LATE_NS,
     REPORTED_PERCENTILES,
     client_stats,
+    good_count,
     open_loop_stats,
 )
 from loadgen.outcome import InferOutcome, grpc_status, http_status, timeout
@@ -271,3 +272,43 @@ def test_any_split_reports_like_the_pooled_samples(latencies, percentiles):
     pooled = [PooledWindow(k * WINDOW_NS, (k + 1) * WINDOW_NS, tuple(digest(r, 0, 0.0) for r in row)) for k, row in enumerate(raw)]
     exact = client_stats(in_order(raw), batch_size=1, percentiles=percentiles)
     assert_like_pooled_samples(pooled_client_stats(pooled, batch_size=1, percentiles=percentiles), exact)
+
+
+@pytest.mark.parametrize("workers", [1, 3, 8])
+@pytest.mark.parametrize("distribution", ["lognormal", "bimodal", "heavy-tail"])
+def test_goodput_merges_exactly(distribution, workers):
+    """Each worker counts its good requests from its raw latencies; the level's goodput sums each worker's
+    over its own window time, as throughput does, and is exactly the pooled samples' when one worker sends all."""
+    rng = np.random.default_rng([workers, len(distribution), 7])
+    samples = DISTRIBUTIONS[distribution](rng).astype(np.int64)
+    bound_ms = float(np.median(samples)) / 1e6
+    raw, _ = spread(rng, samples, workers, 3)
+    pooled = [
+        PooledWindow(k * WINDOW_NS, (k + 1) * WINDOW_NS, tuple(None if r is None else digest(r, 4, 0.5, bound_ms) for r in row))
+        for k, row in enumerate(raw)
+    ]
+    stats = pooled_client_stats(pooled, batch_size=4, goodput_latency_ms=bound_ms)
+    assert sum(d.good_count for w in pooled for d in w.digests if d is not None) == good_count(samples, bound_ms)
+    per_worker = [client_stats(of_worker(raw, w), batch_size=4, goodput_latency_ms=bound_ms).goodput_infer_per_s
+                  for w in range(workers)]  # fmt: skip
+    assert stats.goodput_infer_per_s == pytest.approx(sum(per_worker), rel=1e-12)
+    if workers == 1:
+        exact = client_stats(in_order(raw), batch_size=4, goodput_latency_ms=bound_ms)
+        assert stats.goodput_infer_per_s == pytest.approx(exact.goodput_infer_per_s, rel=1e-12)
+    assert stats.goodput_infer_per_s < stats.throughput_infer_per_s
+    huge = [PooledWindow(w.start_ns, w.end_ns, tuple(None if r is None else digest(r, 4, 0.5, 1e12) for r in row))
+            for w, row in zip(pooled, raw)]  # fmt: skip
+    everything = pooled_client_stats(huge, batch_size=4, goodput_latency_ms=1e12)
+    assert everything.goodput_infer_per_s == everything.throughput_infer_per_s
+    assert pooled_client_stats(pooled, batch_size=4).goodput_infer_per_s is None  # no bound: not measured
+
+
+def test_good_requests_are_counted_from_the_raw_latencies():
+    # 1_000_000 and 1_000_400 ns share a histogram bucket: only the raw latencies tell them apart at a bound between.
+    window = WindowSamples(0, 10**9, np.array([1_000_000, 1_000_400, 3_000_000]), *(np.zeros(3, np.int64),) * 2, np.empty(0, np.int64))
+    d = digest(window, peak_in_flight=1, cpu_s=0.1, goodput_latency_ms=1.0002)
+    assert d.latency.counts.tolist() == [2, 1]  # the bucket spans the bound
+    assert d.good_count == 1 and digest(window, 1, 0.1).good_count == 0
+    assert pickle.loads(pickle.dumps(d)).good_count == 1
+    stats = pooled_client_stats([PooledWindow(0, 10**9, (d,))], batch_size=1, goodput_latency_ms=1.0002)
+    assert stats.goodput_infer_per_s == client_stats([window], 1, goodput_latency_ms=1.0002).goodput_infer_per_s == 1.0

@@ -40,7 +40,7 @@ def sweep(nested_triton, tmp_path_factory) -> tuple[RunResult, Path]:
         "url": nested_triton.http, "model-name": "nested-outer", "concurrency-range": "1:2", "measurement-interval": 500,
         "max-trials": 3, "percentile": 90, "sla": ["p99_ms<60000", "nested-inner.queue_ms<0"],
         "collect-metrics": True, "metrics-url": nested_triton.metrics_url, "metrics-interval": 100,
-        "report-dir": str(report),
+        "goodput-latency-ms": 60_000, "report-dir": str(report),
     })  # fmt: skip
     return run_sweep(config), report
 
@@ -52,6 +52,10 @@ def test_a_real_run_is_its_summary_json_and_reads_back_the_same(sweep, tmp_path)
     assert data["schema_version"] == SCHEMA_VERSION and "upgraded_from" not in data
     assert data["metrics_series"]["t_s"] and {0, 1} <= set(data["metrics_series"]["level"])
     assert [verdict["passed"] for lv in data["levels"] for verdict in lv["sla"]] == [True, False, True, False]
+    assert data["config"]["goodput_latency_ms"] == 60_000
+    for lv in data["levels"]:  # every success is within a minute
+        assert lv["client"]["goodput_infer_per_s"] == lv["client"]["throughput_infer_per_s"] > 0
+        assert all(w["goodput_infer_per_s"] == w["throughput_infer_per_s"] for w in lv["windows"])
 
     read = load_summary(report)
     assert read.started_ns == 0 and read.upgraded_from is None
@@ -115,6 +119,7 @@ def level_windows(draw, origin_ns: int) -> list[WindowFigures]:
             draw(maybe(figures)) if successes else None,
             draw(maybe(st.dictionaries(st.sampled_from([50, 90, 95, 99]), maybe(figures), min_size=1))) if successes else None,
             draw(counts) if recorded else None, draw(counts) if recorded else None, draw(figures) if recorded else None,
+            draw(maybe(figures)),
         ))  # fmt: skip
         start = end
     return made
@@ -135,6 +140,7 @@ def levels(draw, origin_ns: int):
                                             maybe(st.integers(100, 599) | names)), max_size=2)),
         error_latency_us=draw(maybe(st.fixed_dictionaries({key: figures for key in ("avg", "p50", "p90", "p99", "max")}))),
         curve=draw(maybe(st.lists(st.tuples(st.sampled_from([0, 50, 99, 99.9, 100]), figures), max_size=5))),
+        goodput=draw(maybe(figures)),
     )  # fmt: skip
     gpus = st.lists(st.builds(gpu, names, *(maybe(figures) for _ in range(5))), max_size=2)
     models = st.lists(st.builds(model_metrics, names, counts, counts, st.dictionaries(names, counts, max_size=2), counts, counts), max_size=2)

@@ -58,6 +58,7 @@ def value(expression: str, data: LevelResult | None = None) -> float:
     ("  error_rate  <  0.01 ", Sla("error_rate<0.01", "error_rate", "<", 0.01)),
     ("throughput >= 100", Sla("throughput>=100", "throughput", ">=", 100.0)),
     ("throughput>1e3", Sla("throughput>1e3", "throughput", ">", 1000.0)),
+    ("goodput >= 95", Sla("goodput>=95", "goodput", ">=", 95.0)),
     ("gpu_util==.5", Sla("gpu_util==.5", "gpu_util", "==", 0.5)),
     ("cpu_util!=0", Sla("cpu_util!=0", "cpu_util", "!=", 0.0)),
     ("p99.9_ms<80.5", Sla("p99.9_ms<80.5", "p99.9_ms", "<", 80.5)),
@@ -112,6 +113,14 @@ def test_client_figures():
     assert value("p99.9_ms<100") == 45.5  # only on the curve
     assert value("p97_ms<100") == 29.0
     assert value("p100_ms<100") == 52.0
+
+
+def test_goodput_is_the_levels_goodput():
+    with_goodput = replace(level(), client=replace(level().client, goodput_infer_per_s=87.5))
+    assert value("goodput>80", with_goodput) == 87.5
+    assert verdict("goodput>=90", with_goodput) == Verdict("goodput>=90", 87.5, False, "goodput = 87.5, needs >= 90")
+    no_success = replace(with_goodput, client=replace(with_goodput.client, request_count=0, goodput_infer_per_s=0.0))
+    assert verdict("goodput>0", no_success) == Verdict("goodput>0", 0.0, False, "goodput = 0, needs > 0")  # 0 is measured
 
 
 def test_model_figures_at_any_depth_with_dots_and_dashes_in_names():
@@ -195,6 +204,12 @@ def test_open_loop_metrics_on_a_closed_loop_level():
     assert data.open_loop is None
     assert not_measured("lag_p99_ms<1", data).startswith("not an open-loop level")
     assert not_measured("achieved_rate>1", data).startswith("not an open-loop level")
+
+
+def test_goodput_without_a_bound_is_not_measured():
+    assert level().client.goodput_infer_per_s is None
+    reason = not_measured("goodput>1", level())
+    assert reason == "the run had no --goodput-latency-ms: add it to measure goodput"
 
 
 def test_latency_without_a_success_is_not_zero():

@@ -21,6 +21,7 @@ from loadgen.stats import (
     MESSAGES_PER_KIND,
     client_stats,
     error_kinds,
+    good_count,
     open_loop_stats,
     percentile_index,
     percentile_of_sorted,
@@ -179,3 +180,35 @@ def test_closed_loop_windows_carry_no_open_loop_samples():
     recorder.record(None, 0, 1_000, InferOutcome(10, 20))
     window = recorder.close_window(now_ns=10)
     assert window.sent_latency_ns.size == 0 and window.lag_ns.size == 0
+
+
+def test_good_count_is_within_the_bound_inclusive():
+    latency_ns = np.array([999_999, 1_000_000, 1_000_001, 5_000_000], np.int64)
+    assert good_count(latency_ns, 1.0) == 2  # at most 1 ms: equal to the bound is within it
+    assert good_count(latency_ns, 0.001) == 0
+    assert good_count(latency_ns, 5.0) == 4
+    assert good_count(np.empty(0, np.int64), 1.0) == 0
+
+
+def test_goodput_counts_like_throughput_the_successes_within_the_bound():
+    bad = http_status(500, "fast failure")
+    windows = [window([100, 200], 1.0, errors=[bad]), window([300, 400], 3.0, start_s=1.0)]
+    assert client_stats(windows, batch_size=2).goodput_infer_per_s is None  # no bound: not measured
+    within_250us = client_stats(windows, batch_size=2, goodput_latency_ms=0.25)
+    assert within_250us.goodput_infer_per_s == pytest.approx(2 * 2 / 4.0)  # 100 and 200 us, batch 2, over 4 s
+    assert client_stats(windows, batch_size=2, goodput_latency_ms=0.2).goodput_infer_per_s == pytest.approx(2 * 2 / 4.0)
+    assert client_stats(windows, batch_size=2, goodput_latency_ms=0.1999).goodput_infer_per_s == pytest.approx(1 * 2 / 4.0)
+    everything = client_stats(windows, batch_size=2, goodput_latency_ms=1e9)
+    assert everything.goodput_infer_per_s == everything.throughput_infer_per_s == pytest.approx(4 * 2 / 4.0)
+    # The failure took 1 us: a failure is never goodput.
+    assert client_stats(windows, batch_size=2, goodput_latency_ms=0.001).goodput_infer_per_s == 0.0
+    assert client_stats([window([])], batch_size=1, goodput_latency_ms=1.0).goodput_infer_per_s == 0.0
+
+
+def test_open_loop_goodput_runs_from_the_intended_send():
+    recorder = SampleRecorder(now_ns=0)
+    recorder.record(1_000, 1_000, 1_501_000, InferOutcome(10, 20))  # sent on time, 1.5 ms
+    recorder.record(2_000, 3_002_000, 3_502_000, InferOutcome(10, 20))  # 0.5 ms from its send, 3.5 ms from when it was due
+    window = recorder.close_window(now_ns=1_000_000_000)
+    assert client_stats([window], batch_size=1, goodput_latency_ms=2.0).goodput_infer_per_s == 1.0
+    assert client_stats([window], batch_size=1, goodput_latency_ms=4.0).goodput_infer_per_s == 2.0

@@ -32,12 +32,14 @@ from loadgen.summary_versions import (
     v3_to_v4,
     v4_to_v5,
     v5_to_v6,
+    v6_to_v7,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
 FIXTURES = sorted(path.parent for path in SUMMARIES.glob("v*/*/summary.json"))
 # The nested-outer closed-loop runs, which share levels with the current run below.
-CLOSED_LOOP = ["v1/closed-loop", "v2/metrics", "v2/capacity", "v3/metrics-sla", "v4/metrics-sla", "v4/percentile"]
+CLOSED_LOOP = ["v1/closed-loop", "v2/metrics", "v2/capacity", "v3/metrics-sla", "v4/metrics-sla", "v4/percentile",
+               "v6/closed-loop"]
 
 
 def _name(folder: Path) -> str:
@@ -341,3 +343,16 @@ def test_v5_to_v6_gives_each_error_kind_its_code():
         assert kinds == expected, name
     v3 = upgrade(raw("v3/errors"), "v3")  # grouped from messages alone, before codes were kept
     assert {kind["kind"]: kind["code"] for level in v3["levels"] for kind in level["errors"]["kinds"]} == {"HTTP 500": 500}
+
+
+def test_v6_to_v7_measured_no_goodput():
+    for name in ("v6/closed-loop", "v6/request-rate", "v6/errors"):
+        old = raw(name)
+        new = v6_to_v7(old)
+        assert new["schema_version"] == 7 and new["config"]["goodput_latency_ms"] is None
+        assert new["levels"] and all(level["client"]["goodput_infer_per_s"] is None for level in new["levels"])
+        assert all(window["goodput_infer_per_s"] is None for level in new["levels"] for window in level["windows"])
+        assert "goodput_latency_ms" not in old["config"]  # the input is not changed
+        read = load_summary(SUMMARIES / name)
+        assert read.upgraded_from == 6 and read.config.gates.goodput_latency_ms is None
+        assert all(level.client.goodput_infer_per_s is None for level in read.levels)

@@ -57,7 +57,7 @@ def ray_left_behind(run_pid: int) -> list[str]:
 
 def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
     run = loadgen("--workers", "2", "--concurrency-range", "1:3", "-p", "1000", "-r", "6", "-s", "50",
-                  "--report-dir", str(tmp_path))  # fmt: skip
+                  "--goodput-latency-ms", "60000", "--report-dir", str(tmp_path))  # fmt: skip
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -71,6 +71,8 @@ def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
         # Counts and throughputs summed; the server's own count agrees with the merged one.
         assert sum(w["request_count"] for w in workers) == level["client"]["request_count"]
         assert sum(w["throughput_infer_per_s"] for w in workers) == pytest.approx(level["client"]["throughput_infer_per_s"])
+        # Each worker counted its requests within the bound: every one of them, here.
+        assert level["client"]["goodput_infer_per_s"] == level["client"]["throughput_infer_per_s"]
         assert not level["count_check"]["mismatch"], level["count_check"]
         assert level["incomplete"] is None
         assert len({w["pid"] for w in workers}) == 2 and os.getpid() not in {w["pid"] for w in workers}
@@ -84,12 +86,14 @@ def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
 
 def test_an_open_loop_rate_is_split_and_kept(loadgen, tmp_path):
     run = loadgen("--workers", "2", "-i", "grpc", "--request-rate-range", "400", "--request-distribution", "poisson",
-                  "--seed", "3", "-p", "1500", "-r", "6", "-s", "50", "--report-dir", str(tmp_path))  # fmt: skip
+                  "--seed", "3", "-p", "1500", "-r", "6", "-s", "50", "--goodput-latency-ms", "0.001",
+                  "--report-dir", str(tmp_path))  # fmt: skip
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     (level,) = json.loads((tmp_path / "summary.json").read_text())["levels"]
     assert [w["share"] for w in level["workers"]] == [200, 200]
     assert level["open_loop"]["achieved_rate_per_s"] == pytest.approx(400, rel=0.1)
+    assert level["client"]["goodput_infer_per_s"] == 0.0  # no request within 1 µs of when it was due
     for worker in level["workers"]:
         assert worker["request_count"] > 0
         assert set(worker["schedule_lag_us"]) == {"p50", "p99", "max"}

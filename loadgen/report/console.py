@@ -65,6 +65,8 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append(f"  At most {load.max_inflight} requests in flight (--max-inflight)")
     if gates.binary_search:
         lines.append("  Using binary search")
+    if gates.goodput_latency_ms is not None:
+        lines.append(f"  Goodput: successful requests within {gates.goodput_latency_ms:g} msec")
     lines += [f"  SLA: {sla.expression}" for sla in gates.slas]
     if load.workers is not None:
         where = redact_url(load.ray_address) if load.ray_address is not None else "local"
@@ -173,7 +175,7 @@ def _level_title(level: LevelResult) -> str:
     return f"Request {level.label.lower()}: {_num(level.value)}"
 
 
-def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> list[str]:
+def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodput_latency_ms: float | None) -> list[str]:
     client, server = level.client, level.server
     lines = [_level_title(level)]
     if level.incomplete:
@@ -183,6 +185,8 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None) -> li
         f"    Request count: {client.request_count}",
         f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
     ]
+    if goodput_latency_ms is not None and client.goodput_infer_per_s is not None:
+        lines.append(f"    Goodput: {_num(client.goodput_infer_per_s)} infer/sec (latency within {goodput_latency_ms:g} msec)")
     if level.open_loop is not None:
         lines += _open_loop_lines(level.open_loop)
     if client.error_count:
@@ -291,7 +295,8 @@ def summary_lines(result: RunResult) -> list[str]:
     for level in result.levels:
         lines.append(
             f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
-            f"latency {_us(level.client.latency_us(percentile))}"
+            + (f"goodput: {_num(level.client.goodput_infer_per_s)} infer/sec, " if level.client.goodput_infer_per_s is not None else "")
+            + f"latency {_us(level.client.latency_us(percentile))}"
             + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
             + (f", INCOMPLETE: {level.incomplete}" if level.incomplete else "")
         )
@@ -344,6 +349,7 @@ class ConsoleReport(RunListener):
         self._stream = stream
         self._protocol = protocol
         self._percentile: int | None = None
+        self._goodput_latency_ms: float | None = None
         self._collect_metrics = False
 
     def _print(self, lines: list[str]) -> None:
@@ -353,11 +359,12 @@ class ConsoleReport(RunListener):
     def run_started(self, config: RunConfig) -> None:
         self._protocol = config.target.protocol
         self._percentile = config.windows.percentile
+        self._goodput_latency_ms = config.gates.goodput_latency_ms
         self._collect_metrics = config.outputs.collect_metrics
         self._print(settings_lines(config) + [""])
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
-        lines = level_lines(level, self._protocol, self._percentile)
+        lines = level_lines(level, self._protocol, self._percentile, self._goodput_latency_ms)
         if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
             lines += metrics_lines(level.metrics)
         if level.workers:

@@ -20,6 +20,7 @@ BASE_COLUMNS = [
     "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
 ]  # fmt: skip
 METRICS_COLUMNS = ["Avg GPU Utilization", "Avg GPU Power Usage", "Max GPU Memory Usage", "Total GPU Memory"]
+GOODPUT_COLUMN = "Goodput Inferences/Second"  # with --goodput-latency-ms only, so perf_analyzer's shape stays without it
 
 
 def _percentiles(percentile: int | None) -> list[int]:
@@ -34,7 +35,9 @@ def header(label: str, config: RunConfig) -> list[str]:
         columns += (["Avg latency"] if percentile is None else []) + ["request/response", "response wait"]
         if config.outputs.collect_metrics:
             columns += METRICS_COLUMNS
-    if config.gates.slas:  # loadgen's own, after all of perf_analyzer's
+    if config.gates.goodput_latency_ms is not None:  # loadgen's own, after all of perf_analyzer's
+        columns.append(GOODPUT_COLUMN)
+    if config.gates.slas:
         columns.append("SLA")
     return columns
 
@@ -70,6 +73,9 @@ def row(level: LevelResult, config: RunConfig) -> list:
         cells += [int(client.avg_send_us + client.avg_recv_us), int(client.avg_response_wait_us)]
         if config.outputs.collect_metrics:
             cells += gpu_cells(level.metrics)
+    if config.gates.goodput_latency_ms is not None:
+        goodput = client.goodput_infer_per_s
+        cells.append(f"{goodput:g}" if goodput is not None else "")
     if config.gates.slas:
         failed = [f"{v.expression} ({v.reason})" for v in level.sla if not v.passed]
         cells.append("fail: " + "; ".join(failed) if failed else "pass")

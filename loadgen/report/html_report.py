@@ -66,7 +66,7 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
     body = [
         f"<h1>loadgen report: {escape(model)}</h1>",
         _header(result),
-        _levels(levels, bool(result.config.gates.slas)),
+        _levels(levels, bool(result.config.gates.slas), result.config.gates.goodput_latency_ms),
         _plots(plots),
         _breakdown(levels),
         _open_loop(levels),
@@ -222,12 +222,14 @@ def _sla_met(level: LevelResult) -> bool:
     return all(verdict.passed for verdict in level.sla)
 
 
-def _levels(levels: Sequence[LevelResult], with_sla: bool) -> str:
+def _levels(levels: Sequence[LevelResult], with_sla: bool, goodput_latency_ms: float | None) -> str:
     if not levels:
         return "<h2>Levels</h2><p>No level was measured.</p>"
     # Only a run that lost a worker has the column, so ordinary reports keep their shape.
     with_incomplete = any(level.incomplete for level in levels)
-    head = [levels[0].label, "Throughput (infer/s)", "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
+    with_goodput = goodput_latency_ms is not None
+    goodput_head = [f"Goodput ≤ {goodput_latency_ms:g} ms (infer/s)"] if with_goodput else []
+    head = [levels[0].label, "Throughput (infer/s)", *goodput_head, "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
             "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else []),
             *(["Incomplete"] if with_incomplete else [])]
     rows = []
@@ -236,7 +238,8 @@ def _levels(levels: Sequence[LevelResult], with_sla: bool) -> str:
         client, check = level.client, level.count_check
         percentiles = client.percentile_latency_us
         rows.append([
-            f"{level.value:g}", _num(client.throughput_infer_per_s), _ms(client.avg_latency_us),
+            f"{level.value:g}", _num(client.throughput_infer_per_s),
+            *([_num(client.goodput_infer_per_s)] if with_goodput else []), _ms(client.avg_latency_us),
             *(_ms(percentiles.get(p)) for p in (50, 90, 95, 99)),
             _num(client.request_count, 0), _num(client.error_count, 0), _percent(client.error_rate, 2),
             "yes" if level.stable else WARN + "no",

@@ -137,7 +137,8 @@ def _figures(level: LevelResult) -> str:
     def ms(us: float | None) -> str:
         return NOT_MEASURED if us is None else f"{us / 1000:.2f} ms"
 
-    return (f"throughput {client.throughput_infer_per_s:.1f} infer/s, "
+    goodput = f"goodput {client.goodput_infer_per_s:.1f} infer/s, " if client.goodput_infer_per_s is not None else ""
+    return (f"throughput {client.throughput_infer_per_s:.1f} infer/s, {goodput}"
             f"latency avg {ms(client.avg_latency_us)}, p50 {ms(percentiles.get(50))}, p99 {ms(percentiles.get(99))}, "
             f"error rate {client.error_rate * 100:.2f} %, stable {'yes' if level.stable else 'no'}")
 

@@ -35,12 +35,15 @@ class LoadWorker:
         self._driving: asyncio.Future | None = None
         self._cpu_s = time.process_time()
 
-    async def open(self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> tuple[str, int]:
-        """Connect to the server and prepare the requests; returns (host, pid) for the report."""
+    async def open(
+        self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str], goodput_latency_ms: float | None
+    ) -> tuple[str, int]:
+        """Connect to the server and prepare the requests; returns (host, pid) for the report. With
+        `goodput_latency_ms`, each window's digest counts its successes within it."""
         self._transport = open_transport(
             target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
-        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs)
+        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms)
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 
@@ -60,7 +63,7 @@ class LoadWorker:
     def _digest(self, window: WindowSamples) -> WindowDigest:
         now_cpu_s = time.process_time()
         cpu_s, self._cpu_s = now_cpu_s - self._cpu_s, now_cpu_s
-        return digest(window, self._load.peak_in_flight, cpu_s)
+        return digest(window, self._load.peak_in_flight, cpu_s, self._load.goodput_latency_ms)
 
     async def close_window(self) -> WindowDigest:
         return self._digest(await self._load.close_window(monotonic_ns()))

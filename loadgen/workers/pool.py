@@ -92,8 +92,11 @@ def _init(load: LoadShape, quiet: dict[str, Any]) -> None:
 class WorkerPool(Load):
     """N workers driven as one load; figures merged exactly, with each worker's part kept apart."""
 
-    def __init__(self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float) -> None:
+    def __init__(
+        self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float, goodput_latency_ms: float | None
+    ) -> None:
         self._actors = actors
+        self._goodput_latency_ms = goodput_latency_ms  # the workers count their successes within it
         self._drain_s = drain_s  # each worker's own bound on draining its requests at a level's end
         self._places = places  # (host, pid) of each worker
         self._started_ray = started_ray
@@ -110,14 +113,20 @@ class WorkerPool(Load):
         self._poller: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str]) -> WorkerPool:
-        """Start `load.workers` workers, each connected to the server with every request prepared."""
+    async def open(
+        cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
+        goodput_latency_ms: float | None,
+    ) -> WorkerPool:
+        """Start `load.workers` workers, each connected to the server with every request prepared, and
+        counting each window's successes within `goodput_latency_ms` (None: no goodput)."""
         started_ray = _connect(load)
         actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
-        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(target.request_timeout_ms))
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(target.request_timeout_ms), goodput_latency_ms)
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
-            opening = pool._gather({i: actor.open.remote(target, load, inputs, outputs) for i, actor in enumerate(actors)}, timeout_s=None)
+            opening = pool._gather(
+                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms) for i, actor in enumerate(actors)}, timeout_s=None
+            )
             pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
         except TimeoutError:
             await pool.close()
@@ -279,7 +288,7 @@ class WorkerPool(Load):
     def client_stats(
         self, windows: Sequence[PooledWindow], batch_size: int, percentiles: Sequence[int] = (), drain: PooledWindow | None = None
     ) -> ClientStats:
-        return pooled_client_stats(windows, batch_size, percentiles, drain)
+        return pooled_client_stats(windows, batch_size, percentiles, drain, self._goodput_latency_ms)
 
     def open_loop_stats(self, windows: Sequence[PooledWindow], target_rate_per_s: float) -> OpenLoopStats:
         return pooled_open_loop_stats(windows, target_rate_per_s)
