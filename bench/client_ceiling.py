@@ -14,7 +14,9 @@ has one core of its own, so its ceiling is its ceiling per core. It needs Debian
 files the bench writes in its temp dir (config, pid, logs, temp paths).
 
 - HTTP: nginx as one process (master_process off) with an njs handler (nginx's JavaScript module).
-- gRPC (h2c): a Node.js script on Node's own http2 module (nghttp2), no npm package. nginx can
+- gRPC (h2c): a Node.js script on Node's own http2 module (nghttp2), no npm package, its
+  flow-control windows opened wide (Triton's gRPC grows its own by BDP probing; nghttp2's default
+  64 KiB connection window would cap what a client may have unread by the script). nginx can
   answer gRPC too (HTTP/2 with add_trailer), and was tried first, but its HTTP/2 never indexes
   response headers in HPACK's dynamic table, so every header block must be decoded in full, which
   loadgen does in Python (the hpack package): at its ceiling 22% of loadgen's samples were HPACK
@@ -398,7 +400,11 @@ function answer(method, request) {
     return GRPC[method];
 }
 
-const server = http2.createServer({settings: {maxConcurrentStreams: 1024}});
+// Windows opened wide, as Triton's gRPC (BDP probing) opens them: with nghttp2's 64 KiB connection
+// window a client could not have more than ~400 requests' bytes unread by this script at once.
+const WINDOW = 2 ** 31 - 1;
+const server = http2.createServer({settings: {maxConcurrentStreams: 1024, initialWindowSize: WINDOW}});
+server.on('session', (session) => session.setLocalWindowSize(WINDOW));
 server.on('stream', (stream, headers) => {
     const chunks = [];
     stream.on('error', () => {});  // a client that gave up on a call (or stopped) is no failure of ours

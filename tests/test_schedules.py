@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+import uvloop
 
 from loadgen.errors import UsageError
 from loadgen.schedule import IntervalSchedule, RateSchedule, read_intervals
@@ -67,22 +68,74 @@ def test_drive_fires_at_intended_times_until_stopped():
     assert set(np.diff(intended).tolist()) == {2_000_000}
 
 
-def test_the_timer_wakes_at_the_instant_asked():
+def test_requests_due_during_a_stall_go_out_together_each_at_its_own_intended_time():
+    from time import monotonic_ns, sleep
+
+    from loadgen.schedule.open_loop import _BURST
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        turns = 0
+
+        def count_turn():  # runs once in every turn of the loop
+            nonlocal turns
+            turns += 1
+            loop.call_soon(count_turn)
+
+        sent: list[tuple[int, int, int]] = []  # intended, sent, the loop's turn
+
+        async def fire(intended_ns):
+            sent.append((intended_ns, monotonic_ns(), turns))
+            if len(sent) == 1:
+                sleep(0.1)  # the loop stalls: ~100 requests fall due meanwhile
+
+        count_turn()
+        stop = asyncio.Event()
+        driving = asyncio.create_task(RateSchedule(1000).drive(fire, stop))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await driving
+        return sent
+
+    sent = asyncio.run(scenario())
+    assert set(np.diff([intended for intended, _, _ in sent]).tolist()) == {1_000_000}  # none skipped
+    backlog = [(sent_ns, turn) for intended, sent_ns, turn in sent[1:] if sent_ns - intended > 20_000_000]
+    assert len(backlog) >= 50
+    # Open loop: late, but sent at once, _BURST per turn of the loop (not one timer wake-up each).
+    assert backlog[-1][1] - backlog[0][1] <= len(backlog) // _BURST + 2
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_the_timer_wakes_at_the_instant_asked(loop_factory):
     from time import monotonic_ns
 
     from loadgen.schedule.timer import MonotonicTimer
 
     async def scenario():
-        timer = MonotonicTimer()
+        calls: list[int] = []
+
+        def expired():
+            calls.append(monotonic_ns())
+            if len(calls) == 3:  # level-triggered: called again on every turn until disarmed (or armed again)
+                timer.disarm()
+
+        timer = MonotonicTimer(expired)
         try:
             due = monotonic_ns() + 20_000_000
-            await timer.sleep_until(due)
-            woke = monotonic_ns()
-            await timer.sleep_until(due - 1_000_000)  # already past: at once
-            return woke - due, monotonic_ns() - woke
+            timer.arm(due)
+            await asyncio.sleep(0.1)
+            expired_calls = list(calls)
+            calls.clear()
+            armed = monotonic_ns()
+            timer.arm(due - 1_000_000)  # already past: at once
+            while not calls:
+                await asyncio.sleep(0)
+            return expired_calls, due, calls[0] - armed
         finally:
             timer.close()
 
-    late_ns, past_ns = asyncio.run(scenario())
-    assert late_ns >= 0  # never early, unlike the loop's millisecond timers
+    with asyncio.Runner(loop_factory=loop_factory) as runner:  # the engine runs on uvloop
+        expired_calls, due, past_ns = runner.run(scenario())
+    assert len(expired_calls) == 3
+    assert expired_calls[0] >= due  # never early, unlike the loop's millisecond timers
     assert past_ns < 20_000_000

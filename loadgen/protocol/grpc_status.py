@@ -11,6 +11,7 @@ gRPC's framing are a protocol error.
 from __future__ import annotations
 
 import math
+import struct
 from urllib.parse import unquote_to_bytes
 
 from loadgen.outcome import RequestError, connection, grpc_status, protocol
@@ -28,6 +29,7 @@ RST_TO_GRPC = {7: "UNAVAILABLE", 8: "CANCELLED", 11: "RESOURCE_EXHAUSTED", 12: "
 # a response's HTTP status -> gRPC status (every other non-200 status is UNKNOWN)
 HTTP_TO_GRPC = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
                 429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}  # fmt: skip
+_PREFIX = struct.Struct(">BI")  # a gRPC message's: the compressed flag, the length
 # what a stream error becomes: (the outcome's constructor, the gRPC status it names)
 _FAILURES = {
     Failure.GOAWAY: (connection, "UNAVAILABLE"),
@@ -98,9 +100,9 @@ def response_message(data: bytes | bytearray | None) -> memoryview:
     """The one gRPC message in a response's DATA: its 5-byte prefix checked and stripped."""
     if data is None or len(data) < 5:
         raise ValueError("no message in the response")
-    if data[0] != 0:
+    compressed, length = _PREFIX.unpack_from(data)
+    if compressed != 0:
         raise ValueError("a compressed message (compression was never offered)")
-    length = int.from_bytes(data[1:5], "big")
     if len(data) != 5 + length:
         raise ValueError(f"a message of {len(data) - 5} bytes where its prefix says {length}")
     return memoryview(data)[5:]

@@ -76,6 +76,7 @@ _S_HEADER_TABLE_SIZE, _S_ENABLE_PUSH, _S_MAX_CONCURRENT_STREAMS, _S_INITIAL_WIND
 _OUR_SETTINGS = ((_S_ENABLE_PUSH, 0), (_S_INITIAL_WINDOW_SIZE, MAX_WINDOW), (_S_MAX_FRAME_SIZE, MAX_FRAME),
                  (_S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_SIZE))  # fmt: skip
 _CACHED_BLOCKS = 64
+_BLOCK_FLAGS = END_HEADERS | PADDED | PRIORITY_FLAG
 
 
 def error_name(code: int) -> str:
@@ -224,13 +225,16 @@ class H2Connection:
 
     def __init__(self, header_block: bytes, clock: Callable[[], int] = perf_counter_ns) -> None:
         self.header_block = header_block
+        # A request's HEADERS frame and the head of its DATA frame, packed at once (the common case)
+        self.open_frames = struct.Struct(f">IBI{len(header_block)}sIBI")
         self.clock = clock
         self.decoder = _HpackDecoder()
         self.decoder.max_header_list_size = 2**62  # our limit is checked per stream, after decoding the whole block
         # Header blocks made only of indexed fields leave the HPACK table as it is, so the same
         # bytes decode the same way until a block that isn't one arrives: in steady state a
         # server sends the same few such blocks again and again (b"\x88\xc0\xbf", b"\xbe").
-        self.decoded: dict[bytes, tuple[list, int]] = {}
+        # Each: (header list, its size, whether it is plain: within our limit, no 1xx :status).
+        self.decoded: dict[bytes, tuple[list, int, bool]] = {}
         self.buf = bytearray()
         self.out: list[bytes] = []
         self.events: list = []
@@ -287,6 +291,7 @@ class H2Connection:
             self.preface_seen = True
         pos = 0
         unpack = FRAME_HEAD.unpack_from
+        decoded, streams = self.decoded, self.streams
         while size - pos >= 9:
             head, flags, sid = unpack(data, pos)
             ftype = head & 0xFF
@@ -301,7 +306,20 @@ class H2Connection:
             elif ftype == DATA:
                 self._on_data(sid, flags, payload)
             elif ftype == HEADERS or ftype == CONTINUATION:
-                self._on_headers(ftype, sid, flags, payload, now)
+                # The common case, kept short: a plain block decoded before (fully indexed, so
+                # cached), in one frame, as a stream's response headers or its trailers.
+                cached = decoded.get(bytes(payload)) if ftype == HEADERS and flags & _BLOCK_FLAGS == END_HEADERS else None
+                stream = streams.get(sid) if cached is not None and cached[2] else None
+                if stream is None:
+                    self._on_headers(ftype, sid, flags, payload, now)
+                elif stream.headers is None and not flags & END_STREAM:
+                    stream.headers = cached[0]
+                    stream.t_first = now
+                elif stream.headers is not None and flags & END_STREAM:
+                    stream.trailers = cached[0]
+                    self._finish(stream)
+                else:  # a response with no DATA and no trailers, or trailers without END_STREAM
+                    self._on_headers(ftype, sid, flags, payload, now)
             elif ftype == SETTINGS:
                 self._on_settings(sid, flags, payload)
             elif ftype == WINDOW_UPDATE:
@@ -417,11 +435,12 @@ class H2Connection:
                 size += len(name) + len(value)
             if _indexed_only(block):
                 if len(self.decoded) < _CACHED_BLOCKS:
-                    self.decoded[block] = (headers, size)
+                    interim = bool(headers) and headers[0][0] == b":status" and headers[0][1][:1] == b"1"
+                    self.decoded[block] = (headers, size, size <= MAX_HEADER_LIST_SIZE and not interim)
             elif self.decoded:  # the dynamic table may have changed: the cached blocks may mean something else now
                 self.decoded.clear()
         else:
-            headers, size = cached
+            headers, size, _ = cached
         stream = self.streams.get(sid)
         if stream is None:
             if self._idle(sid):
@@ -596,11 +615,21 @@ class H2Connection:
         if self.next_sid > _LAST_STREAM_ID:
             self.closed = True  # the next request opens a new connection
         stream.sid = sid
-        stream.window = self.peer_initial_window
+        stream.window = window = self.peer_initial_window
         self.streams[sid] = stream
         block = self.header_block
         max_frame = self.peer_max_frame
         out = self.out
+        payload = stream.payload
+        n = len(payload)
+        if n <= window and n <= self.send_window and n <= max_frame and len(block) <= max_frame:
+            # The common case, kept short: the header block and the whole payload, a frame each.
+            out += (self.open_frames.pack(len(block) << 8 | HEADERS, END_HEADERS, sid, block, n << 8 | DATA, END_STREAM, sid), payload)
+            self.send_window -= n
+            stream.window = window - n
+            stream.payload = None
+            stream.t_sent = self.clock()  # built: what remains is the socket's part
+            return
         if len(block) <= max_frame:
             out += [FRAME_HEAD.pack(len(block) << 8 | HEADERS, END_HEADERS, sid), block]
         else:
@@ -632,7 +661,7 @@ class H2Connection:
             stream.payload = None if last else memoryview(payload)[n:]
         if stream.payload is None:
             stream.t_sent = self.clock()  # built: what remains is the socket's part
-        elif stream not in self.blocked:
+        else:  # (never blocked already: _unblock takes a stream off before sending more of it)
             self.blocked.append(stream)
 
     def _unblock(self) -> None:
