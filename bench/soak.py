@@ -1,6 +1,6 @@
 """Soak: does a long run stay small? loadgen and perf_analyzer each hold one steady rate for minutes.
 
-    python bench/soak.py [--minutes 10] [--rate 40] [--protocol http|grpc] [--collect-metrics]
+    python bench/soak.py [--minutes 10] [--rate 40] [--protocol http|grpc] [--collect-metrics] [--profile-export]
 
 Installs perf_analyzer with ../shared/tools/get-perf-analyzer, starts the embedded server once on
 model_repository/ and runs, one after the other against it, `loadgen run` and perf_analyzer at the
@@ -12,7 +12,9 @@ measurement", which is expected and ignored). Only -r differs, so that both hold
 given minutes: loadgen's windows last -p, perf_analyzer's 1.2 x -p (it sleeps
 `measurement_window_ms_ * 1.2` per pass; 12.0 s per pass measured at -p 10000), so loadgen gets
 minutes * 60 / 10 windows and perf_analyzer minutes * 60 / 12. With --collect-metrics both scrape
-the server's metrics page every 1000 ms (their default).
+the server's metrics page every 1000 ms (their default). With --profile-export both write every
+request to --profile-export-file (loadgen streams it window by window; perf_analyzer keeps every
+request's record until it exits).
 
 While each tool runs, the bench reads its resident memory (VmRSS in /proc/PID/status; the Python
 process for loadgen, perf_analyzer's process) and the server's success count for the model every
@@ -160,6 +162,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second, constant arrivals (default 40)")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="protocol (default http)")
     parser.add_argument("--collect-metrics", action="store_true", help="both tools scrape the server's metrics")
+    parser.add_argument("--profile-export", action="store_true", help="both tools write --profile-export-file")
     args = parser.parse_args()
     trials = max(3, round(args.minutes * 60_000 / WINDOW_MS))
     pa_trials = max(3, round(args.minutes * 60_000 / (WINDOW_MS * PA_PASS_FACTOR)))
@@ -181,6 +184,9 @@ def main() -> int:
                     "--report-dir", str(workdir / "loadgen")],
         "perf_analyzer": [pa, "-m", MODEL, *common, "-r", str(pa_trials), "-f", str(workdir / "pa.csv")],
     }
+    if args.profile_export:
+        for tool, command in commands.items():
+            command += ["--profile-export-file", str(workdir / f"{tool}-export.json")]
     runs: dict[str, Soak] = {}
     print(f"outputs, reports and the server's log: {workdir}", file=sys.stderr)
     try:
@@ -194,7 +200,7 @@ def main() -> int:
 
     flags = f"{args.protocol}, {args.rate:g} req/s constant, -p {WINDOW_MS} -s {STABILITY_PCT:g} -r {trials} (PA: {pa_trials})" + (
         ", --collect-metrics" if args.collect_metrics else ""
-    )
+    ) + (", --profile-export-file" if args.profile_export else "")
     print(f"\nsoak: loadgen vs perf_analyzer on {MODEL}, same server and input ({flags}; "
           f"RSS every {SAMPLE_S:g} s, start = {WARMUP_S:g} s into the load, end = last sample under load)\n")
     header = ("tool", "load s", "req/s", "RSS start MiB", "end MiB", "exit MiB", "peak MiB", "growth MiB", "growth %", "exit code")

@@ -338,6 +338,7 @@ class Outputs:
     csv_file: Path | None
     verbose_csv: bool
     junit_file: Path | None
+    profile_export_file: Path | None  # every request's timestamps, in perf_analyzer's profile export JSON
     collect_metrics: bool
     metrics_url: str | None  # None: the embedded server's, or port 8002 on -u's host
     metrics_interval_ms: int

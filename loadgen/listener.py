@@ -2,7 +2,7 @@
 
 The runner tells one listener, a `Listeners` fan-out over all of them, of the run's start and end;
 the sweep tells it of each level, window and warning; the engine tells it of each request, if any
-listener asked for them.
+listener asked for them; with --profile-export-file, each window hands it its requests.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from loadgen.measurement import LevelResult, WindowFigures
     from loadgen.outcome import RequestError
     from loadgen.result import RunResult
+    from loadgen.samples import WindowRequests
     from loadgen.schedule.base import Schedule
 
 
@@ -40,6 +41,10 @@ class RunListener:
 
     def window_closed(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
         """The level's window number `index` (from 1) has closed."""
+
+    def window_requests(self, schedule: Schedule, requests: WindowRequests) -> None:
+        """The requests that completed in the window that just closed (with --profile-export-file only:
+        the load keeps them then), told before `window_closed`."""
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
         """A level has been measured; `so_far` is the run up to it (status "running")."""
@@ -83,6 +88,10 @@ class Listeners(RunListener):
     def window_closed(self, schedule: Schedule, index: int, figures: WindowFigures) -> None:
         for listener in self._listeners:
             listener.window_closed(schedule, index, figures)
+
+    def window_requests(self, schedule: Schedule, requests: WindowRequests) -> None:
+        for listener in self._listeners:
+            listener.window_requests(schedule, requests)
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
         for listener in self._listeners:

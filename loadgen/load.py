@@ -18,7 +18,8 @@ from loadgen.config import LoadShape, Target
 from loadgen.engine import LoadEngine
 from loadgen.histogram import LatencyHistogram
 from loadgen.merge import WorkerFigures
-from loadgen.samples import SampleRecorder, WindowSamples
+from loadgen.profile_export import epoch_offset_ns, request_formatter
+from loadgen.samples import SampleRecorder, WindowRequests, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
 from loadgen.transport import InputTensor, Transport
@@ -107,6 +108,11 @@ class Load(ABC):
         """Each worker's part of `windows`; none when the load comes from one process."""
         return ()
 
+    @abstractmethod
+    def window_requests(self, window: Any) -> WindowRequests | None:
+        """The requests that completed in `window`, handed over once; None unless the load was
+        opened to keep them (--profile-export-file)."""
+
     async def close(self) -> None:
         """Release what the load holds (connections, worker processes)."""
 
@@ -115,19 +121,23 @@ class LocalLoad(Load):
     """The load from this process's event loop: exact figures from every sample. A --workers
     worker runs one of these too, and sends the driver digests of its windows."""
 
-    def __init__(self, engine: LoadEngine, goodput_latency_ms: float | None = None) -> None:
+    def __init__(self, engine: LoadEngine, goodput_latency_ms: float | None = None, export_requests: bool = False) -> None:
         self.engine = engine
         self.goodput_latency_ms = goodput_latency_ms  # goodput counts the successes within it; None: no goodput
         self._recorder: SampleRecorder | None = None
+        # With export_requests, every request is kept as its export line, on the wall clock by this offset.
+        self._epoch_offset_ns = epoch_offset_ns()
+        self._request_format = request_formatter(self._epoch_offset_ns) if export_requests else None
 
     @classmethod
     def prepare(
         cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
-        goodput_latency_ms: float | None = None,
+        goodput_latency_ms: float | None = None, export_requests: bool = False,
     ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits."""
         requests = [transport.prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
-        return cls(LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms), goodput_latency_ms)
+        engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms)
+        return cls(engine, goodput_latency_ms, export_requests)
 
     @property
     def completed(self) -> int:
@@ -150,7 +160,7 @@ class LocalLoad(Load):
         return self.engine.drain_s
 
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
-        self._recorder = SampleRecorder(monotonic_ns(), count_target)
+        self._recorder = SampleRecorder(monotonic_ns(), count_target, self._request_format)
         return self.engine.start(schedule, self._recorder)
 
     async def window_full(self) -> None:
@@ -177,3 +187,9 @@ class LocalLoad(Load):
 
     def latency_histogram(self, windows: Sequence[WindowSamples]) -> LatencyHistogram:
         return LatencyHistogram.of(np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64))
+
+    def window_requests(self, window: WindowSamples) -> WindowRequests | None:
+        if window.requests is None:
+            return None
+        offset_ns = self._epoch_offset_ns
+        return WindowRequests(window.start_ns + offset_ns, window.end_ns + offset_ns, window.requests.count, window.requests.take())

@@ -14,6 +14,7 @@ from loadgen.histogram import LatencyHistogram
 from loadgen.load import Load
 from loadgen.merge import WorkerFigures
 from loadgen.metrics import MetricsFigures, level_metrics
+from loadgen.samples import WindowRequests
 from loadgen.schedule.base import Schedule
 from loadgen.schedule.open_loop import OpenLoopSchedule
 from loadgen.scraper import MetricsScraper
@@ -163,6 +164,8 @@ def latency_breakdown_us(
 
 # Progress callback: (schedule, windows measured so far, the latest window's figures).
 OnWindow = Callable[[Schedule, int, WindowFigures], None]
+# The requests of each window as it closes, when the load keeps them (--profile-export-file).
+OnRequests = Callable[[Schedule, WindowRequests], None]
 
 
 async def _window_end(policy: WindowPolicy, load: Load, window_start_ns: int, driving: asyncio.Future) -> None:
@@ -210,12 +213,15 @@ async def measure_level(
     batch_size: int,
     on_window: OnWindow | None = None,
     scraper: MetricsScraper | None = None,
+    on_requests: OnRequests | None = None,
 ) -> LevelResult:
     """Run `schedule` window after window until the last three agree, or `max_trials` is reached.
 
     `snapshot(boundary_ns)` reads the server at each window boundary; with a `scraper`, the
     level's metrics come from its scrapes over the reported windows. A worker lost part way
     ends the level at once: it is returned marked incomplete, with what the others measured.
+    `on_requests` gets each window's requests (every window's, not only the reported ones; not
+    those before the first window or after the last), as perf_analyzer's profile export has them.
     """
     count_target = policy.request_count if policy.mode == COUNT_WINDOWS else None
     driving = await load.start(schedule, count_target)
@@ -231,6 +237,8 @@ async def measure_level(
         boundary_ns = monotonic_ns()
         # Both at once: with workers, closing their windows takes a round trip, and the snapshot should fall within it.
         window, boundary_snapshot = await asyncio.gather(load.close_window(boundary_ns), snapshot(boundary_ns))
+        if on_requests is not None and (requests := load.window_requests(window)) is not None:
+            on_requests(schedule, requests)
         windows.append(window)
         snapshots.append(boundary_snapshot)
         stats = load.client_stats([window], batch_size, percentiles)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loadgen.histogram import LatencyHistogram
-from loadgen.samples import WindowSamples
+from loadgen.samples import RequestLines, WindowSamples
 from loadgen.stats import (
     LATE_NS,
     AtPercentile,
@@ -74,6 +74,8 @@ class WindowDigest:
     outstanding: int = 0  # requests in flight at the window's end
     oldest_outstanding_ns: int = 0  # how long the oldest of them had been out then
     good_count: int = 0  # successes within --goodput-latency-ms (from the raw latencies); 0 without it
+    # --profile-export-file: every request of the window, its times already on the worker's wall clock
+    requests: RequestLines | None = None
 
     @property
     def duration_s(self) -> float:
@@ -101,6 +103,7 @@ def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_lat
         outstanding=window.outstanding,
         oldest_outstanding_ns=window.oldest_outstanding_ns,
         good_count=good_count(window.latency_ns, goodput_latency_ms) if goodput_latency_ms is not None else 0,
+        requests=window.requests,
     )
 
 

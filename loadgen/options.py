@@ -198,6 +198,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("verbose-csv", "outputs", "verbose_csv", bool, "add perf_analyzer's verbose CSV columns", False),
     Option("junit", "outputs", "junit_file", str, "write the SLA verdicts as JUnit XML for CI", metavar="FILE.xml",
            parse=_path),
+    Option("profile-export-file", "outputs", "profile_export_file", str, "write every request's timestamps here in "
+           "perf_analyzer's profile export JSON, streamed as the run goes", metavar="FILE.json", parse=_path),
     Option("collect-metrics", "outputs", "collect_metrics", bool,
            "scrape the server's Prometheus metrics (GPU, CPU, per model) during each level", False),
     Option("metrics-url", "outputs", "metrics_url", str, "metrics page", metavar="URL",

@@ -37,7 +37,7 @@ from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"

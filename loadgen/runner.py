@@ -18,6 +18,7 @@ from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.health import ServerWatch
 from loadgen.listener import Listeners, RunListener
 from loadgen.live_metrics import LiveMetrics
+from loadgen.profile_export import ProfileExport
 from loadgen.redact import redact_url
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
@@ -189,6 +190,8 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
         everyone.append(CsvReport(outputs.csv_file))
     if outputs.junit_file is not None:
         everyone.append(JunitReport(outputs.junit_file))
+    if outputs.profile_export_file is not None:
+        everyone.append(ProfileExport(outputs.profile_export_file))
     everyone += listeners
     live = LiveMetrics(target.model_name) if outputs.export_metrics_port is not None else None
     if live is not None:
@@ -198,7 +201,8 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
     if config.load.workers is not None:
         preflight(config.load)
     _check_writable(report_dir, "--report-dir")
-    for path, flag in ((outputs.csv_file, "-f"), (outputs.junit_file, "--junit")):
+    files = ((outputs.csv_file, "-f"), (outputs.junit_file, "--junit"), (outputs.profile_export_file, "--profile-export-file"))
+    for path, flag in files:
         if path is not None:
             _check_writable(Path(path).parent, flag)
     metrics_at = metrics_url(outputs.metrics_url) if outputs.collect_metrics and outputs.metrics_url else None

@@ -5,15 +5,46 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from loadgen.outcome import InferOutcome
+from loadgen.outcome import InferOutcome, RequestError
 
 # Distinct error messages kept per window; further ones are counted under their kind alone, so a
 # server that puts request ids in its messages cannot grow the window without bound.
 MAX_DISTINCT_ERRORS = 32
+
+# One completed request as its line of --profile-export-file (loadgen.profile_export.request_formatter):
+# (intended send or None in closed loop, actual send, end, error or None), monotonic ns → its JSON text.
+RequestFormat = Callable[[int | None, int, int, RequestError | None], str]
+
+
+class RequestLines:
+    """A window's requests as profile-export JSON objects, comma-separated. Handed over once: `take`
+    returns them and lets them go, so a window kept for its figures does not keep its requests too."""
+
+    __slots__ = ("count", "_text")
+
+    def __init__(self, lines: list[str]) -> None:
+        self.count = len(lines)
+        self._text = ",\n".join(lines)
+
+    def take(self) -> str:
+        text, self._text = self._text, ""
+        return text
+
+
+@dataclass(frozen=True)
+class WindowRequests:
+    """The requests that completed in one measurement window, for --profile-export-file: the window's
+    bounds in ns since the Unix epoch, and its `count` requests as comma-separated JSON objects."""
+
+    start_ns: int
+    end_ns: int
+    count: int
+    json: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,7 @@ class WindowSamples:
     held_back: int = 0
     outstanding: int = 0  # requests in flight at the window's end
     oldest_outstanding_ns: int = 0  # how long the oldest of them had been out then; 0 with none
+    requests: RequestLines | None = None  # with --profile-export-file: every request of the window
 
     @property
     def duration_s(self) -> float:
@@ -58,11 +90,14 @@ class SampleRecorder:
 
     Typed arrays keep each request to 8 bytes per figure, with no Python object per request,
     and an append costs tens of nanoseconds; numpy views them without a copy at window close. With `count_target` set, `window_full` fires once that many
-    requests have completed in the current window (count-window mode).
+    requests have completed in the current window (count-window mode). With `request_format`
+    (--profile-export-file), each request is also kept as its export line, formatted as it completes
+    so that no window boundary stalls the load to format a window's worth at once.
     """
 
-    def __init__(self, now_ns: int, count_target: int | None = None) -> None:
+    def __init__(self, now_ns: int, count_target: int | None = None, request_format: RequestFormat | None = None) -> None:
         self._count_target = count_target
+        self._format = request_format
         self.window_full = asyncio.Event()
         self._open(now_ns)
 
@@ -77,6 +112,7 @@ class SampleRecorder:
         self._lag = array("q")
         self.held_back = 0  # open-loop requests that waited for a --max-inflight slot
         self._completed = 0
+        self._lines: list[str] | None = [] if self._format is not None else None
         self.window_full.clear()
 
     @property
@@ -101,6 +137,8 @@ class SampleRecorder:
             if error not in errors and len(errors) >= MAX_DISTINCT_ERRORS:
                 error = error.others()
             errors[error] += 1
+        if self._format is not None:
+            self._lines.append(self._format(intended_ns, sent_ns, end_ns, outcome.error))
         self._completed += 1
         if self._completed == self._count_target:
             self.window_full.set()
@@ -120,6 +158,7 @@ class SampleRecorder:
             held_back=self.held_back,
             outstanding=outstanding,
             oldest_outstanding_ns=oldest_outstanding_ns,
+            requests=RequestLines(self._lines) if self._lines is not None else None,
         )
         self._open(now_ns)
         return window

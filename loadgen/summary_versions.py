@@ -197,9 +197,17 @@ def v6_to_v7(old: Summary) -> Summary:
     return data
 
 
+def v7_to_v8(old: Summary) -> Summary:
+    """Version 8 added --profile-export-file: runs before it wrote no per-request export."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 8
+    data["config"]["profile_export_file"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
-    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7,
+    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8,
 }  # fmt: skip
 
 

@@ -95,13 +95,14 @@ class Sweep:
         outputs = [output["name"] for output in metadata.get("outputs", [])]
         tensors = build_request_inputs(specs, config.inputs)
         goodput_latency_ms = config.gates.goodput_latency_ms
+        export_requests = config.outputs.profile_export_file is not None
         if config.load.workers is None:
-            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms)
+            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests)
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
-            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms)
+            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests)
         return cls(config, server_metadata, configs, tree, load, transport)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:
@@ -166,7 +167,8 @@ class Sweep:
         self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
         listener.level_started(schedule, self.load)
         level = await measure_level(
-            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, listener.window_closed, self.scraper
+            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, listener.window_closed,
+            self.scraper, listener.window_requests,
         )
         level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level)))
         self.levels.append(level)

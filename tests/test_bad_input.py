@@ -97,6 +97,8 @@ CASES = [
     (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--report-dir", "/proc/report"], 2, "give --report-dir a folder you can write to"),
     (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "-f", "/proc/x.csv"], 2, "give -f a folder you can write to"),
     (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--junit", "/proc/x.xml"], 2, "give --junit a folder you can write to"),
+    (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--profile-export-file", "/proc/x.json"], 2,
+     "give --profile-export-file a folder you can write to"),
     (["run", "--metrics-url", "h:1/m"], 2, "--metrics-url only applies with --collect-metrics"),
     (["run", "--collect-metrics", "--metrics-url", "http://[::1"], 2, "is not host:port/path"),
     (["run", "--request-intervals", "{files}/missing.txt"], 2, "cannot read --request-intervals"),

@@ -33,13 +33,14 @@ from loadgen.summary_versions import (
     v4_to_v5,
     v5_to_v6,
     v6_to_v7,
+    v7_to_v8,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
 FIXTURES = sorted(path.parent for path in SUMMARIES.glob("v*/*/summary.json"))
 # The nested-outer closed-loop runs, which share levels with the current run below.
 CLOSED_LOOP = ["v1/closed-loop", "v2/metrics", "v2/capacity", "v3/metrics-sla", "v4/metrics-sla", "v4/percentile",
-               "v6/closed-loop"]
+               "v6/closed-loop", "v7/goodput"]
 
 
 def _name(folder: Path) -> str:
@@ -356,3 +357,15 @@ def test_v6_to_v7_measured_no_goodput():
         read = load_summary(SUMMARIES / name)
         assert read.upgraded_from == 6 and read.config.gates.goodput_latency_ms is None
         assert all(level.client.goodput_infer_per_s is None for level in read.levels)
+
+
+def test_v7_to_v8_wrote_no_profile_export():
+    for name in ("v7/goodput", "v7/errors"):
+        old = raw(name)
+        new = v7_to_v8(old)
+        assert new["schema_version"] == 8 and new["config"]["profile_export_file"] is None
+        assert "profile_export_file" not in old["config"]  # the input is not changed
+        assert new["levels"] == old["levels"]
+        read = load_summary(SUMMARIES / name)
+        assert read.upgraded_from == 7 and read.config.outputs.profile_export_file is None
+        assert read.config.gates.goodput_latency_ms is not None  # what version 7 recorded is kept

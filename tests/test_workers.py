@@ -100,6 +100,27 @@ def test_an_open_loop_rate_is_split_and_kept(loadgen, tmp_path):
     assert not level["count_check"]["mismatch"], level["count_check"]
 
 
+def test_the_profile_export_of_two_workers_is_one_file(loadgen, tmp_path):
+    path = tmp_path / "export.json"
+    run = loadgen("--workers", "2", "--concurrency-range", "2:4:2", "-p", "1000", "-r", "4", "-s", "50",
+                  "--report-dir", str(tmp_path / "report"), "--profile-export-file", str(path))  # fmt: skip
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    data = json.loads(path.read_text())
+    levels = json.loads((tmp_path / "report" / "summary.json").read_text())["levels"]
+    assert [e["experiment"] for e in data["experiments"]] == [{"mode": "concurrency", "value": v} for v in (2, 4)]
+    for experiment, level in zip(data["experiments"], levels, strict=True):
+        windows = level["windows"]
+        # Every request of every window, from both workers (each worker's digests count its own).
+        assert len(experiment["requests"]) == sum(w["request_count"] + w["error_count"] for w in windows) > 0
+        boundaries = experiment["window_boundaries"]
+        assert len(boundaries) == len(windows) + 1 and boundaries == sorted(boundaries)
+        # A worker closes its window within the round trip after the driver's boundary: on the same wall clock,
+        # its requests end after the first boundary and at most that late after the last.
+        ends = [r["response_timestamps"][0] for r in experiment["requests"]]
+        assert boundaries[0] <= min(ends) and max(ends) <= boundaries[-1] + 10**9
+
+
 def test_a_worker_that_dies_mid_level_is_reported_and_the_level_marked_incomplete(loadgen, tmp_path):
     run = loadgen("--workers", "2", "--concurrency-range", "2", "-p", "3000", "-r", "10", "-s", "1",
                   "--report-dir", str(tmp_path))  # fmt: skip

@@ -36,14 +36,16 @@ class LoadWorker:
         self._cpu_s = time.process_time()
 
     async def open(
-        self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str], goodput_latency_ms: float | None
+        self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
+        goodput_latency_ms: float | None, export_requests: bool,
     ) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report. With
-        `goodput_latency_ms`, each window's digest counts its successes within it."""
+        `goodput_latency_ms`, each window's digest counts its successes within it; with
+        `export_requests`, it carries its requests (--profile-export-file) on this node's wall clock."""
         self._transport = open_transport(
             target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
-        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms)
+        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests)
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 

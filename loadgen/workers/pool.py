@@ -33,7 +33,9 @@ from loadgen.merge import (
     pooled_open_loop_stats,
     worker_figures,
 )
+from loadgen.profile_export import epoch_offset_ns
 from loadgen.redact import redact_url
+from loadgen.samples import WindowRequests
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats
 from loadgen.transport import InputTensor
@@ -93,10 +95,14 @@ class WorkerPool(Load):
     """N workers driven as one load; figures merged exactly, with each worker's part kept apart."""
 
     def __init__(
-        self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float, goodput_latency_ms: float | None
+        self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float, goodput_latency_ms: float | None,
+        export_requests: bool = False,
     ) -> None:
         self._actors = actors
         self._goodput_latency_ms = goodput_latency_ms  # the workers count their successes within it
+        # --profile-export-file: the workers send each window's requests; its bounds are the driver's, on the wall clock by this offset.
+        self._export_requests = export_requests
+        self._epoch_offset_ns = epoch_offset_ns()
         self._drain_s = drain_s  # each worker's own bound on draining its requests at a level's end
         self._places = places  # (host, pid) of each worker
         self._started_ray = started_ray
@@ -115,17 +121,20 @@ class WorkerPool(Load):
     @classmethod
     async def open(
         cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
-        goodput_latency_ms: float | None,
+        goodput_latency_ms: float | None, export_requests: bool = False,
     ) -> WorkerPool:
-        """Start `load.workers` workers, each connected to the server with every request prepared, and
-        counting each window's successes within `goodput_latency_ms` (None: no goodput)."""
+        """Start `load.workers` workers, each connected to the server with every request prepared,
+        counting each window's successes within `goodput_latency_ms` (None: no goodput) and, with
+        `export_requests`, sending each window's requests with its digest."""
         started_ray = _connect(load)
         actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
-        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_bound_s(target.request_timeout_ms), goodput_latency_ms)
+        drain_s = drain_bound_s(target.request_timeout_ms)
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_s, goodput_latency_ms, export_requests)
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
             opening = pool._gather(
-                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms) for i, actor in enumerate(actors)}, timeout_s=None
+                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms, export_requests) for i, actor in enumerate(actors)},
+                timeout_s=None,
             )
             pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
         except TimeoutError:
@@ -295,6 +304,16 @@ class WorkerPool(Load):
 
     def latency_histogram(self, windows: Sequence[PooledWindow]) -> LatencyHistogram:
         return pooled_latency_histogram(windows)
+
+    def window_requests(self, window: PooledWindow) -> WindowRequests | None:
+        """The workers' requests one after the other, each worker's in the order they completed."""
+        if not self._export_requests:
+            return None
+        parts = [d.requests for d in window.digests if d is not None and d.requests is not None and d.requests.count]
+        offset_ns = self._epoch_offset_ns
+        return WindowRequests(
+            window.start_ns + offset_ns, window.end_ns + offset_ns, sum(p.count for p in parts), ",\n".join(p.take() for p in parts)
+        )
 
     def worker_figures(self, windows: Sequence[PooledWindow], batch_size: int) -> tuple[WorkerFigures, ...]:
         return tuple(

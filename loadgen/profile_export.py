@@ -1,0 +1,139 @@
+"""--profile-export-file: every request's timestamps in perf_analyzer's profile export JSON
+(docs/profile_export.md), streamed to disk window by window as the run goes.
+
+Each request becomes its JSON object when it completes (`request_formatter`, on the engine's hot
+path, in whichever process sent it); the window that closes hands its requests over
+(samples.RequestLines) and `ProfileExport` appends them to the open experiment, so the file holds
+every request while memory holds at most a window's worth. Times are ns since the Unix epoch, as
+perf_analyzer's (std::chrono::system_clock): each process turns its monotonic clock into that by
+one offset taken when its load is prepared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from loadgen import __version__
+from loadgen.errors import LoadgenError
+from loadgen.listener import RunListener
+from loadgen.outcome import RequestError
+from loadgen.samples import RequestFormat, WindowRequests
+from loadgen.schedule.open_loop import OpenLoopSchedule
+
+if TYPE_CHECKING:
+    from loadgen.config import RunConfig
+    from loadgen.load import Load
+    from loadgen.measurement import LevelResult
+    from loadgen.result import RunResult
+    from loadgen.schedule.base import Schedule
+
+# perf_analyzer's names for a Triton server (HTTP or gRPC) and its default endpoint.
+SERVICE_KIND = "triton"
+ENDPOINT = ""
+WRITE_BUFFER_BYTES = 1 << 20
+
+
+def epoch_offset_ns() -> int:
+    """What turns this process's monotonic ns into ns since the Unix epoch. Taken once, so that
+    durations between exported times stay the monotonic clock's even if the wall clock is stepped."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+def request_formatter(offset_ns: int) -> RequestFormat:
+    """One completed request as its JSON object: perf_analyzer's keys (`timestamp` is the actual
+    send; a failed request's one response timestamp is when it ended), then loadgen's own
+    `intended_timestamp` (open loop; null in closed loop) and `error` (its kind, as summary.json
+    names it; null on success). Monotonic ns in, epoch ns out."""
+
+    def request_json(intended_ns: int | None, sent_ns: int, end_ns: int, error: RequestError | None) -> str:
+        intended = "null" if intended_ns is None else intended_ns + offset_ns
+        failure = "null" if error is None else json.dumps(error.label)
+        return (
+            f'{{"timestamp":{sent_ns + offset_ns},"request_inputs":{{}},"response_timestamps":[{end_ns + offset_ns}],'
+            f'"response_outputs":[],"intended_timestamp":{intended},"error":{failure}}}'
+        )
+
+    return request_json
+
+
+def _compact(value: object) -> str:
+    """JSON without spaces, as perf_analyzer writes it."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def experiment(schedule: Schedule) -> dict[str, str | int | float]:
+    """perf_analyzer's `experiment`: a concurrency (a whole number) or a request rate (a float)."""
+    if isinstance(schedule, OpenLoopSchedule):
+        return {"mode": "request_rate", "value": float(schedule.value)}
+    return {"mode": "concurrency", "value": int(schedule.value)}
+
+
+class ProfileExport(RunListener):
+    """Writes the export as the run goes: opened when the run starts, each level's experiment as its
+    windows close, and closed whatever ended the run, so the file is whole JSON with every level
+    that ran (a level cut short keeps the windows it closed). Nothing is kept but the level's
+    window boundaries."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] | None = None
+        self._experiments = 0
+        self._boundaries: list[int] | None = None  # the open experiment's; None between levels
+        self._requests = 0  # written in the open experiment
+
+    def _failure(self, exc: OSError) -> LoadgenError:
+        return LoadgenError(f"cannot write --profile-export-file {self.path}: {exc.strerror or exc}")
+
+    def _write(self, text: str, flush: bool = False) -> None:
+        try:
+            self._file.write(text)
+            if flush:  # a window's worth at a time, so the file on disk follows the run
+                self._file.flush()
+        except OSError as exc:
+            raise self._failure(exc) from None
+
+    def run_started(self, config: RunConfig) -> None:
+        try:
+            self._file = open(self.path, "w", encoding="utf-8", buffering=WRITE_BUFFER_BYTES)
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self._write('{"experiments":[')
+
+    def level_started(self, schedule: Schedule, load: Load) -> None:
+        separator = "," if self._experiments else ""
+        self._write(f'{separator}\n{{"experiment":{_compact(experiment(schedule))},"requests":[')
+        self._experiments += 1
+        self._boundaries, self._requests = [], 0
+
+    def window_requests(self, schedule: Schedule, requests: WindowRequests) -> None:
+        if not self._boundaries:
+            self._boundaries.append(requests.start_ns)
+        self._boundaries.append(requests.end_ns)
+        if requests.count:
+            self._write(("," if self._requests else "") + "\n" + requests.json, flush=True)
+            self._requests += requests.count
+
+    def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
+        self._close_experiment()
+
+    def _close_experiment(self) -> None:
+        if self._boundaries is None:
+            return
+        self._write(f'\n],"window_boundaries":{_compact(self._boundaries)}}}', flush=True)
+        self._boundaries = None
+
+    def run_finished(self, result: RunResult) -> None:
+        if self._file is None:
+            return
+        try:
+            self._close_experiment()
+            self._write(f'\n],"version":{json.dumps(__version__)},"service_kind":"{SERVICE_KIND}","endpoint":"{ENDPOINT}"}}\n')
+        finally:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                raise self._failure(exc) from None
