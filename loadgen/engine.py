@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio import current_task
 from collections.abc import Callable, Sequence
 from time import monotonic_ns
 from typing import Any
@@ -90,7 +91,7 @@ class LoadEngine:
         self._next = (self._next + 1) % len(self._requests)
         sent_ns = monotonic_ns()
         serial = self._serial = self._serial + 1
-        self._outstanding[serial] = (sent_ns if intended_ns is None else intended_ns, sent_ns, asyncio.current_task())
+        self._outstanding[serial] = (sent_ns if intended_ns is None else intended_ns, sent_ns, current_task(self._loop))
         if len(self._outstanding) > self.peak_in_flight:
             self.peak_in_flight = len(self._outstanding)
         if intended_ns is not None:
@@ -100,7 +101,7 @@ class LoadEngine:
         except asyncio.CancelledError:
             if serial in self._expired:  # its deadline passed: a timeout, and this task goes on
                 self._expired.discard(serial)
-                asyncio.current_task().uncancel()
+                current_task(self._loop).uncancel()
                 outcome = self._timed_out
             else:
                 del self._outstanding[serial]
@@ -138,6 +139,8 @@ class LoadEngine:
         if self._driving is not None:
             raise RuntimeError("the engine is already running a schedule")
         self.recorder = recorder
+        # current_task() without its loop looks the loop up, a getpid system call per request on 3.11.
+        self._loop = asyncio.get_running_loop()
         self.peak_in_flight = 0
         self._stop = asyncio.Event()
         self._driving = asyncio.create_task(schedule.drive(self._fire, self._stop))
