@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import queue
@@ -60,6 +61,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 VARIANTS: dict[str, tuple[str, str, dict[str, str]]] = {
     "http": ("http", "uvloop", {}),
     "loadgen": ("loadgen", "uvloop", {}),
+    "loadgen-ids": ("loadgen-ids", "uvloop", {}),  # each request carrying a tracing id patched in per send (--trace-rate)
     "aio-uvloop": ("aio", "uvloop", {}),
     "aio-asyncio": ("aio", "asyncio", {}),
     "aio-poll": ("aio", "uvloop", {"GRPC_POLL_STRATEGY": "poll"}),
@@ -136,14 +138,20 @@ class Client:
 
 
 class TransportClient(Client):
-    def __init__(self, transport) -> None:
+    def __init__(self, transport, traced: bool = False) -> None:
         self.transport = transport
+        self.traced = traced  # each request carries an id, as with tracing
+        self.numbers = itertools.count(1)
 
     async def open(self) -> None:
-        self.prepared = self.transport.prepare(MODEL, "", [loadgen_tensor()], ["DETECTIONS"])
+        from loadgen.transport.request_id import run_prefix
+
+        prefix = run_prefix() if self.traced else None
+        self.prepared = self.transport.prepare(MODEL, "", [loadgen_tensor()], ["DETECTIONS"], prefix)
 
     async def one(self) -> None:
-        outcome = await self.transport.infer(self.prepared)
+        infer = self.transport.infer
+        outcome = await (infer(self.prepared, next(self.numbers)) if self.traced else infer(self.prepared))
         if outcome.error is not None:
             raise RuntimeError(outcome.error)
 
@@ -309,10 +317,10 @@ def make_client(kind: str, grpc_url: str, http_url: str) -> Client:
         from loadgen.transport.http import HttpTransport
 
         return TransportClient(HttpTransport(http_url, {}))
-    if kind == "loadgen":
+    if kind in ("loadgen", "loadgen-ids"):
         from loadgen.transport.grpc import GrpcTransport
 
-        return TransportClient(GrpcTransport(grpc_url, {}))
+        return TransportClient(GrpcTransport(grpc_url, {}), traced=kind == "loadgen-ids")
     if kind == "aio":
         return AioClient(grpc_url, TRITON_CHANNEL_OPTIONS)
     if kind == "aio-noopts":

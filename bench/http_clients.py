@@ -10,6 +10,8 @@ Clients:
   aiohttp      aiohttp.ClientSession posting the prebuilt binary-extension body
   tritonclient tritonclient.http.aio.InferenceServerClient.infer (builds the body per request)
   lean         loadgen.transport.http.HttpTransport (asyncio.Protocol, prebuilt request bytes)
+  lean-ids     optional: the same, each request carrying a tracing id patched into its bytes per send
+               (what --trace-rate does to every request; compare with lean, e.g. --clients lean,lean-ids)
   grpc         optional (--clients ...,grpc): loadgen.transport.grpc.GrpcTransport, for comparison
   perf_analyzer  optional (--perf-analyzer PATH): NVIDIA's C++ client on the same model; its CPU
                from getrusage(RUSAGE_CHILDREN), its request count from the server's statistics.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import re
 import resource
 import statistics
@@ -43,6 +46,7 @@ import numpy as np  # noqa: E402
 from loadgen.server import EmbeddedServer  # noqa: E402
 from loadgen.transport.base import InputTensor  # noqa: E402
 from loadgen.transport.http import HttpTransport  # noqa: E402
+from loadgen.transport.request_id import run_prefix  # noqa: E402
 
 try:
     import uvloop
@@ -123,6 +127,7 @@ class TritonClient:
 
 class LeanClient:
     name = "lean"
+    traced = False  # each request carries an id, as with tracing (lean-ids)
 
     def __init__(self, url: str, model: str) -> None:
         self.url, self.model = url, model
@@ -130,11 +135,13 @@ class LeanClient:
     async def __aenter__(self):
         _, tensor = model_input(self.model)
         self.transport = HttpTransport(self.url, {})
-        prepared = self.transport.prepare(self.model, "", [tensor], ["OUTPUT0"])
+        traced = self.traced
+        prepared = self.transport.prepare(self.model, "", [tensor], ["OUTPUT0"], run_prefix() if traced else None)
         infer = self.transport.infer
+        numbers = itertools.count(1)
 
         async def one() -> None:
-            outcome = await infer(prepared)
+            outcome = await (infer(prepared, next(numbers)) if traced else infer(prepared))  # as the engine calls it
             if outcome.error is not None:
                 raise RuntimeError(f"lean: {outcome.error}")
 
@@ -143,6 +150,11 @@ class LeanClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.transport.close()
+
+
+class LeanIdsClient(LeanClient):
+    name = "lean-ids"
+    traced = True
 
 
 class GrpcClient:
@@ -173,7 +185,8 @@ class GrpcClient:
         await self.transport.close()
 
 
-CLIENTS = {"aiohttp": AiohttpClient, "tritonclient": TritonClient, "lean": LeanClient, "grpc": GrpcClient}
+CLIENTS = {"aiohttp": AiohttpClient, "tritonclient": TritonClient, "lean": LeanClient, "lean-ids": LeanIdsClient,
+           "grpc": GrpcClient}
 DEFAULT_CLIENTS = ("aiohttp", "tritonclient", "lean")
 
 

@@ -24,6 +24,8 @@ from loadgen.windows import WindowPolicy
 
 DEFAULT_MODEL = "centernet-ensemble"
 MAX_LEVELS = 10_000  # a range with more is a typo, and a sweep that would never end
+TRACE_LEVELS = ("OFF", "TIMESTAMPS")
+DEFAULT_TRACE_RATE = 100  # one request in 100 traced (perf_analyzer's is 1000: too few traces for a tail)
 
 
 @dataclass(frozen=True)
@@ -322,12 +324,18 @@ class Inputs:
     shapes: dict[str, tuple[int, ...]]
     input_data: str | None  # zero, random, a perf_analyzer JSON file or a directory; None: random (photographs for image models)
     string_length: int
+    # How far a floating-point output may be from its validation_data: |got - expected| <= atol + rtol * |expected|.
+    validation_rtol: float
+    validation_atol: float
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}: fix -b")
         if self.string_length < 1:
             raise UsageError(f"string length must be at least 1, got {self.string_length}: fix --string-length")
+        for flag, value in (("--validation-rtol", self.validation_rtol), ("--validation-atol", self.validation_atol)):
+            if not value >= 0:  # NaN too
+                raise UsageError(f"{flag} must be a number of 0 or more, got {value:g}: fix {flag}")
 
 
 @dataclass(frozen=True)
@@ -343,12 +351,32 @@ class Outputs:
     metrics_url: str | None  # None: the embedded server's, or port 8002 on -u's host
     metrics_interval_ms: int
     export_metrics_port: int | None
+    # Triton's tracing (perf_analyzer's --trace-level, --trace-rate): OFF or TIMESTAMPS, and one request in
+    # trace_rate traced. Not given, the level is TIMESTAMPS with a rate and OFF without; the rate
+    # DEFAULT_TRACE_RATE with tracing on, None with it off (both settled here).
+    trace_level: str | None
+    trace_rate: int | None
 
     def __post_init__(self) -> None:
         if self.metrics_interval_ms < 1:
             raise UsageError(f"metrics interval must be at least 1 ms, got {self.metrics_interval_ms}: fix --metrics-interval")
         if self.export_metrics_port is not None and not 0 < self.export_metrics_port < 65536:
             raise UsageError(f"--export-metrics-port {self.export_metrics_port} is not a port number (1-65535)")
+        level, rate = self.trace_level, self.trace_rate
+        if rate is not None and rate < 1:
+            raise UsageError(f"--trace-rate must be at least 1 (one request in N is traced), got {rate}")
+        if level == "OFF" and rate is not None:
+            raise UsageError("--trace-rate samples Triton's traces: drop --trace-level OFF (a rate turns tracing on)")
+        if level is None:
+            level = "TIMESTAMPS" if rate is not None else "OFF"
+        if level == "TIMESTAMPS" and rate is None:
+            rate = DEFAULT_TRACE_RATE
+        object.__setattr__(self, "trace_level", level)  # frozen: the defaults settled once, here
+        object.__setattr__(self, "trace_rate", rate)
+
+    @property
+    def tracing(self) -> bool:
+        return self.trace_level == "TIMESTAMPS"
 
 
 @dataclass(frozen=True)
@@ -373,6 +401,9 @@ class RunConfig:
                 raise UsageError("--binary-search searches a range: it does not apply to --request-intervals")
         if load.workers is not None and self.outputs.export_metrics_port is not None:
             raise UsageError("--export-metrics-port counts requests in this process: it does not apply to --workers")
+        if load.workers is not None and self.outputs.tracing:
+            raise UsageError("tracing (--trace-rate, --trace-level) joins each trace to this process's record of its request: "
+                             "it does not apply to --workers")
         if target.https_options_given and not _is_https(target.url) and not _is_https(self.outputs.metrics_url):
             raise UsageError("--ssl-https-* flags apply to HTTPS: give -u https://host:port (with -i http) or an https --metrics-url")
 

@@ -9,6 +9,7 @@ from time import monotonic_ns
 from typing import Any
 
 from loadgen.outcome import InferOutcome, RequestError, timeout, unanswered
+from loadgen.request_log import RequestLog
 from loadgen.samples import SampleRecorder
 from loadgen.schedule.base import Schedule
 from loadgen.transport.base import Transport
@@ -46,6 +47,8 @@ class LoadEngine:
         self.completed = 0
         self.succeeded = 0
         self.recorder: SampleRecorder | None = None
+        # With tracing, the level's record of each request by its id number (set per level by the load).
+        self.request_log: RequestLog | None = None
         # Also told of every completed request, when a listener asks: RunListener.request_completed.
         self.request_completed: Callable[[int, RequestError | None], None] | None = None
         self._stop = asyncio.Event()
@@ -96,8 +99,9 @@ class LoadEngine:
             self.peak_in_flight = len(self._outstanding)
         if intended_ns is not None:
             self.recorder.record_send(intended_ns, sent_ns)
+        log = self.request_log  # the level's, when tracing: the request carries its serial as its id
         try:
-            outcome = await self._transport.infer(prepared)
+            outcome = await (self._transport.infer(prepared) if log is None else self._transport.infer(prepared, serial))
         except asyncio.CancelledError:
             if serial in self._expired:  # its deadline passed: a timeout, and this task goes on
                 self._expired.discard(serial)
@@ -108,12 +112,14 @@ class LoadEngine:
                 if self._draining_out:
                     self.recorder.record(intended_ns, sent_ns, monotonic_ns(), InferOutcome(0, 0, unanswered(self.drain_s)))
                 raise
-        end_ns = monotonic_ns()
+        end_ns = monotonic_ns() - outcome.check_ns  # the response's end: checking it is the client's own time
         del self._outstanding[serial]
         self.completed += 1
         if outcome.error is None:
             self.succeeded += 1
         self.recorder.record(intended_ns, sent_ns, end_ns, outcome)
+        if log is not None:
+            log.add(serial, intended_ns, sent_ns, end_ns, outcome.error is None)
         if self.request_completed is not None:
             self.request_completed(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
 

@@ -1,4 +1,6 @@
-"""Request inputs: the model's tensors filled from zeros, random data, perf_analyzer JSON, files or images."""
+"""Request inputs: the model's tensors filled from zeros, random data, perf_analyzer JSON, files or images;
+and, from the JSON's `validation_data` (or a directory's files named after outputs), what each
+request's responses must hold (loadgen.validation)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import (
-    deserialize_bytes_tensor,
-    serialize_byte_tensor,
-    triton_to_np_dtype,
-)
+from tritonclient.utils import triton_to_np_dtype
 
 from loadgen.config import Inputs
 from loadgen.errors import UsageError
-from loadgen.transport.base import InputTensor
+from loadgen.transport.base import InputTensor, RequestInputs
+from loadgen.validation import ExpectedOutputs, WireError, expected_output, from_wire, json_value_fits, to_wire
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RANDOM_SEED = 0
@@ -27,8 +26,8 @@ STRING_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """One model input as the model declares it, without the batch dimension (-1 = variable)."""
+class TensorSpec:
+    """One model input or output as the model declares it, without the batch dimension (-1 = variable)."""
 
     name: str
     datatype: str
@@ -36,8 +35,24 @@ class InputSpec:
     batched: bool
 
 
-def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_size: int) -> list[InputSpec]:
-    """The model's inputs; checks the batch size against what the model accepts."""
+@dataclass(frozen=True)
+class ModelTensors:
+    """The model's tensors as requests use them: its inputs, and its outputs (which validation_data may check)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+def _specs(entries: Sequence[Mapping[str, Any]], batched: bool) -> tuple[TensorSpec, ...]:
+    specs = []
+    for entry in entries:
+        shape = tuple(int(d) for d in entry["shape"])
+        specs.append(TensorSpec(entry["name"], entry["datatype"], shape[1:] if batched else shape, batched))
+    return tuple(specs)
+
+
+def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_size: int) -> ModelTensors:
+    """The model's inputs and outputs; checks the batch size against what the model accepts."""
     max_batch_size = int(config.get("max_batch_size", 0))
     batched = max_batch_size > 0
     name = metadata.get("name", "the model")
@@ -45,21 +60,20 @@ def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_s
         raise UsageError(f"model {name!r} does not support batching: use -b 1")
     if batched and batch_size > max_batch_size:
         raise UsageError(f"-b {batch_size} exceeds the max_batch_size {max_batch_size} of model {name!r}: use -b {max_batch_size} or less")
-    specs = []
-    for entry in metadata.get("inputs", []):
-        shape = tuple(int(d) for d in entry["shape"])
-        specs.append(InputSpec(entry["name"], entry["datatype"], shape[1:] if batched else shape, batched))
-    if not specs:
+    inputs = _specs(metadata.get("inputs", []), batched)
+    if not inputs:
         raise UsageError(f"model {name!r} declares no inputs")
-    return specs
+    # An output the metadata gives no datatype or shape (not Triton's metadata) cannot be validated.
+    outputs = [entry for entry in metadata.get("outputs", []) if "datatype" in entry and "shape" in entry]
+    return ModelTensors(inputs, _specs(outputs, batched))
 
 
-def _fits(spec: InputSpec, shape: tuple[int, ...]) -> bool:
+def _fits(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
     """The model's dims accept `shape` (-1 takes any size)."""
     return len(shape) == len(spec.shape) and all(d == -1 or d == g for d, g in zip(spec.shape, shape))
 
 
-def check_shapes(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+def check_shapes(specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Every --shape names an input of the model, in a shape its dims accept."""
     by_name = {s.name: s for s in specs}
     for name, given in shapes.items():
@@ -72,7 +86,7 @@ def check_shapes(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...
             )
 
 
-def _resolve_shape(spec: InputSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+def _resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
     if spec.name in shapes:
         return shapes[spec.name]
     if any(d < 0 for d in spec.shape):
@@ -87,7 +101,7 @@ def _numpy_dtype(datatype: str) -> Any:
     return dtype
 
 
-def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length: int, rng: np.random.Generator) -> np.ndarray:
+def _synthetic(spec: TensorSpec, shape: tuple[int, ...], kind: str, string_length: int, rng: np.random.Generator) -> np.ndarray:
     """perf_analyzer's zero/random data. BYTES gets one random string of string_length characters
     in every element for both kinds, as perf_analyzer sends."""
     if spec.datatype == "BYTES":
@@ -105,15 +119,15 @@ def _synthetic(spec: InputSpec, shape: tuple[int, ...], kind: str, string_length
     return rng.random(size=shape).astype(dtype)
 
 
-def _from_raw(spec: InputSpec, raw: bytes, what: str) -> np.ndarray:
+def _from_raw(spec: TensorSpec, raw: bytes, what: str) -> np.ndarray:
     """A non-BYTES tensor from its raw bytes."""
-    dtype = np.dtype(_numpy_dtype(spec.datatype))
-    if len(raw) % dtype.itemsize:
-        raise UsageError(f"{what} has {len(raw)} bytes, not a whole number of {spec.datatype} elements ({dtype.itemsize} bytes each): fix the data")
-    return np.frombuffer(raw, dtype=dtype)
+    try:
+        return from_wire(spec.datatype, raw)
+    except WireError as exc:
+        raise UsageError(f"{what} {exc}: fix the data") from None
 
 
-def _decode_b64(spec: InputSpec, text: Any, where: str) -> np.ndarray:
+def _decode_b64(spec: TensorSpec, text: Any, where: str) -> np.ndarray:
     """A b64 value is the tensor's raw bytes; for BYTES that is the serialized form (each element
     a 4-byte little-endian length and its bytes), as perf_analyzer reads it."""
     try:
@@ -123,16 +137,17 @@ def _decode_b64(spec: InputSpec, text: Any, where: str) -> np.ndarray:
     if spec.datatype != "BYTES":
         return _from_raw(spec, raw, f"{where}: {spec.name}.b64")
     try:
-        return deserialize_bytes_tensor(raw)
-    except Exception:
+        return from_wire("BYTES", raw)
+    except WireError:
         raise UsageError(
             f"{where}: {spec.name}.b64 is not a serialized BYTES tensor (4-byte length before each element): "
             'for one raw file use {"content": ...} or an image directory'
         ) from None
 
 
-def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int, ...]], where: str) -> np.ndarray:
-    """One tensor of perf_analyzer's JSON: a flat list, {"content": [...], "shape": [...]}, or {"b64": ...}."""
+def _from_json_value(spec: TensorSpec, value: Any, where: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """One tensor of perf_analyzer's JSON: a flat list, {"content": [...], "shape": [...]}, or {"b64": ...}.
+    Its elements flat, and the shape given with them (None: none given)."""
     shape = None
     if isinstance(value, Mapping):
         if "shape" in value:
@@ -145,10 +160,25 @@ def _from_json_value(spec: InputSpec, value: Any, shapes: Mapping[str, tuple[int
             raise UsageError(f"{where}: {spec.name} needs a list, or an object with 'content' or 'b64'")
     else:
         array = _content_array(spec, value, where)
-    return _shaped(array, shape or _resolve_shape(spec, shapes), f"{where}: {spec.name}")
+    return array, shape
 
 
-def _json_shape(spec: InputSpec, value: Any, where: str) -> tuple[int, ...]:
+def _input_value(spec: TensorSpec, value: Any, shapes: Mapping[str, tuple[int, ...]], where: str) -> np.ndarray:
+    array, shape = _from_json_value(spec, value, where)
+    return _shaped(array, shape if shape is not None else _resolve_shape(spec, shapes), f"{where}: {spec.name}")
+
+
+def _expected_value(spec: TensorSpec, array: np.ndarray, shape: tuple[int, ...] | None, what: str) -> tuple[np.ndarray, bool]:
+    """An output's expected elements, and whether its shape is known: given, or the model's when it
+    has no variable dimension (then its element count is checked here, before any load)."""
+    if shape is None and all(d >= 0 for d in spec.shape):
+        shape = spec.shape
+    if shape is None:
+        return array, False
+    return _shaped(array, shape, what), True
+
+
+def _json_shape(spec: TensorSpec, value: Any, where: str) -> tuple[int, ...]:
     whole = isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
     if not whole:
         raise UsageError(f"{where}: {spec.name}.shape {value!r} is not a list of sizes, e.g. {[max(d, 1) for d in spec.shape]}")
@@ -162,21 +192,6 @@ def _shaped(array: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
     if array.size != needed:
         raise UsageError(f"{what} has {array.size} elements, shape {list(shape)} needs {needed}")
     return array.reshape(shape)
-
-
-def _is_element(value: Any, datatype: str, dtype: np.dtype) -> bool:
-    """A JSON value the datatype holds as it is: a string for BYTES, true/false for BOOL, a whole
-    number in range for an integer type, a number for a floating-point one."""
-    if datatype == "BYTES":
-        return isinstance(value, str)
-    if datatype == "BOOL":
-        return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return float(value).is_integer() and info.min <= value <= info.max
-    return True
 
 
 def _element_kind(datatype: str, dtype: np.dtype) -> str:
@@ -196,13 +211,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _content_array(spec: InputSpec, content: Any, where: str) -> np.ndarray:
+def _content_array(spec: TensorSpec, content: Any, where: str) -> np.ndarray:
     try:
         flat = np.asarray(content, dtype=np.object_).reshape(-1) if isinstance(content, list) else np.array([content], dtype=np.object_)
     except ValueError:  # lists of uneven lengths
         flat = np.array([content], dtype=np.object_)
     dtype = np.dtype(np.object_ if spec.datatype == "BYTES" else _numpy_dtype(spec.datatype))
-    bad = [v for v in flat if not _is_element(v, spec.datatype, dtype)]
+    bad = [v for v in flat if not json_value_fits(v, spec.datatype)]
     if bad:
         raise UsageError(
             f"{where}: {spec.name} holds {_shown(bad[0])}, which is not {spec.datatype} ({_element_kind(spec.datatype, dtype)}): fix the data"
@@ -212,7 +227,13 @@ def _content_array(spec: InputSpec, content: Any, where: str) -> np.ndarray:
     return flat.astype(dtype)
 
 
-def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
+# A data entry's tensors by input name; an entry's expected outputs by output name, each with
+# whether its shape is known (loadgen.validation checks only the element count of one that is not).
+Entry = dict[str, np.ndarray]
+Expected = dict[str, tuple[np.ndarray, bool]]
+
+
+def _json_entries(path: Path, model: ModelTensors, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[Entry], list[Expected] | None]:
     try:
         document = json.loads(path.read_text())
     except OSError as exc:
@@ -224,6 +245,7 @@ def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, t
     data = document.get("data") if isinstance(document, Mapping) else None
     if not isinstance(data, list) or not data:
         raise UsageError(f'--input-data {path} needs a non-empty "data" list, as perf_analyzer reads it')
+    specs = model.inputs
     known = {s.name for s in specs}
     names = ", ".join(s.name for s in specs)
     entries = []
@@ -237,29 +259,60 @@ def _json_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, t
         missing = [s.name for s in specs if s.name not in entry]
         if missing:
             raise UsageError(f"{where} lacks input {missing[0]!r}: give every input of the model ({names})")
-        entries.append({s.name: _from_json_value(s, entry[s.name], shapes, where) for s in specs})
-    return entries
+        entries.append({s.name: _input_value(s, entry[s.name], shapes, where) for s in specs})
+    if "validation_data" not in document:
+        return entries, None
+    return entries, _validation_entries(path, document["validation_data"], len(data), model.outputs)
 
 
-def _directory_entries(path: Path, specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[dict[str, np.ndarray]]:
+def _validation_entries(path: Path, validation: Any, count: int, outputs: Sequence[TensorSpec]) -> list[Expected]:
+    """perf_analyzer's `validation_data`: one entry per `data` entry, each naming some of the
+    model's outputs in the forms `data` takes."""
+    if not isinstance(validation, list) or len(validation) != count:
+        given = f"{len(validation)} entries" if isinstance(validation, list) else "not a list"
+        raise UsageError(f'--input-data {path}: "validation_data" is {given}: give one entry per "data" entry ({count}), as perf_analyzer reads it')
+    by_name = {s.name: s for s in outputs}
+    names = ", ".join(by_name) or "none"
+    expected = []
+    for index, entry in enumerate(validation):
+        where = f"--input-data {path}, validation_data[{index}]"
+        if not isinstance(entry, Mapping):
+            raise UsageError(f"{where} is not an object of output name: value")
+        unknown = [name for name in entry if name not in by_name]
+        if unknown:
+            raise UsageError(f"{where} has output {unknown[0]!r}, which the model does not have: its outputs are {names}")
+        checked = {}
+        for name, value in entry.items():
+            array, shape = _from_json_value(by_name[name], value, where)
+            checked[name] = _expected_value(by_name[name], array, shape, f"{where}: {name}")
+        expected.append(checked)
+    return expected
+
+
+def _directory_entries(path: Path, model: ModelTensors, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[Entry], list[Expected] | None]:
     """perf_analyzer's directory form: one file per input, named after it, holding the raw tensor
-    (for BYTES: text, one element per line)."""
+    (for BYTES: text, one element per line); and a file named after an output holds what it must be."""
     entry = {}
-    for spec in specs:
-        try:
-            raw = (path / spec.name).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read --input-data {path / spec.name}: {exc.strerror}") from None
-        if spec.datatype == "BYTES":
-            array = np.array(raw.splitlines(), dtype=np.object_)
-        else:
-            array = _from_raw(spec, raw, f"--input-data {path / spec.name}")
+    for spec in model.inputs:
+        array = _directory_tensor(path, spec)
         shape = _resolve_shape(spec, shapes) if spec.name in shapes or all(d > 0 for d in spec.shape) else (array.size,)
         entry[spec.name] = _shaped(array, shape, f"--input-data {path / spec.name}")
-    return [entry]
+    expected = {spec.name: _expected_value(spec, _directory_tensor(path, spec), None, f"--input-data {path / spec.name}")
+                for spec in model.outputs if (path / spec.name).is_file()}  # fmt: skip
+    return [entry], [expected] if expected else None
 
 
-def image_input(specs: Sequence[InputSpec]) -> InputSpec | None:
+def _directory_tensor(path: Path, spec: TensorSpec) -> np.ndarray:
+    try:
+        raw = (path / spec.name).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --input-data {path / spec.name}: {exc.strerror}") from None
+    if spec.datatype == "BYTES":
+        return np.array(raw.splitlines(), dtype=np.object_)
+    return _from_raw(spec, raw, f"--input-data {path / spec.name}")
+
+
+def image_input(specs: Sequence[TensorSpec]) -> TensorSpec | None:
     """The input that takes encoded images: the model's only input, BYTES, one element per item."""
     if len(specs) == 1 and specs[0].datatype == "BYTES" and int(np.prod([abs(d) for d in specs[0].shape] or [1])) == 1:
         return specs[0]
@@ -273,54 +326,75 @@ def sample_photographs() -> list[Path]:
     return [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
 
 
-def _image_entries(spec: InputSpec, images: Sequence[Path]) -> list[dict[str, np.ndarray]]:
+def _image_entries(spec: TensorSpec, images: Sequence[Path]) -> list[Entry]:
     shape = tuple(1 for _ in spec.shape) or (1,)
     return [{spec.name: np.array([image.read_bytes()], dtype=np.object_).reshape(shape)} for image in images]
 
 
-def _entries(specs: Sequence[InputSpec], input_data: str | None, shapes: Mapping[str, tuple[int, ...]], string_length: int):
+def _entries(
+    model: ModelTensors, input_data: str | None, shapes: Mapping[str, tuple[int, ...]], string_length: int
+) -> tuple[list[Entry], list[Expected] | None]:
+    """The data entries, and the outputs each expects (None: nothing is checked)."""
+    specs = model.inputs
     check_shapes(specs, shapes)
     image_spec = image_input(specs)
     if input_data is None and image_spec is not None:
-        return _image_entries(image_spec, sample_photographs())
+        return _image_entries(image_spec, sample_photographs()), None
     if input_data in (None, "random", "zero"):
         kind = input_data or "random"
         rng = np.random.default_rng(RANDOM_SEED)
-        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in specs}]
+        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in specs}], None
     path = Path(input_data)
     if path.is_dir():
         if all((path / s.name).is_file() for s in specs):
-            return _directory_entries(path, specs, shapes)
+            return _directory_entries(path, model, shapes)
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if image_spec is not None and images:
-            return _image_entries(image_spec, images)
+            return _image_entries(image_spec, images), None
         names = ", ".join(s.name for s in specs)
         raise UsageError(f"--input-data {path} holds neither one file per input ({names}) nor images for an image model")
     if path.is_file():
-        return _json_entries(path, specs, shapes)
+        return _json_entries(path, model, shapes)
     raise UsageError(f"--input-data {input_data!r} is not zero, random, a JSON file or a directory: check the path")
 
 
-def _serialize(spec: InputSpec, array: np.ndarray) -> bytes:
-    if spec.datatype == "BYTES":
-        return serialize_byte_tensor(array).item()  # a 0-d object array holding the serialized bytes
-    return np.ascontiguousarray(array).tobytes()
+def _expected_outputs(outputs: Sequence[TensorSpec], picked: Sequence[Expected], config: Inputs) -> ExpectedOutputs | None:
+    """What the responses to one request must hold, from its batch's entries (None: nothing)."""
+    names = sorted(picked[0])
+    if any(sorted(entry) != names for entry in picked[1:]):
+        raise UsageError(f"validation_data entries batched together (-b {config.batch_size}) check different outputs: "
+                         "give each the same outputs")  # fmt: skip
+    checks = []
+    for spec in outputs:
+        if spec.name not in picked[0]:
+            continue
+        arrays = [entry[spec.name][0] for entry in picked]
+        known = all(entry[spec.name][1] for entry in picked)
+        if not known:  # a variable shape left open: the whole response's elements, in order
+            array = np.concatenate([a.reshape(-1) for a in arrays])
+        elif any(a.shape != arrays[0].shape for a in arrays):
+            raise UsageError(f"output {spec.name!r} has validation_data entries of different shapes: they cannot form a batch of {config.batch_size}")
+        else:
+            array = np.stack(arrays) if spec.batched else arrays[0]
+        checks.append(expected_output(spec.name, spec.datatype, array, known))
+    return ExpectedOutputs(tuple(checks), config.validation_rtol, config.validation_atol) if checks else None
 
 
-def build_request_inputs(specs: Sequence[InputSpec], config: Inputs) -> list[list[InputTensor]]:
-    """Every distinct request the run sends, in order. With -b N, each request batches N
-    consecutive data entries (wrapping around), so every entry is used."""
-    entries = _entries(specs, config.input_data, config.shapes, config.string_length)
+def build_request_inputs(model: ModelTensors, config: Inputs) -> list[RequestInputs]:
+    """Every distinct request the run sends, in order, each with what its responses must hold. With
+    -b N, each request batches N consecutive data entries (wrapping around), so every entry is used."""
+    entries, expected = _entries(model, config.input_data, config.shapes, config.string_length)
     batch = config.batch_size
     requests = []
     for first in range(0, len(entries), batch):
-        picked = [entries[(first + i) % len(entries)] for i in range(batch)]
+        indexes = [(first + i) % len(entries) for i in range(batch)]
         tensors = []
-        for spec in specs:
-            arrays = [entry[spec.name] for entry in picked]
+        for spec in model.inputs:
+            arrays = [entries[i][spec.name] for i in indexes]
             if any(a.shape != arrays[0].shape for a in arrays):
                 raise UsageError(f"input {spec.name!r} has entries of different shapes: they cannot form a batch of {batch}")
             array = np.stack(arrays) if spec.batched else arrays[0]
-            tensors.append(InputTensor(spec.name, spec.datatype, tuple(int(d) for d in array.shape), _serialize(spec, array)))
-        requests.append(tensors)
+            tensors.append(InputTensor(spec.name, spec.datatype, tuple(int(d) for d in array.shape), to_wire(spec.datatype, array)))
+        checks = None if expected is None else _expected_outputs(model.outputs, [expected[i] for i in indexes], config)
+        requests.append(RequestInputs(tensors, checks))
     return requests

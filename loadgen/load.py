@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import partial
 from time import monotonic_ns
 from typing import Any
 
@@ -19,6 +20,7 @@ from loadgen.engine import LoadEngine
 from loadgen.histogram import LatencyHistogram
 from loadgen.merge import WorkerFigures
 from loadgen.profile_export import epoch_offset_ns, request_formatter
+from loadgen.request_log import RequestLog, RequestRecords
 from loadgen.samples import SampleRecorder, WindowRequests, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
@@ -113,6 +115,11 @@ class Load(ABC):
         """The requests that completed in `window`, handed over once; None unless the load was
         opened to keep them (--profile-export-file)."""
 
+    def request_records(self) -> RequestRecords | None:
+        """The current level's requests by id number so far; None unless the load was prepared with
+        request ids (tracing)."""
+        return None
+
     async def close(self) -> None:
         """Release what the load holds (connections, worker processes)."""
 
@@ -121,8 +128,11 @@ class LocalLoad(Load):
     """The load from this process's event loop: exact figures from every sample. A --workers
     worker runs one of these too, and sends the driver digests of its windows."""
 
-    def __init__(self, engine: LoadEngine, goodput_latency_ms: float | None = None, export_requests: bool = False) -> None:
+    def __init__(
+        self, engine: LoadEngine, goodput_latency_ms: float | None = None, export_requests: bool = False, log_requests: bool = False,
+    ) -> None:
         self.engine = engine
+        self._log_requests = log_requests  # each level keeps a RequestLog (the requests carry ids: tracing)
         self.goodput_latency_ms = goodput_latency_ms  # goodput counts the successes within it; None: no goodput
         self._recorder: SampleRecorder | None = None
         # With export_requests, every request is kept as its export line, on the wall clock by this offset.
@@ -132,12 +142,14 @@ class LocalLoad(Load):
     @classmethod
     def prepare(
         cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
-        goodput_latency_ms: float | None = None, export_requests: bool = False,
+        goodput_latency_ms: float | None = None, export_requests: bool = False, id_prefix: str | None = None,
     ) -> LocalLoad:
-        """Every request of the run prepared on `transport`, behind an engine with the run's limits."""
-        requests = [transport.prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
+        """Every request of the run prepared on `transport`, behind an engine with the run's limits;
+        with `id_prefix` (tracing), each request carries an id and each level keeps its RequestLog."""
+        prepare = transport.prepare if id_prefix is None else partial(transport.prepare, id_prefix=id_prefix)
+        requests = [prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
         engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms)
-        return cls(engine, goodput_latency_ms, export_requests)
+        return cls(engine, goodput_latency_ms, export_requests, id_prefix is not None)
 
     @property
     def completed(self) -> int:
@@ -161,6 +173,7 @@ class LocalLoad(Load):
 
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
         self._recorder = SampleRecorder(monotonic_ns(), count_target, self._request_format)
+        self.engine.request_log = RequestLog() if self._log_requests else None
         return self.engine.start(schedule, self._recorder)
 
     async def window_full(self) -> None:
@@ -187,6 +200,10 @@ class LocalLoad(Load):
 
     def latency_histogram(self, windows: Sequence[WindowSamples]) -> LatencyHistogram:
         return LatencyHistogram.of(np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64))
+
+    def request_records(self) -> RequestRecords | None:
+        log = self.engine.request_log
+        return log.records() if log is not None else None
 
     def window_requests(self, window: WindowSamples) -> WindowRequests | None:
         if window.requests is None:

@@ -21,6 +21,7 @@ from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, OpenLoopStats
+from loadgen.tail import LevelTracing
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class LevelResult:
     workers: tuple[WorkerFigures, ...] = ()  # with --workers: each worker's part; empty in one process
     drain: DrainFigures | None = None  # None when the level was cut short (a worker lost)
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
+    tracing: LevelTracing | None = None  # the figures from Triton's traces (--trace-rate); None without them
 
     @property
     def reported_windows(self) -> tuple[WindowFigures, ...]:

@@ -2,8 +2,8 @@
 
 Reports group failures by their kind, read from `RequestError.kind`, never from the text. The
 text each kind is shown and stored under (`label`: "HTTP 503", "gRPC UNAVAILABLE", "timeout",
-"unanswered", "connection error", "protocol error") is summary.json's, so gates and older
-summaries keep their meaning.
+"unanswered", "connection error", "protocol error", "output mismatch") is summary.json's, so
+gates and older summaries keep their meaning.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class FailureKind(Enum):
     UNANSWERED = "unanswered"  # still out when its level's drain ran out, and abandoned
     CONNECTION = "connection"  # no connection, or it broke before the response was complete
     PROTOCOL = "protocol"  # the server's bytes broke the protocol (HTTP/1.1, HTTP/2, gRPC framing)
+    OUTPUT_MISMATCH = "output_mismatch"  # an answer that differs from its validation_data (loadgen.validation)
 
 
 _LABELS = {
@@ -29,6 +30,7 @@ _LABELS = {
     FailureKind.UNANSWERED: "unanswered",
     FailureKind.CONNECTION: "connection error",
     FailureKind.PROTOCOL: "protocol error",
+    FailureKind.OUTPUT_MISMATCH: "output mismatch",
 }
 
 
@@ -83,6 +85,11 @@ def protocol(message: str, code: str | None = None) -> RequestError:
     return RequestError(FailureKind.PROTOCOL, code, " ".join(message.split()))
 
 
+def output_mismatch(message: str) -> RequestError:
+    """`message` names the output and what differs (the first differing element, by its index)."""
+    return RequestError(FailureKind.OUTPUT_MISMATCH, None, " ".join(message.split()))
+
+
 @dataclass(frozen=True, slots=True)
 class InferOutcome:
     """What one request cost on the wire. Durations in ns; `error` is None on success.
@@ -90,9 +97,12 @@ class InferOutcome:
     send_ns: from the start of the request until its last byte was handed to the socket
     (gRPC: request marshalling). recv_ns: from the first byte of the response until it was
     fully read and parsed (gRPC: response unmarshalling). The rest of the request's time is
-    response wait.
+    response wait. check_ns: checking the response against its validation_data, after it was
+    read; not part of the request's latency (the engine takes it off, as perf_analyzer
+    validates after its timestamps).
     """
 
     send_ns: int
     recv_ns: int
     error: RequestError | None = None
+    check_ns: int = 0

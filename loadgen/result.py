@@ -36,8 +36,9 @@ from loadgen.metrics import (
 from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
+from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -310,6 +311,8 @@ def _level_dict(result: RunResult, level: LevelResult) -> dict[str, Any]:
         "sla": [verdict.to_dict() for verdict in level.sla],
         "workers": [_record(worker, overloaded=worker.overloaded) for worker in level.workers],
         "drain": _record(level.drain) if level.drain is not None else None,
+        "tracing": _tracing_dict(level.tracing) if level.tracing is not None else None,
+        "tail_attribution": _tail_attribution_dict(level.tracing),
     }
 
 
@@ -327,6 +330,33 @@ def _level(data: dict[str, Any]) -> LevelResult:
         sla=tuple(_fields(Verdict, verdict) for verdict in data["sla"]),
         workers=tuple(_fields(WorkerFigures, worker) for worker in data["workers"]),
         drain=_fields(DrainFigures, drain) if drain is not None else None,
+        tracing=_tracing(data["tracing"], data["tail_attribution"]) if data["tracing"] is not None else None,
+    )  # fmt: skip
+
+
+def _tracing_dict(tracing: LevelTracing) -> dict[str, Any]:
+    tail = tracing.tail
+    return {
+        "read": tracing.read,
+        "traces": tracing.traces,
+        "tail": _record(tail.bands, tail_requests=tail.tail_requests, middle_requests=tail.middle_requests) if tail else None,
+        "stages": [_record(stage) for stage in tracing.stages],
+    }
+
+
+def _tail_attribution_dict(tracing: LevelTracing | None) -> list[dict[str, Any]] | None:
+    """The tail's shares, biggest first: null without traces, empty when they show no tail."""
+    if tracing is None:
+        return None
+    return [_record(share) for share in tracing.tail.shares] if tracing.tail is not None else []
+
+
+def _tracing(data: dict[str, Any], shares: list[dict[str, Any]]) -> LevelTracing:
+    tail = data["tail"]
+    return LevelTracing(
+        read=data["read"], traces=data["traces"], stages=tuple(_fields(StageDistribution, stage) for stage in data["stages"]),
+        tail=TailAttribution(_fields(TailBands, tail), tail["tail_requests"], tail["middle_requests"],
+                             tuple(_fields(TailShare, share) for share in shares)) if tail is not None else None,
     )  # fmt: skip
 
 

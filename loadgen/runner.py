@@ -30,6 +30,7 @@ from loadgen.result import COMPLETE, FAILED, INTERRUPTED, RunResult
 from loadgen.scraper import metrics_url, server_metrics_url
 from loadgen.server import EmbeddedServer
 from loadgen.sweep import Sweep
+from loadgen.tracing import TRACE_FILE, Tracer, clear_trace_files
 from loadgen.transport import Transport, open_transport
 from loadgen.workers import preflight
 
@@ -106,14 +107,16 @@ async def sweep_over(
     metrics_at: str | None = None,
     server_exit: Callable[[], str | None] | None = None,
     interrupts: _Interrupts | None = None,
+    tracer: Tracer | None = None,
 ) -> RunResult:
-    """The sweep of `config` over an open `transport`, from its first level to its last report.
+    """The sweep of `config` over an open `transport`, from its first level to its last report;
+    with a `tracer`, each level gets its figures from Triton's traces.
 
     `listener` hears of it all: the start, each level, window and warning, and the end, which it
     hears of whatever ended the run (a failure, an interruption, a server gone) with the levels that
     finished. What ended the run is raised after that; else a failure of `listener` to finish.
     """
-    sweep = await Sweep.open(config, transport)
+    sweep = await Sweep.open(config, transport, tracer)
     try:
         # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
         # full passes, which otherwise pause the load for tens of milliseconds.
@@ -123,6 +126,7 @@ async def sweep_over(
         try:
             if metrics_at is not None:
                 await sweep.start_metrics(metrics_at, listener)
+            await sweep.start_tracing(listener)
             watch = ServerWatch(redact_url(config.target.url), transport.server_live, server_exit)
             await watch.guard(sweep.run(listener))
         except ServerGone as exc:
@@ -133,6 +137,7 @@ async def sweep_over(
             ended_by = exc
             status, sweep.stop_reason = _failure(exc, interrupts)
         await sweep.stop_metrics()
+        await sweep.stop_tracing(listener)
         result = sweep.result(status)
         unwritten = None
         try:
@@ -155,13 +160,14 @@ async def _sweep(
     listener: RunListener,
     interrupts: _Interrupts,
     server_exit: Callable[[], str | None] | None,
+    tracer: Tracer | None,
 ) -> RunResult:
     interrupts.task = asyncio.current_task()
     target = config.target
     async with open_transport(
         target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
     ) as transport:
-        return await sweep_over(config, transport, listener, metrics_at, server_exit, interrupts)
+        return await sweep_over(config, transport, listener, metrics_at, server_exit, interrupts, tracer)
 
 
 def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
@@ -206,13 +212,20 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
         if path is not None:
             _check_writable(Path(path).parent, flag)
     metrics_at = metrics_url(outputs.metrics_url) if outputs.collect_metrics and outputs.metrics_url else None
+    # Tracing: the embedded server writes its traces into the report folder, where loadgen reads them.
+    trace_file = report_dir.resolve() / TRACE_FILE if outputs.tracing and target.url is None else None
+    if trace_file is not None:
+        clear_trace_files(trace_file)
+    tracer = Tracer(outputs.trace_rate, trace_file) if outputs.tracing else None
+    listening = Listeners(everyone)
     server = None
     with _Interrupts() as interrupts:
         try:
             if live is not None:
                 live.serve(outputs.export_metrics_port)
             if target.url is None:
-                server = EmbeddedServer(target.model_repository or default_model_repository(), report_dir / SERVER_LOG)
+                server = EmbeddedServer(target.model_repository or default_model_repository(), report_dir / SERVER_LOG,
+                                        trace_file=trace_file)  # fmt: skip
                 endpoints = server.start()
                 url = endpoints.http if target.protocol == "http" else endpoints.grpc
                 config = replace(config, target=replace(target, url=url))
@@ -222,11 +235,13 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
                 metrics_at = server_metrics_url(target.url)
             server_exit = server.exit_status if server is not None else None
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(_sweep(config, metrics_at, Listeners(everyone), interrupts, server_exit))
+                return runner.run(_sweep(config, metrics_at, listening, interrupts, server_exit, tracer))
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise Interrupted(f"interrupted by {interrupts.signal_name or 'SIGINT'}") from None
         finally:
             if server is not None:
-                server.stop()
+                server.stop()  # after the transport closed its connections: Triton would wait for them, then cut its files
+                if tracer is not None and (note := tracer.finish()) is not None:
+                    listening.warning(note)
             if live is not None:
                 live.close()

@@ -122,8 +122,12 @@ class EmbeddedServer:
         metrics_port: int | None = None,
         startup_timeout_s: float = 180.0,
         extra_args: tuple[str, ...] = (),
+        trace_file: Path | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        # Where Triton writes its traces (level, rate and log_frequency are set over its trace API;
+        # the file can be set only here).
+        self.trace_file = Path(trace_file).resolve() if trace_file is not None else None
         self.log_path = Path(log_path)
         self._ports = (http_port, grpc_port, metrics_port)
         self.extra_args = tuple(extra_args)  # more tritonserver options, e.g. --http-header-forward-pattern=...
@@ -190,6 +194,7 @@ class EmbeddedServer:
                 f"--metrics-port={metrics}",
                 "--allow-metrics=true",
                 "--exit-timeout-secs=10",
+                *((f"--trace-config=triton,file={self.trace_file}",) if self.trace_file is not None else ()),
                 *self.extra_args,
             ]
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,11 @@ Metrics, their unit in their name:
 - `MODEL.FIELD_ms`: the server's figures for the top model or any composing model, at any depth;
   FIELD is queue, compute_input, compute_infer, compute_output, compute, overhead or latency (the
   average request latency). The name splits at its last dot, so model names may hold dots.
+  These are averages, from the statistics API.
+- `MODEL.PART_pN_ms`: with tracing (--trace-rate), the Nth percentile (any N, `p99.9` too) of one
+  part of a model over the level's traced requests (loadgen.tail): PART is queue, compute_input,
+  compute_infer, compute_output, latency (the model's whole time: its `total`) or scheduling (an
+  ensemble's time between its steps). Without traces it fails, saying why.
 - `gpu_util`: mean utilization over the GPUs, 0..1; `gpu_power_w`: their summed average power;
   `gpu_memory_bytes`: the largest memory used on any GPU; `cpu_util`: CPU utilization, 0..1;
   `energy_per_inference_j`: GPU energy per inference. These need --collect-metrics.
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import UsageError
-from loadgen.stats import CURVE_PERCENTILES, ClientStats, OpenLoopStats
+from loadgen.stats import CURVE_PERCENTILES, ClientStats, OpenLoopStats, percentile_of_sorted
 
 if TYPE_CHECKING:  # a level holds its verdicts: loadgen.measurement imports this module
     from loadgen.measurement import LevelResult
@@ -48,8 +53,16 @@ MODEL_FIELDS = {
     "compute_output": "compute_output_us", "compute": "compute_us", "overhead": "overhead_us",
     "latency": "avg_request_latency_us",
 }
+# MODEL.PART_pN_ms → (loadgen.tail's part name) the Nth percentile of that part over the traced requests.
+TRACE_FIELDS = {
+    "queue": "queue", "compute_input": "compute_input", "compute_infer": "compute_infer",
+    "compute_output": "compute_output", "latency": "total", "scheduling": "scheduling",
+}
+# Matched before the MODEL.FIELD_ms split, which would cut `p99.9` at its dot.
+TRACED = re.compile(r"(?P<model>.+)\.(?P<field>" + "|".join(TRACE_FIELDS) + r")_p(?P<percentile>\d+(?:\.\d+)?)_ms")
 METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, goodput, error_rate, MODEL.FIELD_ms (FIELD: "
                 + ", ".join(MODEL_FIELDS)
+                + "), MODEL.PART_pN_ms with tracing (PART: " + ", ".join(TRACE_FIELDS)
                 + "), gpu_util, gpu_power_w, gpu_memory_bytes, cpu_util, energy_per_inference_j, lag_p99_ms, "
                   "achieved_rate")
 
@@ -98,11 +111,18 @@ def parse_sla(text: str) -> Sla:
 def _check_metric(text: str, metric: str) -> None:
     if metric in FIXED_METRICS:
         return
-    percentile = PERCENTILE.fullmatch(metric)
+    percentile = PERCENTILE.fullmatch(metric) or TRACED.fullmatch(metric)
     if percentile is not None:
         if float(percentile["percentile"]) > 100:
             raise UsageError(f"--sla {text!r}: percentile {percentile['percentile']} is over 100; use p0_ms to p100_ms")
         return
+    traced = re.fullmatch(r"(?P<model>.*)\.(?P<part>[^.]+)_p\d+(?:\.\d+)?_ms", metric)
+    if traced is not None and traced["part"] in TRACE_FIELDS:  # the model name is what is missing
+        raise UsageError(f"--sla {text!r}: no model name before '.{traced['part']}_p...'; use MODEL.PART_pN_ms, "
+                         f"e.g. centernet.{traced['part']}_p99_ms")
+    if traced is not None:
+        raise UsageError(f"--sla {text!r}: unknown traced part {traced['part']!r}; use MODEL.PART_pN_ms with PART one of "
+                         f"{', '.join(TRACE_FIELDS)} and a model name, e.g. {traced['model'] or 'MODEL'}.compute_infer_p99_ms")
     model, dot, field = metric.rpartition(".")
     if not dot:
         raise UsageError(f"--sla {text!r}: unknown metric {metric!r}; use {METRIC_FORMS}")
@@ -157,6 +177,9 @@ def _measure(metric: str, level: LevelResult) -> float:
     percentile = PERCENTILE.fullmatch(metric)
     if percentile is not None:
         return _percentile_ms(level, float(percentile["percentile"]))
+    traced = TRACED.fullmatch(metric)
+    if traced is not None:
+        return _traced_ms(level, traced["model"], traced["field"], float(traced["percentile"]))
     model, _, field = metric.rpartition(".")
     return _model_ms(level, model, field.removesuffix("_ms"))
 
@@ -210,6 +233,28 @@ def _model_ms(level: LevelResult, model: str, field: str) -> float:
     if found is None:
         raise _NotMeasured(f"no model {model!r} in this run")
     return getattr(found, MODEL_FIELDS[field]) / 1000
+
+
+def _traced_ms(level: LevelResult, model: str, field: str, percentile: float) -> float:
+    tracing = level.tracing
+    if tracing is None:
+        raise _NotMeasured("no traces at this level: tracing was off (add --trace-rate N), or the server was given "
+                           "with -u (loadgen reads its embedded server's traces only)")
+    part = TRACE_FIELDS[field]
+    values = (tracing.samples_us or {}).get((model, part))
+    if values is not None and values.size:
+        return percentile_of_sorted(values, percentile) / 1000
+    stage = next((stage for stage in tracing.stages if (stage.model, stage.part) == (model, part)), None)
+    if stage is None:
+        if not any(stage.model == model for stage in tracing.stages):
+            raise _NotMeasured(f"none of the {tracing.traces} traced requests of this level went through model {model!r}")
+        kind = "an ensemble's" if part == "scheduling" else "a model's own, which an ensemble has not"
+        raise _NotMeasured(f"model {model!r} has no {field} in its traces ({field} is {kind})")
+    # A level read back from summary.json keeps these of each stage only.
+    kept = {50.0: stage.p50_us, 90.0: stage.p90_us, 99.0: stage.p99_us, 100.0: stage.max_us}
+    if percentile not in kept:
+        raise _NotMeasured(f"summary.json keeps p50, p90, p99 and p100 of each traced stage, not p{percentile:g}")
+    return kept[percentile] / 1000
 
 
 def _metrics(level: LevelResult) -> MetricsFigures:

@@ -205,9 +205,25 @@ def v7_to_v8(old: Summary) -> Summary:
     return data
 
 
+def v8_to_v9(old: Summary) -> Summary:
+    """Version 9 added tracing (--trace-level, --trace-rate) and each level's `tracing` and
+    `tail_attribution`: runs before it traced nothing; and output validation's tolerances
+    (--validation-rtol, --validation-atol): runs before it checked no output."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 9
+    data["config"]["trace_level"] = "OFF"
+    data["config"]["trace_rate"] = None
+    data["config"]["validation_rtol"] = None
+    data["config"]["validation_atol"] = None
+    for level in data["levels"]:
+        level["tracing"] = None
+        level["tail_attribution"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
-    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8,
+    1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import platform
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
+from functools import partial
 from time import monotonic_ns
 from typing import Any
 
@@ -29,6 +30,8 @@ from loadgen.schedule import (
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate
+from loadgen.tail import MIN_TRACES
+from loadgen.tracing import Tracer
 from loadgen.transport.base import Transport
 
 
@@ -62,7 +65,8 @@ class Sweep:
     """
 
     def __init__(
-        self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, load: Load, transport: Transport
+        self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, load: Load, transport: Transport,
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.server_metadata = server_metadata
@@ -77,10 +81,12 @@ class Sweep:
         self.started_at = _now()
         self.started_ns = monotonic_ns()
         self._transport = transport
+        self.tracer = tracer
 
     @classmethod
-    async def open(cls, config: RunConfig, transport: Transport) -> Sweep:
-        """Read the server and the model, and build every request the sweep will send."""
+    async def open(cls, config: RunConfig, transport: Transport, tracer: Tracer | None = None) -> Sweep:
+        """Read the server and the model, and build every request the sweep will send (each with
+        an id of the `tracer`'s, with one)."""
         server_metadata = await transport.server_metadata()
         configs: dict[str, dict[str, Any]] = {}
 
@@ -97,25 +103,37 @@ class Sweep:
         goodput_latency_ms = config.gates.goodput_latency_ms
         export_requests = config.outputs.profile_export_file is not None
         if config.load.workers is None:
-            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests)
+            id_prefix = tracer.prefix if tracer is not None else None
+            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
+                                           id_prefix)  # fmt: skip
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
             load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests)
-        return cls(config, server_metadata, configs, tree, load, transport)
+        return cls(config, server_metadata, configs, tree, load, transport, tracer)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:
         """Scrape `url` from now on, every --metrics-interval and at each window boundary; `listener`
         hears of a scrape that fails."""
-
-        def warn(message: str) -> None:
-            self.warnings.append(message)
-            listener.warning(message)
-
         interval_ms, tls = self.config.outputs.metrics_interval_ms, self.config.target.https_tls
-        self.scraper = MetricsScraper(url, interval_ms, self.model_configs, warn, tls)
+        self.scraper = MetricsScraper(url, interval_ms, self.model_configs, partial(self._warn, listener), tls)
         await self.scraper.start()
+
+    def _warn(self, listener: RunListener, message: str) -> None:
+        """A warning: kept in the result, and told to `listener`."""
+        self.warnings.append(message)
+        listener.warning(message)
+
+    async def start_tracing(self, listener: RunListener) -> None:
+        """Set the server's trace settings (with a tracer); `listener` hears if the levels will have no traces."""
+        if self.tracer is not None and (note := await self.tracer.start(self._transport)) is not None:
+            self._warn(listener, note)
+
+    async def stop_tracing(self, listener: RunListener) -> None:
+        """Put a -u server's trace settings back."""
+        if self.tracer is not None and (note := await self.tracer.stop(self._transport)) is not None:
+            self._warn(listener, note)
 
     async def close(self) -> None:
         """Release the load: its connections, and with --workers the worker processes."""
@@ -170,6 +188,8 @@ class Sweep:
             self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, listener.window_closed,
             self.scraper, listener.window_requests,
         )
+        if self.tracer is not None:
+            level = await self._traced(level, listener)
         level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level)))
         self.levels.append(level)
         self.measuring = None
@@ -177,6 +197,16 @@ class Sweep:
         if level.incomplete is not None:  # the remaining levels would run on fewer workers than asked for
             raise WorkerLost(f"{level.incomplete} during {schedule.label.lower()} {schedule.value:g}: the level is kept, marked incomplete")
         return level
+
+    async def _traced(self, level: LevelResult, listener: RunListener) -> LevelResult:
+        """The level with its figures from Triton's traces; a warning when they rest on few."""
+        percentile = self.config.windows.percentile or 99
+        tracing = await self.tracer.level_tracing(self._transport, self.load.request_records(), level, percentile)
+        if tracing is not None and tracing.few:
+            self._warn(listener, f"{level.label.lower()} {level.value:g}: its per-stage figures and tail attribution rest on "
+                                 f"{tracing.traces} traced requests (fewer than {MIN_TRACES}): trace more (a --trace-rate "
+                                 f"below {self.tracer.rate}) or measure longer")  # fmt: skip
+        return replace(level, tracing=tracing)
 
     async def run(self, listener: RunListener) -> None:
         """Measure level after level until the range ends, or bisect it (--binary-search), telling

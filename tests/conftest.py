@@ -66,6 +66,15 @@ def queueing_triton(tmp_path_factory):
     yield from _serve(QUEUEING_REPOSITORY, tmp_path_factory.mktemp("queueing") / "server.log")
 
 
+STALLING_REPOSITORY = ROOT / "tests" / "model_repos" / "stalling"
+
+
+@pytest.fixture(scope="session")
+def stalling_triton(tmp_path_factory):
+    """The embedded server on the stalling-ensemble repository, started without a trace file."""
+    yield from _serve(STALLING_REPOSITORY, tmp_path_factory.mktemp("stalling") / "server.log")
+
+
 @pytest.fixture(scope="session")
 def faults_triton(tmp_path_factory):
     """The embedded server on the faults test repository (flaky, slow)."""

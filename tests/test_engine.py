@@ -197,3 +197,25 @@ def test_the_recorder_closes_a_window_with_what_is_still_out():
     recorder = SampleRecorder(0)
     window = recorder.close_window(10**9, outstanding=4, oldest_outstanding_ns=7 * 10**8)
     assert (window.outstanding, window.oldest_outstanding_ns) == (4, 7 * 10**8)
+
+
+class ChecksAfterAnswering(StopsAnswering):
+    """Answers after 30 ms, of which the last 20 ms were its own check of the response (check_ns)."""
+
+    async def infer(self, prepared) -> InferOutcome:
+        await asyncio.sleep(0.03)
+        return InferOutcome(1_000, 2_000, None, check_ns=20_000_000)
+
+
+def test_checking_a_response_is_not_part_of_its_latency():
+    async def go():
+        engine = LoadEngine(ChecksAfterAnswering(answers=0), [object()])
+        recorder = SampleRecorder(monotonic_ns())
+        engine.start(ConcurrencySchedule(1), recorder)
+        await asyncio.sleep(0.2)
+        await engine.stop()
+        return recorder.close_window(monotonic_ns())
+
+    window = asyncio.run(go())
+    assert window.latency_ns.size >= 3
+    assert (window.latency_ns >= 10_000_000).all() and np.median(window.latency_ns) < 25_000_000

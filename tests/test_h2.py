@@ -472,6 +472,22 @@ def test_flow_control_both_ways():
     assert conn.failed and stream.error.failure is Failure.PROTOCOL  # stream 1 was still waiting for its response
 
 
+def test_a_tail_ends_the_body_in_one_frame_or_across_windows():
+    conn, _ = connection(0)
+    conn.receive(settings_frame())
+    whole = Stream(memoryview(b"head-of-body "), tail=b"000000000042")  # a traced request: its id digits last
+    conn.start(whole)
+    (data,) = [f for f in sent_frames(conn.data_to_send()) if f[0] == 0]
+    assert data[3] == b"head-of-body 000000000042" and data[1] & 0x1 and whole.payload is None
+    conn.receive(settings_frame((4, 10)))  # now in pieces, as the stream's window allows
+    cut = Stream(b"x" * 15, tail=b"0123456789")
+    conn.start(cut)
+    conn.receive(frame(8, 0, 3, struct.pack(">I", 100)))
+    pieces = [f for f in sent_frames(conn.data_to_send()) if f[0] == 0]
+    assert b"".join(f[3] for f in pieces) == b"x" * 15 + b"0123456789" and [len(f[3]) for f in pieces] == [10, 15]
+    assert pieces[-1][1] & 0x1 and cut.payload is None
+
+
 def test_settings_limit_concurrent_streams_and_frame_sizes():
     conn = H2Connection(b"h" * 40000, clock())
     conn.initiate()

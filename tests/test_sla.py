@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 from results import client, gpu, level as measured, metrics, open_loop
 
@@ -11,6 +14,9 @@ from loadgen.errors import UsageError
 from loadgen.measurement import LevelResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import Sla, Verdict, describe, evaluate, parse_sla
+from loadgen.stats import percentile_of_sorted
+from loadgen.tail import join, level_tracing
+from loadgen.traces import TraceReader
 
 GPU_A, GPU_B = "GPU-1111aaaa", "GPU-2222bbbb"
 
@@ -70,6 +76,10 @@ def value(expression: str, data: LevelResult | None = None) -> float:
     ("lag_p99_ms<2", Sla("lag_p99_ms<2", "lag_p99_ms", "<", 2.0)),
     ("achieved_rate>=119", Sla("achieved_rate>=119", "achieved_rate", ">=", 119.0)),
     ("p100_ms<1", Sla("p100_ms<1", "p100_ms", "<", 1.0)),
+    ("middle.compute_infer_p99_ms<1", Sla("middle.compute_infer_p99_ms<1", "middle.compute_infer_p99_ms", "<", 1.0)),
+    ("my.model.queue_p99.9_ms <= 2", Sla("my.model.queue_p99.9_ms<=2", "my.model.queue_p99.9_ms", "<=", 2.0)),
+    ("ens.latency_p50_ms<3", Sla("ens.latency_p50_ms<3", "ens.latency_p50_ms", "<", 3.0)),
+    ("ens.scheduling_p100_ms<1", Sla("ens.scheduling_p100_ms<1", "ens.scheduling_p100_ms", "<", 1.0)),
 ])
 def test_parse(text, expected):
     assert parse_sla(text) == expected
@@ -92,6 +102,9 @@ def test_parse(text, expected):
     ("centernet.compute_ms_x<1", "unknown model figure 'compute_ms_x'"),
     ("centernet.queue<1", "e.g. centernet.queue_ms"),
     (".queue_ms<1", "no model name before '.queue_ms'"),
+    ("middle.compute_infer_p101_ms<1", "percentile 101 is over 100"),
+    ("middle.compute_p99.9_ms<1", "unknown traced part 'compute'; use MODEL.PART_pN_ms"),
+    (".queue_p99_ms<1", "no model name before '.queue_p...'"),
 ])
 def test_bad_expressions_are_one_line_usage_errors(text, says):
     with pytest.raises(UsageError) as raised:
@@ -248,3 +261,49 @@ def test_a_verdict_on_an_unstable_level_says_so():
     assert describe(failed) == "p99_ms<30: FAIL (p99_ms = 31.2, needs < 30, on a level that never stabilized)"
     big = verdict("gpu_memory_bytes<8e9", level())
     assert big.reason == "gpu_memory_bytes = 9663676416, needs < 8000000000"  # bytes in full, not 9.66368e+09
+
+
+# Per-stage percentiles from traces (a real capture of the stalling ensemble: tests/data/traces/stalling)
+
+TRACES = Path(__file__).parent / "data" / "traces" / "stalling"
+
+
+def traced_level() -> LevelResult:
+    reader = TraceReader(TRACES / "trace.json")
+    traces = reader.poll() + reader.finish()
+    latency_us = json.loads((TRACES / "client.json").read_text())
+    ordered = np.sort(np.array(list(latency_us.values())))
+    tracing = level_tracing(join(latency_us, traces), len(traces), lambda p: percentile_of_sorted(ordered, p), 99)
+    return replace(level(), tracing=tracing)
+
+
+def test_stage_percentiles_of_any_rank_from_the_traces():
+    data = traced_level()
+    samples = data.tracing.samples_us
+    infer = samples[("middle", "compute_infer")]
+    assert value("middle.compute_infer_p99_ms<100", data) == percentile_of_sorted(infer, 99) / 1000 > 45  # a stall
+    assert value("middle.compute_infer_p50_ms<100", data) < 2
+    assert value("middle.queue_p99.9_ms<100", data) == percentile_of_sorted(samples[("middle", "queue")], 99.9) / 1000
+    assert value("stalling-ensemble.latency_p90_ms<100", data) == percentile_of_sorted(
+        samples[("stalling-ensemble", "total")], 90) / 1000
+    assert value("stalling-ensemble.scheduling_p99_ms<100", data) > 0
+    assert verdict("middle.compute_infer_p99_ms<1", data).reason.startswith("middle.compute_infer_p99_ms = ")
+    assert value("pipeline.latency_ms<100", data) == value("pipeline.latency_ms<100")  # still the statistics API's average
+
+
+def test_stage_percentiles_not_measured():
+    assert "tracing was off (add --trace-rate N)" in not_measured("middle.queue_p99_ms<1", level())
+    data = traced_level()
+    assert not_measured("centernet.queue_p99_ms<1", data) == \
+        "none of the 20 traced requests of this level went through model 'centernet'"
+    assert not_measured("stalling-ensemble.queue_p99_ms<1", data).startswith("model 'stalling-ensemble' has no queue")
+    assert "scheduling is an ensemble's" in not_measured("middle.scheduling_p99_ms<1", data)
+
+
+def test_a_level_read_back_keeps_p50_p90_p99_and_max_of_each_stage():
+    data = traced_level()
+    read_back = replace(data, tracing=replace(data.tracing, samples_us=None))
+    infer = next(stage for stage in data.tracing.stages if (stage.model, stage.part) == ("middle", "compute_infer"))
+    assert value("middle.compute_infer_p99_ms<100", read_back) == infer.p99_us / 1000
+    assert value("middle.compute_infer_p100_ms<100", read_back) == infer.max_us / 1000
+    assert "keeps p50, p90, p99 and p100" in not_measured("middle.compute_infer_p99.9_ms<100", read_back)

@@ -34,13 +34,14 @@ from loadgen.summary_versions import (
     v5_to_v6,
     v6_to_v7,
     v7_to_v8,
+    v8_to_v9,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
 FIXTURES = sorted(path.parent for path in SUMMARIES.glob("v*/*/summary.json"))
 # The nested-outer closed-loop runs, which share levels with the current run below.
 CLOSED_LOOP = ["v1/closed-loop", "v2/metrics", "v2/capacity", "v3/metrics-sla", "v4/metrics-sla", "v4/percentile",
-               "v6/closed-loop", "v7/goodput"]
+               "v6/closed-loop", "v7/goodput", "v8/profile-export"]
 
 
 def _name(folder: Path) -> str:
@@ -369,3 +370,16 @@ def test_v7_to_v8_wrote_no_profile_export():
         read = load_summary(SUMMARIES / name)
         assert read.upgraded_from == 7 and read.config.outputs.profile_export_file is None
         assert read.config.gates.goodput_latency_ms is not None  # what version 7 recorded is kept
+
+
+def test_v8_to_v9_traced_nothing():
+    old = raw("v8/profile-export")
+    new = v8_to_v9(old)
+    assert new["schema_version"] == 9
+    assert (new["config"]["trace_level"], new["config"]["trace_rate"]) == ("OFF", None)
+    assert new["levels"] and all(level["tracing"] is None and level["tail_attribution"] is None for level in new["levels"])
+    assert "trace_level" not in old["config"] and "tracing" not in old["levels"][0]  # the input is not changed
+    read = load_summary(SUMMARIES / "v8/profile-export")
+    assert read.upgraded_from == 8 and not read.config.outputs.tracing
+    assert all(level.tracing is None for level in read.levels)
+    assert read.config.outputs.profile_export_file is not None  # what version 8 recorded is kept

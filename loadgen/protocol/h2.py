@@ -195,15 +195,17 @@ class ConnectionTerminated:
 
 
 class Stream:
-    """One request/response exchange. `token` is the caller's own (e.g. the future to wake)."""
+    """One request/response exchange. `token` is the caller's own (e.g. the future to wake). The
+    request's body is `payload` and then `tail` (a few bytes of its own: a traced request's id digits)."""
 
-    __slots__ = ("sid", "token", "payload", "window", "headers", "trailers", "data", "error",
+    __slots__ = ("sid", "token", "payload", "tail", "window", "headers", "trailers", "data", "error",
                  "t_first", "t_sent", "t_done", "received")  # fmt: skip
 
-    def __init__(self, payload: bytes, token: Any = None) -> None:
+    def __init__(self, payload: bytes | memoryview, token: Any = None, tail: bytes = b"") -> None:
         self.sid = 0  # assigned when its HEADERS go out
         self.token = token
         self.payload: memoryview | bytes | None = payload  # what is still to be sent
+        self.tail = tail  # sent after payload; joined to it only when the body goes out in pieces
         self.window = 0
         self.headers: list | None = None  # the response's (final) header list, as (name, value) bytes
         self.trailers: list | None = None
@@ -620,11 +622,12 @@ class H2Connection:
         block = self.header_block
         max_frame = self.peer_max_frame
         out = self.out
-        payload = stream.payload
-        n = len(payload)
+        payload, tail = stream.payload, stream.tail
+        n = len(payload) + len(tail)
         if n <= window and n <= self.send_window and n <= max_frame and len(block) <= max_frame:
-            # The common case, kept short: the header block and the whole payload, a frame each.
-            out += (self.open_frames.pack(len(block) << 8 | HEADERS, END_HEADERS, sid, block, n << 8 | DATA, END_STREAM, sid), payload)
+            # The common case, kept short: the header block and the whole body, a frame each.
+            out += (self.open_frames.pack(len(block) << 8 | HEADERS, END_HEADERS, sid, block, n << 8 | DATA, END_STREAM, sid),
+                    payload, tail)  # fmt: skip
             self.send_window -= n
             stream.window = window - n
             stream.payload = None
@@ -638,6 +641,8 @@ class H2Connection:
                 piece = block[i : i + max_frame]
                 last = i + max_frame >= len(block)
                 out += [FRAME_HEAD.pack(len(piece) << 8 | CONTINUATION, END_HEADERS if last else 0, sid), piece]
+        if tail:  # framed in pieces as the windows allow: one body
+            stream.payload, stream.tail = b"".join((payload, tail)), b""
         self._send_data(stream)
 
     def _send_data(self, stream: Stream) -> None:

@@ -14,6 +14,7 @@ from loadgen.redact import redact_url
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
+from loadgen.tail import LevelTracing, tail_line
 from loadgen.stats import (
     LATE_NS,
     REPORTED_PERCENTILES,
@@ -205,6 +206,8 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodp
             f"    Avg HTTP time: {_us(client.avg_latency_us)} (send/recv {_us(client.avg_send_us + client.avg_recv_us)} "
             f"+ response wait {_us(client.avg_response_wait_us)})"
         )
+    if level.tracing is not None:
+        lines.append(f"    {tracing_line(level.tracing)}")
     for kind in client.error_kinds:
         lines += [f"  Error ({count}x): {message}" for message, count in kind.messages.items()]
     lines += [
@@ -231,6 +234,14 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodp
         )
     lines += _server_block(server, depth=1)
     return lines
+
+
+def tracing_line(tracing: LevelTracing) -> str:
+    """Where the level's tail comes from, from its traces: "Tail: p99 12.4 ms: 71% of the tail is queue
+    in centernet (143 traced requests)"."""
+    if tracing.tail is None:
+        return f"Tail: no request succeeded, so no tail to split ({tracing.traces} traced requests)"
+    return f"Tail: {tail_line(tracing.tail)} ({tracing.traces} traced requests)"
 
 
 WORKER_COLUMNS = (

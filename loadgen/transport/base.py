@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from loadgen.errors import UsageError
 from loadgen.outcome import InferOutcome
 from loadgen.redact import redact_url
 
+if TYPE_CHECKING:
+    from loadgen.validation import ExpectedOutputs
 
 # How long opening a connection may take, by default (--connect-timeout).
 CONNECT_TIMEOUT_S = 10.0
@@ -63,6 +66,21 @@ class InputTensor:
     data: bytes
 
 
+class RequestInputs(list):
+    """The inputs of one request (InputTensors, in the model's order) and what its every response
+    must hold (validation_data; None: responses are not checked, nor decoded). A list, so that
+    `Transport.prepare` takes it as it takes plain inputs, and it travels to --workers as one."""
+
+    def __init__(self, tensors: Iterable[InputTensor], expected: ExpectedOutputs | None = None) -> None:
+        super().__init__(tensors)
+        self.expected = expected
+
+
+def expected_outputs(inputs: list[InputTensor]) -> ExpectedOutputs | None:
+    """What the responses to `inputs` must hold: RequestInputs' expected outputs, else nothing."""
+    return inputs.expected if isinstance(inputs, RequestInputs) else None
+
+
 class Transport(ABC):
     """A connection to one Triton server: control calls plus the hot inference path.
 
@@ -88,12 +106,24 @@ class Transport(ABC):
     async def server_live(self, timeout_s: float) -> str | None:
         """None when the server answers its liveness check within `timeout_s`, else why not (one line)."""
 
-    @abstractmethod
-    def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> Any:
-        """A request built once and sent many times (outputs requested in binary form)."""
+    async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Update the server's global trace settings (Triton's trace extension: `trace_level`,
+        `trace_rate`, `log_frequency`, ... as lists or strings) and return them as they now stand,
+        each a list of strings. A ServerError says what the server answered when it refused."""
+        raise NotImplementedError(f"{type(self).__name__} has no trace API")
 
     @abstractmethod
-    async def infer(self, prepared: Any) -> InferOutcome: ...
+    def prepare(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+    ) -> Any:
+        """A request built once and sent many times (outputs requested in binary form). With
+        RequestInputs that expect outputs, `infer` checks every response against them. With
+        `id_prefix` (tracing), the request carries an id (loadgen.transport.request_id)."""
+
+    @abstractmethod
+    async def infer(self, prepared: Any, number: int | None = None) -> InferOutcome:
+        """Send a prepared request; with `number`, it carries the id of that number (prepared
+        with an id prefix)."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -39,6 +39,8 @@ message was marshalled once, in `prepare`; a wait for a connection or for flow-c
 counts, and for a retried request everything from its first send to the retry's); recv_ns is
 from the arrival of the response's first frame until its last was read, plus unmarshalling the
 ModelInferResponse (not the wait for the event loop to resume the request's task in between).
+A request whose data entry has validation_data has each response checked against it
+(loadgen.validation), after the timing: check_ns.
 """
 
 from __future__ import annotations
@@ -60,11 +62,14 @@ from loadgen.transport.base import (
     InputTensor,
     Transport,
     check_header,
+    expected_outputs,
     split_host_port,
     url_credentials,
 )
 from loadgen.transport.grpc_control import GrpcControl
+from loadgen.transport.request_id import ID_DIGITS, IdPieces, id_digits, request_id
 from loadgen.transport.tls import TlsOptions, tls_failure
+from loadgen.validation import ExpectedOutputs, check_grpc
 
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -184,12 +189,16 @@ class _H2Protocol(asyncio.Protocol):
 
 
 class _Prepared:
-    """A request built once: the marshalled ModelInferRequest as a gRPC message (5-byte prefix)."""
+    """A request built once: the marshalled ModelInferRequest as a gRPC message (5-byte prefix);
+    and what its responses must hold (None: they are not checked)."""
 
-    __slots__ = ("framed",)
+    __slots__ = ("framed", "expected", "ids")
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, expected: ExpectedOutputs | None = None, traced: bool = False) -> None:
         self.framed = b"\x00" + len(raw).to_bytes(4, "big") + raw
+        self.expected = expected
+        # With tracing the message ends with its id (prepare): each send puts its own digits last.
+        self.ids = IdPieces(self.framed, len(self.framed) - ID_DIGITS) if traced else None
 
 
 class GrpcTransport(Transport):
@@ -246,9 +255,14 @@ class GrpcTransport(Transport):
     async def server_live(self, timeout_s: float) -> str | None:
         return await self._control.server_live(timeout_s)
 
+    async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return await self._control.update_trace_settings(settings)
+
     # -- the hot path -----------------------------------------------------------------------
 
-    def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> _Prepared:
+    def prepare(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+    ) -> _Prepared:
         request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version or ""))
         for tensor in inputs:
             entry = request.inputs.add()
@@ -258,7 +272,10 @@ class GrpcTransport(Transport):
             request.raw_input_contents.append(tensor.data)
         for name in outputs:
             request.outputs.add().name = name
-        return _Prepared(request.SerializeToString())
+        raw = request.SerializeToString()
+        if id_prefix is not None:  # the id last (a parser takes fields in any order), so a send's digits end the message
+            raw += service_pb2.ModelInferRequest(id=request_id(id_prefix, 0)).SerializeToString()
+        return _Prepared(raw, expected_outputs(inputs), id_prefix is not None)
 
     async def _open(self) -> _H2Protocol:
         """A new connection, once the server's SETTINGS have come (as grpc waits for them: a
@@ -320,7 +337,11 @@ class GrpcTransport(Transport):
             raise _ConnectionGone("the transport was closed")
         return conn
 
-    async def infer(self, prepared: _Prepared) -> InferOutcome:
+    async def infer(self, prepared: _Prepared, number: int | None = None) -> InferOutcome:
+        if number is None:
+            payload, digits = prepared.framed, b""
+        else:
+            payload, digits = prepared.ids.head, id_digits(number)
         t0 = perf_counter_ns()
         retried = False
         while True:
@@ -330,7 +351,7 @@ class GrpcTransport(Transport):
                     conn = await self._connection()
                 except _ConnectionGone as exc:
                     return InferOutcome(0, 0, connection(str(exc), "UNAVAILABLE"))
-            stream = Stream(prepared.framed, self._loop.create_future())
+            stream = Stream(payload, self._loop.create_future(), digits)
             conn.start(stream)
             try:
                 await stream.token
@@ -352,10 +373,15 @@ class GrpcTransport(Transport):
             self._good = (stream.headers, stream.trailers)
         t1 = perf_counter_ns()
         try:
-            _parse_response(response_message(stream.data))
+            response = _parse_response(response_message(stream.data))
         except Exception as exc:  # noqa: BLE001 - a malformed response is an outcome, not a crash
             return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1, protocol(f"bad response: {exc}", "INTERNAL"))
-        return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1)
+        expected = prepared.expected
+        if expected is None:
+            return InferOutcome(send_ns, read_ns + perf_counter_ns() - t1)
+        t2 = perf_counter_ns()
+        error = check_grpc(expected, response)
+        return InferOutcome(send_ns, read_ns + t2 - t1, error, perf_counter_ns() - t2)
 
     async def close(self) -> None:
         self._closed = True

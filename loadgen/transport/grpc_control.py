@@ -103,7 +103,7 @@ class GrpcControl:
             self._client = grpcclient.InferenceServerClient(self._target, **credentials)
         return self._client
 
-    async def _call(self, what: str, method: str, *args: str, model: str = "", version: str = ""):
+    async def _call(self, what: str, method: str, *args: Any, model: str = "", version: str = ""):
         """Calls tritonclient's `method` for its response proto; failures as typed one-line errors."""
         client = self._get_client()
         try:
@@ -138,6 +138,10 @@ class GrpcControl:
     async def model_statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
         response = await self._call("model statistics", "get_inference_statistics", model, str(version), model=model, version=version)
         return to_http_json(response)
+
+    async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        response = await self._call("updating the trace settings", "update_trace_settings", "", settings)
+        return {key: list(value.value) for key, value in response.settings.items()}
 
     async def server_live(self, timeout_s: float) -> str | None:
         try:

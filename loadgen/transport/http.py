@@ -10,7 +10,8 @@ Design:
   N connections and an open loop may have as many requests in flight as it likes.
 - `prepare` builds the whole request (request line, headers, KServe binary-tensor body) once;
   `infer` writes those bytes and waits for the response. Outputs are asked for in binary form
-  and never decoded: a 200 response's body is counted, not kept.
+  and never decoded: a 200 response's body is counted, not kept. Only a request whose data
+  entry has validation_data keeps its responses' bodies, to check them (loadgen.validation).
 - Responses are parsed by `loadgen.protocol.http1.ResponseParser` (socket-free; its docstring
   has the rules: 1xx interim responses skipped, strict framing, bare LF refused). This module
   keeps the sockets, the pool, TLS and the timing. A non-200 status carries Triton's JSON
@@ -48,12 +49,15 @@ from loadgen.transport.base import (
     InputTensor,
     Transport,
     check_header,
+    expected_outputs,
     split_host_port,
     unknown_model_error,
     url_credentials,
 )
 from loadgen.transport.probe import check_port
+from loadgen.transport.request_id import IdPieces, request_id
 from loadgen.transport.tls import TlsOptions, tls_failure
+from loadgen.validation import ExpectedOutputs, check_http
 
 _CONTROL_TIMEOUT_S = 60.0
 
@@ -173,12 +177,16 @@ class _Connection(asyncio.Protocol):
 
 
 class _Prepared:
-    """A request built once: every byte of it, request line to body."""
+    """A request built once: every byte of it, request line to body; and what its responses must
+    hold (None: they are not checked). With tracing, the pieces around its id's digits (`ids`,
+    loadgen.transport.request_id), each send writing its own digits between them."""
 
-    __slots__ = ("request",)
+    __slots__ = ("request", "expected", "ids")
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, expected: ExpectedOutputs | None = None, ids: IdPieces | None = None) -> None:
         self.request = request
+        self.expected = expected
+        self.ids = ids
 
 
 def _http_error(status: int, body: bytes | bytearray | None) -> RequestError:
@@ -251,8 +259,9 @@ class HttpTransport(Transport):
             raise _ConnectionFailed(f"no connection within {self._connect_timeout_s:g} s", False) from None
         return conn
 
-    async def _exchange(self, request: bytes, keep_body: bool) -> tuple:
-        """Sends `request` on a pooled connection: (response, recv_ns, t_sent, t0).
+    async def _exchange(self, request: bytes | tuple[bytes | memoryview, ...], keep_body: bool) -> tuple:
+        """Sends `request` (its bytes, or pieces to write one after the other) on a pooled
+        connection: (response, recv_ns, t_sent, t0).
 
         Raises _ConnectionFailed, or OSError when no connection can be opened.
         """
@@ -270,7 +279,10 @@ class HttpTransport(Transport):
             waiter = self._loop.create_future()
             conn.start(waiter, keep_body)
             t0 = perf_counter_ns()
-            conn.transport.write(request)
+            if type(request) is tuple:  # a large traced request's pieces around its id: one writev (uvloop)
+                conn.transport.writelines(request)
+            else:
+                conn.transport.write(request)
             if not conn.paused:
                 conn.t_sent = perf_counter_ns()
             try:
@@ -291,8 +303,11 @@ class HttpTransport(Transport):
 
     # -- the hot path -----------------------------------------------------------------------
 
-    def prepare(self, model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> _Prepared:
-        header: dict[str, Any] = {
+    def prepare(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+    ) -> _Prepared:
+        header: dict[str, Any] = {"id": request_id(id_prefix, 0)} if id_prefix is not None else {}
+        header |= {
             "inputs": [
                 {
                     "name": t.name,
@@ -312,23 +327,39 @@ class HttpTransport(Transport):
         if "content-type" not in self._user_lowered:
             head.append(b"Content-Type: application/octet-stream\r\n")
         head.append(b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(json_part), len(body)))
-        return _Prepared(b"".join(head) + body)
+        request = b"".join(head) + body
+        ids = None
+        if id_prefix is not None:
+            at = len(request) - len(body) + json_part.index(request_id(id_prefix, 0).encode()) + len(id_prefix)
+            ids = IdPieces(request, at)
+        return _Prepared(request, expected_outputs(inputs), ids)
 
-    async def infer(self, prepared: _Prepared) -> InferOutcome:
+    async def infer(self, prepared: _Prepared, number: int | None = None) -> InferOutcome:
+        expected = prepared.expected
+        request = prepared.request if number is None else prepared.ids.wire(number)
         try:
-            response, recv_ns, t_sent, t0 = await self._exchange(prepared.request, False)
+            response, recv_ns, t_sent, t0 = await self._exchange(request, expected is not None)
         except _ConnectionFailed as exc:
             return InferOutcome(0, 0, protocol(str(exc)) if exc.broken_protocol else connection(str(exc)))
         except OSError as exc:
             return InferOutcome(0, 0, connection(exc.strerror or str(exc)))
         if response.status != 200:
             return InferOutcome(t_sent - t0, recv_ns, _http_error(response.status, response.body))
-        return InferOutcome(t_sent - t0, recv_ns)
+        if expected is None:
+            return InferOutcome(t_sent - t0, recv_ns)
+        t1 = perf_counter_ns()
+        error = check_http(expected, response.body, response.inference_header_length)
+        return InferOutcome(t_sent - t0, recv_ns, error, perf_counter_ns() - t1)
 
     # -- control calls ----------------------------------------------------------------------
 
-    async def _get(self, path: str, what: str, model: str = "", version: str = "") -> dict[str, Any]:
-        request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
+    async def _call(self, path: str, what: str, model: str = "", version: str = "", body: bytes | None = None) -> dict[str, Any]:
+        """GET `path`, or POST `body` (JSON) to it: the JSON answer, or a ServerError saying what went wrong."""
+        if body is None:
+            request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
+        else:
+            request = (f"POST {path} HTTP/1.1\r\n".encode("latin-1") + self._headers
+                       + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         try:
             async with asyncio.timeout(_CONTROL_TIMEOUT_S):
                 response, *_ = await self._exchange(request, True)
@@ -378,18 +409,22 @@ class HttpTransport(Transport):
         return path
 
     async def server_metadata(self) -> dict[str, Any]:
-        return await self._get("/v2", "server metadata")
+        return await self._call("/v2", "server metadata")
 
     async def model_metadata(self, model: str, version: str = "") -> dict[str, Any]:
-        return await self._get(self._model_path(model, version), "model metadata", model, version)
+        return await self._call(self._model_path(model, version), "model metadata", model, version)
 
     async def model_config(self, model: str, version: str = "") -> dict[str, Any]:
-        return await self._get(self._model_path(model, version) + "/config", "model config", model, version)
+        return await self._call(self._model_path(model, version) + "/config", "model config", model, version)
 
     async def model_statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
         if not model:
-            return await self._get("/v2/models/stats", "model statistics")
-        return await self._get(self._model_path(model, version) + "/stats", "model statistics", model, version)
+            return await self._call("/v2/models/stats", "model statistics")
+        return await self._call(self._model_path(model, version) + "/stats", "model statistics", model, version)
+
+    async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        answer = await self._call("/v2/trace/setting", "updating the trace settings", body=json.dumps(settings).encode())
+        return {key: value if isinstance(value, list) else [value] for key, value in answer.items()}
 
     async def close(self) -> None:
         self._closed = True

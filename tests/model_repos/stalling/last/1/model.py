@@ -1,0 +1,1 @@
+../../first/1/model.py

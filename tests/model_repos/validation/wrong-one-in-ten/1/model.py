@@ -1,0 +1,1 @@
+../../right/1/model.py

@@ -1,0 +1,135 @@
+"""Tracing end to end (issue 14): loadgen runs the real embedded server on the stalling ensemble
+with every request traced, and names the stage that stalls as the cause of the tail; a server
+given with -u gets the trace settings it takes, and its own back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, STALLING_REPOSITORY
+
+from loadgen.cli import main
+from loadgen.server import EmbeddedServer
+from loadgen.transport import open_transport
+
+ECHO_REPOSITORY = ROOT / "tests" / "model_repos" / "echo"
+MODEL = ["-m", "stalling-ensemble"]
+WINDOWS = ["--concurrency-range", "2", "-p", "1000", "-r", "4", "-s", "50"]
+
+
+def loadgen(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadgen", "run", *args], capture_output=True, text=True, timeout=600)
+
+
+def stages_of(level: dict) -> dict:
+    return {(stage["model"], stage["part"]): stage for stage in level["tracing"]["stages"]}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_stalling_stage_is_named_first_and_its_p99_gates_the_run(protocol, tmp_path):
+    report = tmp_path / "report"
+    run = loadgen(["--model-repository", str(STALLING_REPOSITORY), *MODEL, "-i", protocol, *WINDOWS, "--trace-rate", "1",
+                   "--sla", "middle.compute_infer_p99_ms<1", "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the SLA on middle's p99 failed the run
+    summary = json.loads((report / "summary.json").read_text())
+    assert (summary["config"]["trace_level"], summary["config"]["trace_rate"]) == ("TIMESTAMPS", 1)
+    (level,) = summary["levels"]
+    tracing = level["tracing"]
+    # Every request the level counts carried its id and was traced: the joins are exact.
+    assert tracing["traces"] == level["client"]["request_count"] >= 100
+    assert tracing["read"] >= tracing["traces"]
+    first = level["tail_attribution"][0]
+    assert first["model"] == "middle" and first["part"] in ("queue", "compute_infer")
+    assert sum(share["share"] for share in level["tail_attribution"] if share["model"] == "middle") > 0.5
+    assert sum(share["share"] for share in level["tail_attribution"]) == pytest.approx(1.0)
+    assert tracing["tail"]["tail_requests"] >= 1 and tracing["tail"]["middle_requests"] >= 1
+    # One request in ten sleeps 50 ms in middle: its p99 is a stall, the other steps' are not.
+    stages = stages_of(level)
+    assert 45_000 < stages[("middle", "compute_infer")]["p99_us"] < 70_000
+    assert stages[("middle", "compute_infer")]["traces"] == tracing["traces"]
+    assert {model for model, _ in stages} == {"stalling-ensemble", "first", "middle", "last"}
+    (verdict,) = level["sla"]
+    assert not verdict["passed"] and verdict["value"] == pytest.approx(stages[("middle", "compute_infer")]["p99_us"] / 1e3)
+    assert summary["warnings"] == []
+    assert f"of the tail is {first['part']} in middle ({tracing['traces']} traced requests)" in run.stdout
+    assert (report / "trace.json.0").exists()  # Triton's own files, in the report folder
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_large_requests_in_flight_together_each_carry_their_own_id(protocol, tmp_path):
+    # 40 KB requests, four at once: HTTP writes each as its pieces around its id, gRPC ends its
+    # DATA frame with the id's digits; every request the level counts is joined to its trace.
+    report = tmp_path / "report"
+    run = loadgen(["--model-repository", str(ECHO_REPOSITORY), "-m", "echo_bytes", "-i", protocol, "--string-length",
+                   "40000", "--concurrency-range", "4", "-p", "500", "-r", "3", "-s", "100", "--trace-rate", "1",
+                   "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (level,) = json.loads((report / "summary.json").read_text())["levels"]
+    assert level["tracing"]["traces"] == level["client"]["request_count"] > 100
+    assert {stage["model"] for stage in level["tracing"]["stages"]} == {"echo_bytes"}
+
+
+def test_few_traces_are_flagged(tmp_path):
+    report = tmp_path / "report"
+    run = loadgen(["--model-repository", str(STALLING_REPOSITORY), *MODEL, "--concurrency-range", "1", "-p", "500",
+                   "-r", "3", "-s", "100", "--trace-rate", "1000", "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    (level,) = summary["levels"]
+    assert level["tracing"]["traces"] < 20
+    (warning,) = summary["warnings"]
+    assert warning.startswith("concurrency 1: its per-stage figures and tail attribution rest on ")
+    assert "fewer than 20" in warning and "--trace-rate below 1000" in warning
+
+
+def test_a_server_that_refuses_the_settings_is_one_warning(stalling_triton, tmp_path, capsys):
+    # Started without a trace file, Triton refuses to trace: the run goes on, and says what it answered.
+    report = tmp_path / "report"
+    code = main(["run", "-u", stalling_triton.http, *MODEL, "--concurrency-range", "1", "-p", "500", "-r", "3",
+                 "--trace-rate", "5", "--sla", "middle.queue_p99_ms<1000", "--report-dir", str(report)])  # fmt: skip
+    assert code == 1  # an SLA on traces that were not taken fails, with why
+    summary = json.loads((report / "summary.json").read_text())
+    (warning,) = summary["warnings"]
+    assert warning.startswith("tracing: updating the trace settings failed at ") and "trace file name is not given" in warning
+    (level,) = summary["levels"]
+    assert level["tracing"] is None and level["tail_attribution"] is None
+    assert "tracing was off" in level["sla"][0]["reason"] and "given with -u" in level["sla"][0]["reason"]
+
+
+async def trace_settings(url: str) -> dict:
+    async with open_transport("http", url, {}, None, 0, 10) as transport:
+        return await transport.update_trace_settings({})
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_server_given_with_u_traces_and_gets_its_settings_back(protocol, tmp_path, capsys):
+    server = EmbeddedServer(STALLING_REPOSITORY, tmp_path / "server.log", trace_file=tmp_path / "theirs.json")
+    endpoints = server.start()
+    try:
+        before = asyncio.run(trace_settings(endpoints.http))
+        url = endpoints.http if protocol == "http" else endpoints.grpc
+        report = tmp_path / "report"
+        code = main(["run", "-u", url, "-i", protocol, *MODEL, "--concurrency-range", "1", "-p", "500", "-r", "3",
+                     "--trace-rate", "2", "--report-dir", str(report)])  # fmt: skip
+        after = asyncio.run(trace_settings(endpoints.http))
+    finally:
+        server.stop()
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((report / "summary.json").read_text())
+    (warning,) = summary["warnings"]
+    assert warning == (f"tracing: the server traces one request in 2 to {tmp_path / 'theirs.json'}; loadgen reads the traces "
+                       "of its embedded server only, so the levels have no per-stage figures or tail attribution")
+    assert summary["levels"][0]["tracing"] is None
+    assert before["trace_level"] == after["trace_level"] == ["OFF"] and before["trace_rate"] == after["trace_rate"]
+    # The server did trace the run's requests, each with loadgen's id.
+    written = "".join(path.read_text() for path in tmp_path.glob("theirs.json*"))
+    assert written.count('"model_name":"stalling-ensemble"') >= 10 and '"request_id":"' in written
+
+
+def test_tracing_does_not_apply_to_workers(capsys):
+    assert main(["run", "--trace-rate", "10", "--workers", "2"]) == 2
+    assert "does not apply to --workers" in capsys.readouterr().err
