@@ -23,26 +23,8 @@ from loadgen.transport.base import Transport
 from loadgen.windows import COUNT_WINDOWS, WindowPolicy
 
 
-class StopsAnswering(Transport):
-    """Answers its first `answers` requests after `delay_s`, then none ever again."""
-
-    def __init__(self, answers: int, delay_s: float = 0.001) -> None:
-        self.answers = answers
-        self.delay_s = delay_s
-        self.calls = 0
-        self.cancelled = 0
-
-    async def infer(self, prepared) -> InferOutcome:
-        self.calls += 1
-        try:
-            if self.calls <= self.answers:
-                await asyncio.sleep(self.delay_s)
-                return InferOutcome(1_000, 2_000)
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        raise AssertionError("unreachable")
+class FakeTransport(Transport):
+    """A transport with no server: only infer is the test's."""
 
     def prepare(self, model, version, inputs, outputs):
         return object()
@@ -64,6 +46,28 @@ class StopsAnswering(Transport):
 
     async def close(self):
         pass
+
+
+class StopsAnswering(FakeTransport):
+    """Answers its first `answers` requests after `delay_s`, then none ever again."""
+
+    def __init__(self, answers: int, delay_s: float = 0.001) -> None:
+        self.answers = answers
+        self.delay_s = delay_s
+        self.calls = 0
+        self.cancelled = 0
+
+    async def infer(self, prepared) -> InferOutcome:
+        self.calls += 1
+        try:
+            if self.calls <= self.answers:
+                await asyncio.sleep(self.delay_s)
+                return InferOutcome(1_000, 2_000)
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("unreachable")
 
 
 def engine(transport: Transport, request_timeout_ms: float | None = None, drain_s: float | None = None) -> LoadEngine:

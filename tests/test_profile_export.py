@@ -29,6 +29,7 @@ from loadgen.schedule import ConcurrencySchedule, RateSchedule
 from loadgen.server_stats import ModelTree, parse_statistics
 from loadgen.transport.base import Transport
 from loadgen.windows import WindowPolicy
+from test_engine import FakeTransport
 
 PERF_ANALYZER = Path(__file__).resolve().parent / "data" / "perf_analyzer"
 SAMPLES = [PERF_ANALYZER / "profile_export_concurrency.json", PERF_ANALYZER / "profile_export_request_rate.json"]
@@ -106,7 +107,7 @@ def test_the_wall_clock_offset():
 # --- the writer, over the real engine ---------------------------------------------------------
 
 
-class Answers(Transport):
+class Answers(FakeTransport):
     """Answers each request after `delay_s`; every `fail_every`th with HTTP 500; none with `answers=False`."""
 
     def __init__(self, delay_s: float = 0.002, fail_every: int = 0, answers: bool = True) -> None:
@@ -121,27 +122,6 @@ class Answers(Transport):
         if self.fail_every and self.calls % self.fail_every == 0:
             return InferOutcome(0, 0, http_status(500, "injected"))
         return InferOutcome(1_000, 1_000)
-
-    def prepare(self, model, version, inputs, outputs):
-        return object()
-
-    async def server_metadata(self):
-        raise NotImplementedError
-
-    async def model_metadata(self, model, version=""):
-        raise NotImplementedError
-
-    async def model_config(self, model, version=""):
-        raise NotImplementedError
-
-    async def model_statistics(self, model="", version=""):
-        raise NotImplementedError
-
-    async def server_live(self, timeout_s):
-        return None
-
-    async def close(self):
-        pass
 
 
 def measure(export: ProfileExport, transport: Transport, schedules, on_window=None, fail_after_levels: int | None = None):
