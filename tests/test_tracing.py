@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import sys
 
 import pytest
@@ -133,3 +134,21 @@ def test_a_server_given_with_u_traces_and_gets_its_settings_back(protocol, tmp_p
 def test_tracing_does_not_apply_to_workers(capsys):
     assert main(["run", "--trace-rate", "10", "--workers", "2"]) == 2
     assert "does not apply to --workers" in capsys.readouterr().err
+
+
+class EndlessReader:
+    """A trace file that never goes quiet: every read brings one more trace."""
+
+    def poll(self):
+        return [object()]
+
+
+def test_reading_a_levels_traces_ends_at_its_bound_when_they_never_stop(tmp_path):
+    from loadgen.tracing import READ_BOUND_S, Tracer
+
+    tracer = Tracer(1, tmp_path / "trace.json")
+    tracer._reader = EndlessReader()
+    started = time.monotonic()
+    traces = asyncio.run(tracer._read_until_quiet())
+    assert READ_BOUND_S <= time.monotonic() - started < READ_BOUND_S + 2
+    assert len(traces) > 1
