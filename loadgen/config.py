@@ -26,6 +26,7 @@ DEFAULT_MODEL = "centernet-ensemble"
 MAX_LEVELS = 10_000  # a range with more is a typo, and a sweep that would never end
 TRACE_LEVELS = ("OFF", "TIMESTAMPS")
 DEFAULT_TRACE_RATE = 100  # one request in 100 traced (perf_analyzer's is 1000: too few traces for a tail)
+COLLECTOR_HOST = "0.0.0.0"  # --trace-collector-port PORT: every interface, for a Triton on another machine
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,15 @@ def parse_header(text: str) -> tuple[str, str]:
         shown = word + " ..." if rest else word  # the rest may be a credential: not echoed
         raise UsageError(f"-H {shown!r} is not Header:Value, e.g. -H 'Authorization: Bearer TOKEN'")
     return name.strip(), value.strip()
+
+
+def parse_collector_address(text: Any) -> tuple[str, int]:
+    """--trace-collector-port's PORT or HOST:PORT as (host, port)."""
+    text = str(text).strip()
+    try:
+        return split_host_port(text, 4318) if ":" in text else split_host_port(f"{COLLECTOR_HOST}:{text}", 4318)
+    except UsageError:
+        raise UsageError(f"--trace-collector-port {text!r} is not PORT or HOST:PORT (port 1-65535), e.g. 4318") from None
 
 
 @dataclass(frozen=True)
@@ -356,6 +366,9 @@ class Outputs:
     # DEFAULT_TRACE_RATE with tracing on, None with it off (both settled here).
     trace_level: str | None
     trace_rate: int | None
+    # (host, port) of the OTLP/HTTP collector loadgen runs for a -u server in OpenTelemetry mode; it
+    # turns tracing on, as a rate does.
+    trace_collector: tuple[str, int] | None
 
     def __post_init__(self) -> None:
         if self.metrics_interval_ms < 1:
@@ -367,8 +380,10 @@ class Outputs:
             raise UsageError(f"--trace-rate must be at least 1 (one request in N is traced), got {rate}")
         if level == "OFF" and rate is not None:
             raise UsageError("--trace-rate samples Triton's traces: drop --trace-level OFF (a rate turns tracing on)")
+        if level == "OFF" and self.trace_collector is not None:
+            raise UsageError("--trace-collector-port receives Triton's traces: drop --trace-level OFF (the port turns tracing on)")
         if level is None:
-            level = "TIMESTAMPS" if rate is not None else "OFF"
+            level = "TIMESTAMPS" if rate is not None or self.trace_collector is not None else "OFF"
         if level == "TIMESTAMPS" and rate is None:
             rate = DEFAULT_TRACE_RATE
         object.__setattr__(self, "trace_level", level)  # frozen: the defaults settled once, here
@@ -404,6 +419,9 @@ class RunConfig:
         if load.workers is not None and self.outputs.tracing:
             raise UsageError("tracing (--trace-rate, --trace-level) joins each trace to this process's record of its request: "
                              "it does not apply to --workers")
+        if self.outputs.trace_collector is not None and target.url is None:
+            raise UsageError("--trace-collector-port is for a server given with -u: the embedded server's traces are read "
+                             "from its trace file, so drop --trace-collector-port")
         if target.https_options_given and not _is_https(target.url) and not _is_https(self.outputs.metrics_url):
             raise UsageError("--ssl-https-* flags apply to HTTPS: give -u https://host:port (with -i http) or an https --metrics-url")
 
@@ -414,6 +432,8 @@ class RunConfig:
         for section in (self.target, self.load, self.gates, self.inputs, self.outputs):
             data.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
         del data["intervals_us"]  # the file's own contents
+        collector = self.outputs.trace_collector
+        data["trace_collector"] = f"{collector[0]}:{collector[1]}" if collector is not None else None
         data["windows"] = dataclasses.asdict(self.windows)
         data["concurrency_range"] = str(self.load.concurrency_range)
         data["request_rate_range"] = str(self.load.request_rate_range) if self.load.request_rate_range is not None else None

@@ -27,6 +27,7 @@ from loadgen.config import (
     RunConfig,
     Target,
     parse_header,
+    parse_collector_address,
     parse_percent,
     parse_range,
     parse_shape,
@@ -94,6 +95,10 @@ def _concurrency(text: Any) -> Any:
 
 def _rates(text: Any) -> Any:
     return None if text is None else parse_range(text, "--request-rate-range", whole=False)
+
+
+def _collector(text: Any) -> tuple[str, int] | None:
+    return None if text is None else parse_collector_address(text)
 
 
 def _headroom(text: Any) -> float:
@@ -218,6 +223,10 @@ OPTIONS: tuple[Option, ...] = (
            shown_default="OFF, TIMESTAMPS with --trace-rate"),
     Option("trace-rate", "outputs", "trace_rate", int, "trace one request in N (turns tracing on)", metavar="N",
            shown_default=f"{DEFAULT_TRACE_RATE} with --trace-level TIMESTAMPS"),
+    Option("trace-collector-port", "outputs", "trace_collector", str, "a server given with -u in OpenTelemetry mode: "
+           "receive its traces (OTLP/HTTP, POST /v1/traces) on this port, on every interface or HOST's, and give the "
+           "levels their per-stage figures; turns tracing on. It takes any POST: no credentials",
+           metavar="[HOST:]PORT", parse=_collector, shown_default="off; HOST 0.0.0.0"),
 )  # fmt: skip
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 

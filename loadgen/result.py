@@ -37,8 +37,9 @@ from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
+from loadgen.timeline import RequestTimeline, TimelineSpan
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -341,7 +342,12 @@ def _tracing_dict(tracing: LevelTracing) -> dict[str, Any]:
         "traces": tracing.traces,
         "tail": _record(tail.bands, tail_requests=tail.tail_requests, middle_requests=tail.middle_requests) if tail else None,
         "stages": [_record(stage) for stage in tracing.stages],
+        "slowest": _timeline_dict(tracing.slowest) if tracing.slowest is not None else None,
     }
+
+
+def _timeline_dict(timeline: RequestTimeline) -> dict[str, Any]:
+    return _record(timeline) | {"spans": [_record(span) for span in timeline.spans]}
 
 
 def _tail_attribution_dict(tracing: LevelTracing | None) -> list[dict[str, Any]] | None:
@@ -352,11 +358,13 @@ def _tail_attribution_dict(tracing: LevelTracing | None) -> list[dict[str, Any]]
 
 
 def _tracing(data: dict[str, Any], shares: list[dict[str, Any]]) -> LevelTracing:
-    tail = data["tail"]
+    tail, slowest = data["tail"], data["slowest"]
     return LevelTracing(
         read=data["read"], traces=data["traces"], stages=tuple(_fields(StageDistribution, stage) for stage in data["stages"]),
         tail=TailAttribution(_fields(TailBands, tail), tail["tail_requests"], tail["middle_requests"],
                              tuple(_fields(TailShare, share) for share in shares)) if tail is not None else None,
+        slowest=_fields(RequestTimeline, slowest, spans=tuple(_fields(TimelineSpan, span) for span in slowest["spans"]))
+        if slowest is not None else None,
     )  # fmt: skip
 
 

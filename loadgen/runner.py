@@ -19,6 +19,7 @@ from loadgen.health import ServerWatch
 from loadgen.listener import Listeners, RunListener
 from loadgen.live_metrics import LiveMetrics
 from loadgen.profile_export import ProfileExport
+from loadgen.otlp_collector import listen as listen_for_traces
 from loadgen.redact import redact_url
 from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
@@ -53,7 +54,7 @@ def default_report_dir(model: str) -> Path:
     return Path("reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
 
 
-class _Interrupts:
+class Interrupts:
     """SIGINT, SIGTERM and SIGHUP, while a run is on: the sweep is cancelled (its finished levels are then
     written and the server stopped) instead of the process dying where it stands."""
 
@@ -70,7 +71,7 @@ class _Interrupts:
         else:
             raise KeyboardInterrupt
 
-    def __enter__(self) -> _Interrupts:
+    def __enter__(self) -> Interrupts:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -80,7 +81,7 @@ class _Interrupts:
             signal.signal(signum, handler)
 
 
-def _check_writable(directory: Path, flag: str) -> None:
+def check_writable(directory: Path, flag: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".loadgen-write-check"
@@ -90,7 +91,7 @@ def _check_writable(directory: Path, flag: str) -> None:
         raise UsageError(f"cannot write in {directory} ({exc.strerror or exc}): give {flag} a folder you can write to") from None
 
 
-def _failure(exc: BaseException, interrupts: _Interrupts | None) -> tuple[str, str]:
+def _failure(exc: BaseException, interrupts: Interrupts | None) -> tuple[str, str]:
     """(status, stop reason) of a run that `exc` ended."""
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
         signal_name = interrupts.signal_name if interrupts is not None else None
@@ -106,7 +107,7 @@ async def sweep_over(
     listener: RunListener,
     metrics_at: str | None = None,
     server_exit: Callable[[], str | None] | None = None,
-    interrupts: _Interrupts | None = None,
+    interrupts: Interrupts | None = None,
     tracer: Tracer | None = None,
 ) -> RunResult:
     """The sweep of `config` over an open `transport`, from its first level to its last report;
@@ -158,7 +159,7 @@ async def _sweep(
     config: RunConfig,
     metrics_at: str | None,
     listener: RunListener,
-    interrupts: _Interrupts,
+    interrupts: Interrupts,
     server_exit: Callable[[], str | None] | None,
     tracer: Tracer | None,
 ) -> RunResult:
@@ -206,21 +207,23 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
     # Mistakes that would otherwise surface only once the server is up, or the first level done.
     if config.load.workers is not None:
         preflight(config.load)
-    _check_writable(report_dir, "--report-dir")
+    check_writable(report_dir, "--report-dir")
     files = ((outputs.csv_file, "-f"), (outputs.junit_file, "--junit"), (outputs.profile_export_file, "--profile-export-file"))
     for path, flag in files:
         if path is not None:
-            _check_writable(Path(path).parent, flag)
+            check_writable(Path(path).parent, flag)
     metrics_at = metrics_url(outputs.metrics_url) if outputs.collect_metrics and outputs.metrics_url else None
     # Tracing: the embedded server writes its traces into the report folder, where loadgen reads them.
     trace_file = report_dir.resolve() / TRACE_FILE if outputs.tracing and target.url is None else None
     if trace_file is not None:
         clear_trace_files(trace_file)
-    tracer = Tracer(outputs.trace_rate, trace_file) if outputs.tracing else None
     listening = Listeners(everyone)
-    server = None
-    with _Interrupts() as interrupts:
+    server = collector_socket = None
+    with Interrupts() as interrupts:
         try:
+            if outputs.trace_collector is not None:  # a busy port fails now, before any load
+                collector_socket = listen_for_traces(*outputs.trace_collector)
+            tracer = Tracer(outputs.trace_rate, trace_file, collector_socket) if outputs.tracing else None
             if live is not None:
                 live.serve(outputs.export_metrics_port)
             if target.url is None:
@@ -245,3 +248,5 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
                     listening.warning(note)
             if live is not None:
                 live.close()
+            if collector_socket is not None:
+                collector_socket.close()

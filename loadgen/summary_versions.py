@@ -221,9 +221,22 @@ def v8_to_v9(old: Summary) -> Summary:
     return data
 
 
+def v9_to_v10(old: Summary) -> Summary:
+    """Version 10 added the slowest traced request's timeline to each level's `tracing` (runs before
+    it kept no request's timestamps) and `config.trace_collector` (no collector before it)."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 10
+    data["config"]["trace_collector"] = None
+    for level in data["levels"]:
+        if level["tracing"] is not None:
+            level["tracing"]["slowest"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
     1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
+    9: v9_to_v10,
 }  # fmt: skip
 
 

@@ -127,12 +127,12 @@ class Sweep:
 
     async def start_tracing(self, listener: RunListener) -> None:
         """Set the server's trace settings (with a tracer); `listener` hears if the levels will have no traces."""
-        if self.tracer is not None and (note := await self.tracer.start(self._transport)) is not None:
+        for note in await self.tracer.start(self._transport) if self.tracer is not None else ():
             self._warn(listener, note)
 
     async def stop_tracing(self, listener: RunListener) -> None:
-        """Put a -u server's trace settings back."""
-        if self.tracer is not None and (note := await self.tracer.stop(self._transport)) is not None:
+        """Put a -u server's trace settings back, and close the trace collector."""
+        for note in await self.tracer.stop(self._transport) if self.tracer is not None else ():
             self._warn(listener, note)
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loadgen.stats import AtPercentile, percentile_of_sorted
+from loadgen.timeline import RequestTimeline, request_timeline
 from loadgen.traces import STAGES, RequestTrace
 
 # The parts whose distributions are reported, per model, in this order.
@@ -199,6 +200,7 @@ class LevelTracing:
     traces: int
     stages: tuple[StageDistribution, ...]  # stage_distributions of those traces
     tail: TailAttribution | None  # None when no request of the level succeeded: no percentile to split at
+    slowest: RequestTimeline | None  # the traced request with the highest client latency; None without one
     # Each (model, part)'s sorted samples (stage_samples_us), for a percentile of any rank in an SLA;
     # only while the run lasts: summary.json keeps the distributions.
     samples_us: Mapping[Part, np.ndarray] | None = field(default=None, compare=False, repr=False)
@@ -213,4 +215,6 @@ def level_tracing(requests: Sequence[TracedRequest], read: int, at_us: AtPercent
     (None without a successful request), `percentile` the one that starts its tail."""
     samples = stage_samples_us(request.trace for request in requests)
     tail = attribute_tail(requests, tail_bands(at_us, percentile)) if at_us is not None else None
-    return LevelTracing(read, len(requests), tuple(stage_distributions(samples)), tail, samples)
+    slowest = max(requests, key=lambda request: request.latency_us, default=None)
+    timeline = request_timeline(slowest.trace, slowest.latency_us) if slowest is not None else None
+    return LevelTracing(read, len(requests), tuple(stage_distributions(samples)), tail, timeline, samples)

@@ -11,28 +11,40 @@ updates the settings, on which Triton writes the traces it holds, and reads the 
 measured: parsing traces is client CPU, taken from the load and, on a small machine, the server.
 
 A server given with -u: level and rate are set if it takes them, and its own settings put back at
-the end; its traces go to its own file, which loadgen does not read, so its levels get no figures.
+the end. Without --trace-collector-port its traces go to its own file, which loadgen does not read,
+so its levels get no figures. With it, loadgen runs an OTLP/HTTP collector (loadgen.otlp_collector)
+for a server in OpenTelemetry mode: the server exports its spans in batches every
+`bsp_schedule_delay` ms (from its settings), so a level's end waits at least that long after the
+load stopped, then until no body came for QUIET_S, within the delay plus READ_BOUND_S, and parses
+the bodies (loadgen.otlp) into the same trees as the files give.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from loadgen.errors import ServerError
 from loadgen.measurement import LevelResult
+from loadgen.otlp import OtlpReader
+from loadgen.otlp_collector import PATH, OtlpCollector
 from loadgen.request_log import RequestRecords
 from loadgen.tail import LevelTracing, TracedRequest, join, level_tracing
-from loadgen.traces import RequestTrace, TraceReader
+from loadgen.traces import RequestTrace, TraceCounts, TraceReader
 from loadgen.transport.base import Transport
 from loadgen.transport.request_id import id_number, run_prefix
 
 TRACE_FILE = "trace.json"
 LOG_FREQUENCY = 100  # traces per file Triton writes as it goes; the rest at each level's end
 POLL_S = 0.05  # between reads at a level's end, until one brings nothing
-READ_BOUND_S = 2.0  # the most a level's end waits for its traces
+READ_BOUND_S = 2.0  # the most a level's end waits for its traces (beyond the export delay, with a collector)
+QUIET_S = 0.3  # with a collector: no body for this long, once an export delay has passed, and the level's traces are in
+DEFAULT_SCHEDULE_DELAY_MS = 5000  # OpenTelemetry's batch span processor's, when the server does not say
+OTEL_FLAGS = "--trace-config mode=opentelemetry --trace-config opentelemetry,url=http://LOADGEN_HOST:{port}/v1/traces"
 
 
 def clear_trace_files(path: Path) -> None:
@@ -51,18 +63,55 @@ def join_level(prefix: str, traces: list[RequestTrace], records: RequestRecords,
     return join(known, (trace for trace, _ in numbered))
 
 
+def _first(settings: dict[str, object], key: str) -> str:
+    value = settings.get(key) or [""]
+    return str(value[0]) if isinstance(value, list) else str(value)
+
+
+def _schedule_delay_s(settings: dict[str, object]) -> float:
+    text = _first(settings, "bsp_schedule_delay")
+    return (int(text) if text.isascii() and text.isdigit() else DEFAULT_SCHEDULE_DELAY_MS) / 1e3
+
+
+def _exports_to(url: str, port: int) -> bool:
+    """Whether a server's OpenTelemetry url can be the collector's (its host may be any name of this machine)."""
+    try:
+        parts = urlsplit(url)
+        return parts.port == port and parts.path.rstrip("/") == PATH
+    except ValueError:
+        return False
+
+
+def _lost(counts: TraceCounts, late: int, where: str) -> str | None:
+    if not (late or counts.malformed or counts.incomplete):
+        return None
+    return (f"tracing: {late} traces came after their level's end, {counts.incomplete} were incomplete and "
+            f"{counts.malformed} records malformed in {where}: no level counts them")
+
+
 class Tracer:
     """Tracing for one run: `start` once the server is up, `level_tracing` at each level's end,
-    `stop` before the connections close, `finish` once an embedded server has stopped."""
+    `stop` before the connections close, `finish` once an embedded server has stopped.
 
-    def __init__(self, rate: int, trace_file: Path | None) -> None:
+    The traces come from the embedded server's `trace_file`, or with `collector_socket` (listening:
+    loadgen.otlp_collector.listen) from a -u server in OpenTelemetry mode; with neither, a -u
+    server traces to its own file and the levels get no figures."""
+
+    def __init__(self, rate: int, trace_file: Path | None, collector_socket: socket.socket | None = None) -> None:
         self.rate = rate
         self.prefix = run_prefix()  # every request's id starts with it
         self._reader = TraceReader(trace_file) if trace_file is not None else None
+        self._socket = collector_socket
+        self._collector: OtlpCollector | None = None  # serving from `start` to `stop`
+        self._spans = OtlpReader()
+        self._schedule_delay_s = DEFAULT_SCHEDULE_DELAY_MS / 1e3
         self._restore: dict[str, object] | None = None  # a -u server's own settings, put back by `stop`
 
-    async def start(self, transport: Transport) -> str | None:
-        """Set the server's trace settings; a warning line when the levels will have no figures."""
+    async def start(self, transport: Transport) -> list[str]:
+        """Set the server's trace settings; warning lines when the levels will have no figures,
+        or when the rate is the server's."""
+        if self._socket is not None:
+            return await self._start_collector(transport)
         settings: dict[str, object] = {"trace_level": ["TIMESTAMPS"], "trace_rate": str(self.rate)}
         try:
             if self._reader is None:
@@ -73,22 +122,60 @@ class Tracer:
             after = await transport.update_trace_settings(settings)
         except ServerError as exc:
             self._restore = self._reader = None  # nothing to put back, nothing to read
-            return f"tracing: {exc}; the run goes on without traces"
+            return [f"tracing: {exc}; the run goes on without traces"]
         if self._reader is None:
             where = ", ".join(after.get("trace_file", [])) or "its own trace file"
-            return (f"tracing: the server traces one request in {self.rate} to {where}; loadgen reads the traces of its "
-                    "embedded server only, so the levels have no per-stage figures or tail attribution")
-        return None
+            return [f"tracing: the server traces one request in {self.rate} to {where}; loadgen reads the traces of its "
+                    "embedded server, or with --trace-collector-port those of a server in OpenTelemetry mode, so the "
+                    "levels have no per-stage figures or tail attribution"]
+        return []
+
+    async def _start_collector(self, transport: Transport) -> list[str]:
+        port = self._socket.getsockname()[1]
+        try:
+            before = await transport.update_trace_settings({})
+        except ServerError as exc:
+            return [f"tracing: {exc}; the run goes on without traces"]
+        if _first(before, "trace_mode") != "opentelemetry":
+            mode = _first(before, "trace_mode") or "triton"
+            return [f"tracing: the server traces in mode {mode}, not to OpenTelemetry, so nothing comes to loadgen's "
+                    f"collector on port {port}: start Triton with {OTEL_FLAGS.format(port=port)}; the run goes on "
+                    "without traces"]
+        self._collector = OtlpCollector(self._socket)
+        await self._collector.start()
+        self._schedule_delay_s = _schedule_delay_s(before)
+        notes = []
+        url = _first(before, "url")
+        if not _exports_to(url, port):
+            notes.append(f"tracing: the server exports its traces to {url or 'no url'}, not to loadgen's collector on "
+                         f"port {port} (http://LOADGEN_HOST:{port}{PATH}): the levels may have no per-stage figures")
+        settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": str(self.rate)}
+        try:
+            after = await transport.update_trace_settings(settings)
+        except ServerError as exc:
+            after, refusal = before, f" ({exc})"
+        else:
+            refusal = ""
+        if "TIMESTAMPS" in after.get("trace_level", []) and _first(after, "trace_rate") == str(self.rate):
+            self._restore = {"trace_level": before["trace_level"], "trace_rate": _first(before, "trace_rate")}
+        else:
+            level = "+".join(after.get("trace_level", [])) or "unknown"
+            notes.append(f"tracing: the server did not take loadgen's trace settings{refusal}: the rate is the server's, "
+                         f"one request in {_first(after, 'trace_rate') or '?'} at level {level}")
+        return notes
 
     async def level_tracing(self, transport: Transport, records: RequestRecords | None, level: LevelResult,
                             percentile: float) -> LevelTracing | None:  # fmt: skip
         """The level's figures from its traces, its tail starting at the client's `percentile`;
-        None without the embedded server's traces."""
-        if self._reader is None or records is None or not level.reported_windows:
+        None without traces to read."""
+        if (self._reader is None and self._collector is None) or records is None or not level.reported_windows:
             return None
-        await asyncio.sleep(POLL_S)  # a trace ends a moment after its response (the ensemble's REQUEST_END)
-        await transport.update_trace_settings({"log_frequency": str(LOG_FREQUENCY)})  # Triton writes what it holds
-        traces = await self._read_until_quiet()
+        if self._reader is not None:
+            await asyncio.sleep(POLL_S)  # a trace ends a moment after its response (the ensemble's REQUEST_END)
+            await transport.update_trace_settings({"log_frequency": str(LOG_FREQUENCY)})  # Triton writes what it holds
+            traces = await self._read_until_quiet()
+        else:
+            traces = await self._collect_until_quiet()
         windows = level.reported_windows
         requests = join_level(self.prefix, traces, records, windows[0].start_ns, windows[-1].end_ns)
         curve = dict(level.client.latency_curve_us or ()) if level.client.request_count else {}
@@ -106,16 +193,40 @@ class Tracer:
             traces += more
         return traces
 
-    async def stop(self, transport: Transport) -> str | None:
-        """Put a -u server's trace settings back; a warning line when it refused."""
+    async def _collect_until_quiet(self) -> list[RequestTrace]:
+        """The traces the server exported since the last level's end: it exports every schedule
+        delay, so once one has passed since the load stopped and no body came for QUIET_S, the
+        level's are in (module docstring)."""
+        loop = asyncio.get_running_loop()
+        stopped = loop.time()
+        settled, deadline = stopped + self._schedule_delay_s + QUIET_S, stopped + self._schedule_delay_s + READ_BOUND_S
+        while (now := loop.time()) < deadline:
+            if now >= settled and now - (self._collector.last_body_s or stopped) >= QUIET_S:
+                break
+            await asyncio.sleep(POLL_S)
+        self._spans.add(self._collector.take())
+        return self._spans.take_complete()
+
+    async def stop(self, transport: Transport) -> list[str]:
+        """Put a -u server's trace settings back and close the collector; warning lines when the
+        server refused, and when traces were lost (late, incomplete or malformed)."""
+        notes = []
         restore, self._restore = self._restore, None
-        if not restore:
-            return None
-        try:
-            await transport.update_trace_settings(restore)
-        except ServerError as exc:
-            return f"tracing: could not put the server's trace settings back ({exc})"
-        return None
+        if restore:
+            try:
+                await transport.update_trace_settings(restore)
+            except ServerError as exc:
+                notes.append(f"tracing: could not put the server's trace settings back ({exc})")
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            await collector.close()
+            self._spans.add(collector.take())
+            lost = _lost(self._spans.counts, len(self._spans.finish()), f"the spans received on port {collector.port}")
+            notes += [lost] if lost is not None else []
+            if collector.dropped or collector.refused:
+                notes.append(f"tracing: the collector on port {collector.port} turned away {collector.dropped} export(s) "
+                             f"too large or beyond what it holds and {collector.refused} not in OTLP's content types")
+        return notes
 
     def finish(self) -> str | None:
         """Once the embedded server has stopped: read what is left of its files; a warning line
@@ -126,8 +237,4 @@ class Tracer:
             late = len(self._reader.finish())
         except ServerError as exc:  # the run is over: said, not raised
             return f"tracing: {exc}"
-        counts = self._reader.counts
-        if not (late or counts.malformed or counts.incomplete):
-            return None
-        return (f"tracing: {late} traces came after their level's end, {counts.incomplete} were incomplete and "
-                f"{counts.malformed} records malformed in {self._reader.path}*: no level counts them")
+        return _lost(self._reader.counts, late, f"{self._reader.path}*")

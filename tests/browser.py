@@ -36,6 +36,16 @@ DOM_FACTS = """({
     headings: [...document.querySelectorAll("h2")].map(heading => heading.textContent),
     scripts: document.scripts.length,
     text: document.body.innerText,
+    svgs: [...document.querySelectorAll("svg")].map(svg => ({
+        width: svg.getBoundingClientRect().width,
+        height: svg.getBoundingClientRect().height,
+        texts: [...svg.querySelectorAll("text")].map(text => text.textContent),
+        rows: [...svg.querySelectorAll("text.row")].map(text => text.textContent),
+        bars: [...svg.querySelectorAll("rect")].map(rect => {
+            const box = rect.getBBox();
+            return {x: box.x, width: box.width, title: rect.querySelector("title").textContent};
+        }),
+    })),
 })"""
 ERROR_LEVELS = {"error", "assert"}
 

@@ -4,8 +4,13 @@ started (the model's ns on a clock that starts at 0 with the run)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from loadgen.config import RunConfig
 from loadgen.options import build_config, config_from_record
@@ -16,9 +21,12 @@ from loadgen.metrics import GpuFigures, MetricsFigures, ModelMetrics, Scrape
 from loadgen.result import RunResult
 from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
-from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
+from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats, percentile_of_sorted
+from loadgen.tail import LevelTracing, join, level_tracing
+from loadgen.traces import ModelTrace, TraceReader
 
 PERCENTILES = (50, 90, 95, 99)
+TRACES = Path(__file__).parent / "data" / "traces"
 
 
 def ns(seconds: float) -> int:
@@ -184,3 +192,18 @@ def run(*levels: LevelResult, model: ModelTree | None = None, started_at: str = 
         model_configs=fields.pop("model_configs", {}), levels=tuple(levels), started_at=started_at,
         finished_at=finished_at, started_ns=started_ns, **{"environment": {"hostname": "bench-01"}, **fields},
     )  # fmt: skip
+
+
+def _renamed(node: ModelTrace, names: dict[str, str]) -> ModelTrace:
+    children = tuple(_renamed(child, names) for child in node.children)
+    return replace(node, model=names.get(node.model, node.model), children=children)
+
+
+def captured_tracing(directory: str = "stalling", count: int | None = None, names: dict[str, str] | None = None) -> LevelTracing:
+    """A level's figures from a real capture (tests/data/traces; `stalling`: 20 traced requests, 21
+    traces), joined to its client's first `count` requests, its models renamed by `names`."""
+    reader = TraceReader(TRACES / directory / "trace.json")
+    traces = [replace(trace, root=_renamed(trace.root, names or {})) for trace in reader.poll() + reader.finish()]
+    latencies = dict(list(json.loads((TRACES / directory / "client.json").read_text()).items())[:count])
+    ordered = np.sort(np.array(list(latencies.values())))
+    return level_tracing(join(latencies, traces), len(traces), lambda p: percentile_of_sorted(ordered, p), 99)

@@ -104,6 +104,14 @@ CASES = [
     (["run", "--request-intervals", "{files}/missing.txt"], 2, "cannot read --request-intervals"),
     (["run", "--request-intervals", "{files}/gaps-bad.txt"], 2, "one whole number of microseconds per line"),
     (["run", "--request-intervals", "{files}/gaps-binary.txt"], 2, "give a text file of whole microseconds"),
+    (["run", "--trace-collector-port", "4318"], 2,
+     "--trace-collector-port is for a server given with -u: the embedded server's traces are read from its trace file"),
+    (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--trace-collector-port", "abc"], 2,
+     "--trace-collector-port 'abc' is not PORT or HOST:PORT (port 1-65535), e.g. 4318"),
+    (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--trace-collector-port", "4318", "--trace-level", "OFF"], 2,
+     "--trace-collector-port receives Triton's traces: drop --trace-level OFF"),
+    (["run", "-u", "127.0.0.1:{closed}", "-m", "x", "--trace-collector-port", "4318", "--workers", "2"], 2,
+     "it does not apply to --workers"),
     # SLAs
     (["run", "--sla", "p99_ms<"], 2, "is not METRIC OP NUMBER"),
     (["run", "--sla", "p99<5"], 2, "unknown metric 'p99'"),
@@ -148,6 +156,8 @@ CASES = [
     (["run", "-u", "{http}", "-m", "centernet-ensemble", "--export-metrics-port", "{http_port}"], 2,
      "port {http_port} is in use: choose another --export-metrics-port"),
     (["serve", "--http-port", "{http_port}"], 2, "port {http_port} is in use: choose another one"),
+    (["run", "-u", "{http}", "-m", "centernet-ensemble", "--trace-collector-port", "{http_port}"], 2,
+     "port {http_port} is in use: choose another --trace-collector-port"),
     # input data and shapes
     (["run", "-u", "{http}", "-m", "centernet-ensemble", "--input-data", "{files}/wrong-name.json"], 2,
      "data[0] has input 'WRONG', which the model does not have: its inputs are IMAGE"),
@@ -181,6 +191,7 @@ END_TO_END = [
     (["run", "-u", "{http}", "-m", "no-such-model"], 2, "is not on the server"),
     (["run", "-u", "{http}", "-m", "centernet-ensemble", "--input-data", "{files}/wrong-name.json"], 2, "has input 'WRONG'"),
     (["serve", "--http-port", "{http_port}"], 2, "is in use"),
+    (["run", "-u", "{http}", "-m", "centernet-ensemble", "--trace-collector-port", "{http_port}"], 2, "is in use"),
 ]
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from browser import open_page
 from matplotlib.figure import Figure
 from results import (
+    captured_tracing,
     client,
     errors,
     gpu,
@@ -29,7 +32,9 @@ from loadgen.metrics import CPU_MEMORY_USED, CPU_UTILIZATION, GPU_MEMORY_USED, G
 from loadgen.report.base import Plot
 from loadgen.report.html_report import render_html
 from loadgen.result import RunResult
+from loadgen.report.waterfall import AXIS, BARS_WIDTH, BARS_X, HEAD, ROW, WIDTH, tick_step_us
 from loadgen.server_stats import ServerFigures
+from loadgen.tail import LevelTracing
 
 HOSTILE = "<script>alert(1)</script>"
 GPUS = ["GPU-1111aaaa-0000-0000-0000-000000000000", "GPU-2222bbbb-0000-0000-0000-000000000000"]
@@ -263,3 +268,73 @@ def test_runs_without_sla_show_no_sla_parts(tmp_path):
         source, page = render_and_open(data, tmp_path / name)
         assert "SLA" not in page.dom["text"] and "verdict fail" not in source
         assert page.dom["tables"] == 11
+
+
+# --- traces: per-stage distributions, tail attribution, the slowest request's waterfall ---------
+
+def test_traces_show_the_stages_the_tail_and_a_waterfall_of_the_slowest_request(tmp_path):
+    whole, few = captured_tracing(), captured_tracing(count=10, names={"middle": HOSTILE})
+    first, second = summary().levels
+    data = with_levels(summary(), replace(first, tracing=whole), replace(second, tracing=few))
+    source, page = render_and_open(data, tmp_path)
+    dom, text = page.dom, page.dom["text"]
+    assert dom["headings"] == [*HEADINGS[:4], "Traces: where the time goes", *HEADINGS[4:]]
+    assert dom["scripts"] == 0 and "<script>" not in source and not page.dialogs
+    # Per traced level: its stage table and its tail's shares.
+    assert dom["tables"] == 11 + 2 * 2
+    assert "Concurrency 1: 20 traced requests (21 traces read)" in text
+    assert "Concurrency 2: 10 traced requests (21 traces read)" in text
+    assert "⚠ Fewer than 20 traced requests" in text and text.count("Fewer than 20 traced requests") == 1
+    for stage in whole.stages:
+        figures = "\t".join(f"{getattr(stage, key) / 1e3:,.3f}" for key in ("p50_us", "p90_us", "p99_us", "max_us"))
+        assert f"{stage.model}\t{stage.part}\t{figures}\t20\n" in text
+    infer = next(stage for stage in whole.stages if (stage.model, stage.part) == ("middle", "compute_infer"))
+    assert f"middle\tcompute_infer\t{infer.p50_us / 1e3:,.3f}" in text and infer.p99_us > 45_000
+    top = whole.tail.shares[0]
+    assert f"{top.model}\t{top.part}\t{top.share * 100:.1f} %\t{top.extra_us / 1e3:,.3f}" in text
+    assert f"p99 {whole.tail.bands.tail_from_us / 1e3:.1f} ms: " in text and f"of the tail is {top.part} in middle." in text
+    # The hostile model name is text in the tables and in the waterfall, never markup.
+    assert f"{HOSTILE}\tcompute_infer\t" in text and f"of the tail is {few.tail.shares[0].part} in {HOSTILE}" in text
+
+    # One waterfall per level, drawn: a row and a bar per span, placed by its start and end on the axis.
+    assert len(dom["svgs"]) == 2
+    for svg, tracing in zip(dom["svgs"], (whole, few)):
+        slowest = tracing.slowest
+        # Drawn, and scaled down whole to the page's width.
+        height = HEAD + ROW * len(slowest.spans) + AXIS
+        assert svg["width"] > 500 and svg["height"] == pytest.approx(svg["width"] * height / WIDTH, abs=1)
+        assert svg["texts"][0] == (f"client latency {slowest.latency_us / 1e3:,.3f} ms, in the server "
+                                   f"{slowest.server_us / 1e3:,.3f} ms, outside it "
+                                   f"{(slowest.latency_us - slowest.server_us) / 1e3:,.3f} ms")
+        assert f"Request {slowest.request_id}." in text
+        labels = [span.model if span.part == "total" else span.part for span in slowest.spans]
+        assert svg["rows"] == ["frontend (receive → send end)", *labels[1:]]
+        top_us = max(span.end_us for span in slowest.spans)
+        step_us = tick_step_us(top_us)
+        axis_us = math.ceil(top_us / step_us) * step_us
+        assert f"{axis_us / 1e3:.0f}" in svg["texts"] and "ms since the server received the request" in svg["texts"]
+        assert len(svg["bars"]) == len(slowest.spans)
+        for bar, span in zip(svg["bars"], slowest.spans):
+            assert bar["x"] == pytest.approx(BARS_X + span.start_us / axis_us * BARS_WIDTH, abs=0.06)
+            assert bar["width"] == pytest.approx(max(1, (span.end_us - span.start_us) / axis_us * BARS_WIDTH), abs=0.06)
+            assert bar["title"].endswith(f"({(span.end_us - span.start_us) / 1e3:,.3f} ms)")
+    assert whole.slowest.request_id == "req-18" and few.slowest.request_id == "req-8"
+    assert HOSTILE in dom["svgs"][1]["rows"] and all(HOSTILE not in row for row in dom["svgs"][0]["rows"])
+
+
+def test_a_traced_level_without_a_timeline_or_a_success_says_so(tmp_path):
+    tracing = captured_tracing()
+    first, second = summary().levels
+    upgraded = replace(tracing, slowest=None)  # read from a version 9 summary
+    empty = LevelTracing(read=3, traces=0, stages=(), tail=None, slowest=None)  # no request of the level succeeded
+    data = with_levels(summary(), replace(first, tracing=upgraded), replace(second, tracing=empty))
+    source, page = render_and_open(data, tmp_path)
+    text = page.dom["text"]
+    assert "Not recorded: summary.json before version 10 kept no request's timeline." in text
+    assert "No request succeeded: no percentile to split the traced requests at." in text
+    assert "No traced request." in text and page.dom["svgs"] == []
+
+
+def test_untraced_runs_have_no_traces_section(tmp_path):
+    source, _ = render_and_open(summary(), tmp_path)
+    assert "Traces" not in source and "<svg" not in source

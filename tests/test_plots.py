@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from PIL import Image
-from results import client, level, run, scrapes, server, window
+from results import captured_tracing, client, level, run, scrapes, server, window
 from results import tree as model_tree
 
 from loadgen.metrics import CPU_MEMORY_USED, CPU_UTILIZATION, GPU_MEMORY_USED, GPU_POWER, GPU_UTILIZATION
@@ -15,6 +15,7 @@ from loadgen.report import plots
 from loadgen.report.plots import render_plots
 from loadgen.result import RunResult
 from loadgen.server_stats import ModelTree
+from loadgen.tail import LevelTracing
 
 ALL = ["throughput_latency", "latency_breakdown", "composing_breakdown", "latency_distribution", "resources"]
 GPU_UUIDS = ["GPU-5f3e2a1b-9c8d-4e7f-a6b5-c4d3e2f1a0b9", "GPU-a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"]
@@ -168,3 +169,38 @@ def test_a_long_run_draws_every_chart(tmp_path):
 @pytest.mark.parametrize("label, tag", [("Concurrency", "c=4"), ("Request Rate", "rr=4")])
 def test_level_tags(label, tag):
     assert plots._level_tag(level(4, label)) == tag
+
+
+def traced(data: RunResult, *tracings) -> RunResult:
+    return replace(data, levels=tuple(replace(each, tracing=tracing) for each, tracing in zip(data.levels, tracings, strict=True)))
+
+
+def test_traced_levels_get_a_per_stage_percentile_chart(tmp_path):
+    whole, few = captured_tracing(), captured_tracing(count=10)  # the stalling ensemble's real traces
+    data = traced(summary(), whole, few, whole)
+    check_pngs(render_plots(data, tmp_path), [*ALL[:4], "stage_percentiles", ALL[4]], tmp_path)
+    figure = plots.stage_percentiles(data)
+    panels = figure.axes
+    assert [ax.get_title(loc="left") for ax in panels] == ["stalling-ensemble", "first", "middle", "last"]
+    assert [label.get_text() for label in panels[-1].get_xticklabels()] == ["1\n20 traces", "2\n10 traces (few)", "4\n20 traces"]
+    # A bar per part and level, each drawn as its p99, p90 and p50 over each other: the ensemble has
+    # its total and scheduling, a step its four stages and total.
+    assert len(panels[0].patches) == 2 * 3 * 3 and len(panels[2].patches) == 5 * 3 * 3
+    infer = [next(s for s in tracing.stages if (s.model, s.part) == ("middle", "compute_infer")) for tracing in (whole, few, whole)]
+    first_bar = 2 * 3 * 3  # middle's parts: queue, compute_input, then compute_infer's p99, p90 and p50 bars
+    for offset, key in enumerate(("p99_us", "p90_us", "p50_us")):
+        bars = panels[2].patches[first_bar + 3 * offset: first_bar + 3 * offset + 3]
+        assert [bar.get_height() for bar in bars] == pytest.approx([getattr(stage, key) / 1000 for stage in infer])
+    assert panels[0].get_yscale() == "log"
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == ["queue", "compute input", "compute infer", "compute output", "scheduling (ensemble)", "total",
+                      "p99 (lightest)", "p90", "p50 (darkest)"]
+
+
+def test_levels_without_traces_have_no_stage_chart(tmp_path):
+    empty = LevelTracing(read=0, traces=0, stages=(), tail=None, slowest=None)  # tracing on, nothing traced
+    assert plots.stage_percentiles(traced(summary(), empty, empty, empty)) is None
+    assert plots.stage_percentiles(summary()) is None  # tracing off
+    # Only the traced levels are on its axis.
+    figure = plots.stage_percentiles(traced(summary(), None, captured_tracing(), None))
+    assert [label.get_text() for label in figure.axes[-1].get_xticklabels()] == ["2\n20 traces"]

@@ -9,7 +9,21 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from results import client, errors, gpu, histogram, level, metrics, model_metrics, open_loop, run, server, verdict, worker
+from results import (
+    captured_tracing,
+    client,
+    errors,
+    gpu,
+    histogram,
+    level,
+    metrics,
+    model_metrics,
+    open_loop,
+    run,
+    server,
+    verdict,
+    worker,
+)
 
 from loadgen.options import build_config, config_from_record
 from loadgen.errors import UsageError
@@ -20,6 +34,8 @@ from loadgen.report.junit import write_junit
 from loadgen.report.render import load_summary
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.runner import run as run_sweep
+from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
+from loadgen.timeline import RequestTimeline, TimelineSpan
 
 
 def same_after_reading_back(result: RunResult) -> dict:
@@ -68,6 +84,18 @@ def test_a_real_run_is_its_summary_json_and_reads_back_the_same(sweep, tmp_path)
         write_junit(tmp_path / f"{name}.xml", model)
     assert (tmp_path / "run.html").read_text() == (tmp_path / "read.html").read_text()
     assert (tmp_path / "run.xml").read_text() == (tmp_path / "read.xml").read_text()
+
+
+def test_a_levels_traces_read_back_with_the_timeline_of_its_slowest_request():
+    """A real capture of the stalling ensemble: its figures and its slowest request's spans survive summary.json."""
+    tracing = captured_tracing()
+    data = same_after_reading_back(run(level(1, tracing=tracing)))
+    slowest = data["levels"][0]["tracing"]["slowest"]
+    assert slowest["request_id"] == "req-18"
+    assert len(slowest["spans"]) == 1 + 1 + 3 * 5  # the frontend, the ensemble, its 3 steps and their 4 stages each
+    assert slowest["spans"][0] == {"model": None, "part": "frontend", "depth": 0, "start_us": 0.0,
+                                   "end_us": slowest["server_us"]}
+    assert RunResult.from_dict(json.loads(json.dumps(data))).levels[0].tracing == tracing
 
 
 def test_a_summary_missing_a_part_is_one_line(tmp_path):
@@ -131,6 +159,24 @@ def servers(draw, depth: int = 0):
     return server(draw(names), *(draw(figures) for _ in range(5)), composing=composing, success_count=draw(counts))
 
 
+parts = st.sampled_from(["queue", "compute_infer", "total", "scheduling", "client_network"])
+spans = st.builds(TimelineSpan, maybe(names), st.sampled_from(["frontend", "total", "queue"]), st.integers(0, 3), figures,
+                  figures)
+
+
+@st.composite
+def tracings(draw) -> LevelTracing:
+    """A level's figures from traces, with or without a tail and a slowest request (any figures: only the shape is read)."""
+    bands = st.builds(TailBands, st.sampled_from([90, 99, 99.9]), figures, figures, figures)
+    shares = st.lists(st.builds(TailShare, maybe(names), parts, st.floats(0, 1), figures), max_size=2).map(tuple)
+    return LevelTracing(
+        draw(counts), draw(counts),
+        tuple(draw(st.lists(st.builds(StageDistribution, names, parts, counts, figures, figures, figures, figures), max_size=3))),
+        draw(maybe(st.builds(TailAttribution, bands, counts, counts, shares))),
+        draw(maybe(st.builds(RequestTimeline, names, figures, maybe(figures), st.lists(spans, max_size=4).map(tuple)))),
+    )  # fmt: skip
+
+
 @st.composite
 def levels(draw, origin_ns: int):
     stats = client(
@@ -159,6 +205,7 @@ def levels(draw, origin_ns: int):
                                               lost=maybe(names)), max_size=2))),
         drain=draw(maybe(st.builds(DrainFigures, counts, figures, figures, counts, counts, counts, figures))),
         incomplete=draw(maybe(names)),
+        tracing=draw(maybe(tracings())),
     )  # fmt: skip
 
 
@@ -185,3 +232,4 @@ def test_any_result_reads_back_from_its_dict(result):
     data = same_after_reading_back(result)
     read = RunResult.from_dict(data)
     assert [read.span_s(lv) for lv in read.levels] == [result.span_s(lv) for lv in result.levels]
+    assert [lv.tracing for lv in read.levels] == [lv.tracing for lv in result.levels]

@@ -35,6 +35,7 @@ from loadgen.summary_versions import (
     v6_to_v7,
     v7_to_v8,
     v8_to_v9,
+    v9_to_v10,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -383,3 +384,34 @@ def test_v8_to_v9_traced_nothing():
     assert read.upgraded_from == 8 and not read.config.outputs.tracing
     assert all(level.tracing is None for level in read.levels)
     assert read.config.outputs.profile_export_file is not None  # what version 8 recorded is kept
+
+
+def test_v9_to_v10_kept_no_timeline_of_a_request():
+    old = raw("v9/traced")
+    new = v9_to_v10(old)
+    assert new["schema_version"] == 10
+    for old_level, level in zip(old["levels"], new["levels"], strict=True):
+        assert level["tracing"] == old_level["tracing"] | {"slowest": None}
+        assert level["tail_attribution"] == old_level["tail_attribution"]
+    assert "slowest" not in old["levels"][0]["tracing"]  # the input is not changed
+    untraced = v9_to_v10(v8_to_v9(raw("v8/profile-export")))
+    assert untraced["levels"] and all(level["tracing"] is None for level in untraced["levels"])
+    read = load_summary(SUMMARIES / "v9/traced")
+    tracing = read.levels[0].tracing
+    assert read.upgraded_from == 9 and tracing.slowest is None
+    # What version 9 recorded is kept: the stalling stage named first, its p99 from every traced request.
+    assert tracing.traces == read.levels[0].client.request_count == 229
+    assert (tracing.tail.shares[0].model, tracing.tail.shares[0].part) == ("middle", "compute_infer")
+    infer = next(stage for stage in tracing.stages if (stage.model, stage.part) == ("middle", "compute_infer"))
+    assert infer.traces == 229 and infer.p99_us > 45_000
+
+
+def test_the_report_of_a_version_9_traced_run_shows_its_traces_without_a_waterfall(tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(SUMMARIES / "v9/traced", copy)
+    code, _, err = run(["report", str(copy)], capsys)
+    assert code == 0 and err == ""
+    html = (copy / "report.html").read_text()
+    assert "<h2>Traces: where the time goes</h2>" in html and "<h3>Tail attribution</h3>" in html
+    assert "Not recorded: summary.json before version 10 kept no request's timeline." in html and "<svg" not in html
+    assert (copy / "plots" / "stage_percentiles.png").is_file()

@@ -18,13 +18,15 @@ from loadgen.tail import (
     TracedRequest,
     attribute_tail,
     join,
+    level_tracing,
     request_parts_us,
     stage_distributions,
     stage_samples_us,
     tail_bands,
     tail_line,
 )
-from loadgen.traces import ModelTrace, RequestTrace, TraceReader
+from loadgen.timeline import TimelineSpan, request_timeline
+from loadgen.traces import STAGES, ModelTrace, RequestTrace, TraceReader
 
 TRACES = Path(__file__).parent / "data" / "traces"
 
@@ -235,3 +237,75 @@ def test_shares_are_a_sorted_split_of_one(per_request, percentile):
     assert all(0 < share <= 1 for share in shares)
     assert shares == sorted(shares, reverse=True)
     assert not shares or sum(shares) == pytest.approx(1.0)
+
+
+# --- the slowest traced request's timeline -----------------------------------------------------
+
+
+def test_a_timeline_lays_out_every_model_and_stage_from_the_receive():
+    request = synthetic("r", gap_us=30, network_us=300, frontend_us=20)
+    timeline = request_timeline(request.trace, request.latency_us)
+    assert (timeline.request_id, timeline.latency_us, timeline.server_us) == ("r", pytest.approx(2203), pytest.approx(1903))
+    expected = [(None, "frontend", 0, 0, 1903), ("ens", "total", 0, 20, 1883)]
+    for index, name in enumerate("abc"):  # each step: 30 µs after the previous one, 581 µs long
+        start = 50 + 611 * index
+        expected.append((name, "total", 1, start, start + 581))
+        edges = np.cumsum([start, *(STEP[part] for part in STAGES)])
+        expected += [(name, part, 1, begin, end) for part, begin, end in zip(STAGES, edges, edges[1:])]
+    assert [(s.model, s.part, s.depth) for s in timeline.spans] == [e[:3] for e in expected]
+    assert [(s.start_us, s.end_us) for s in timeline.spans] == [pytest.approx(e[3:]) for e in expected]
+
+
+def test_a_timeline_without_frontend_starts_at_the_earliest_timestamp_and_leaves_out_broken_parts():
+    # The step's queue ends before it starts (COMPUTE_START < QUEUE_START): left out, as in the distributions.
+    step = {"REQUEST_START": 6_000, "QUEUE_START": 7_000, "COMPUTE_START": 6_500, "COMPUTE_INPUT_END": 8_000,
+            "REQUEST_END": 9_000}
+    root = ModelTrace(1, "ens", "1", {"REQUEST_START": 5_000, "REQUEST_END": 10_000}, (ModelTrace(2, "step", "1", step),))
+    timeline = request_timeline(RequestTrace("r", root), 12.0)
+    assert timeline.spans == (TimelineSpan("ens", "total", 0, 0.0, 5.0), TimelineSpan("step", "total", 1, 1.0, 4.0),
+                              TimelineSpan("step", "compute_input", 1, 1.5, 3.0))
+    assert timeline.server_us == 5.0  # the top-level model's total
+
+
+def test_a_grpc_timeline_starts_when_the_request_came_not_when_the_wait_began():
+    traces, latencies = captured("nested-grpc")
+    request = join(latencies, traces)[0]
+    timeline = request_timeline(request.trace, request.latency_us)
+    stamps = request.trace.root.timestamps_ns
+    assert stamps["GRPC_WAITREAD_START"] < stamps["GRPC_WAITREAD_END"]
+    frontend = timeline.spans[0]
+    assert (frontend.model, frontend.part, frontend.start_us) == (None, "frontend", 0.0)
+    assert frontend.end_us == pytest.approx(timeline.server_us) and timeline.server_us == request.trace.server_ns / 1e3
+    assert all(0 <= span.start_us <= span.end_us for span in timeline.spans)
+
+
+def test_nested_ensembles_are_laid_out_depth_first_with_their_depth():
+    traces, latencies = captured("nested")
+    request = join(latencies, traces)[0]
+    timeline = request_timeline(request.trace, request.latency_us)
+    models = [(span.model, span.depth) for span in timeline.spans if span.part == "total"]
+    assert [model for model, _ in models] == [node.model for node in request.trace.root.walk()]
+    depths = dict(models)
+    assert depths["nested-outer"] == 0 and depths["nested-inner"] == 1 and max(depths.values()) == 2
+    # A model's stages follow it, at its depth.
+    for before, span in zip(timeline.spans, timeline.spans[1:]):
+        if span.part in STAGES:
+            assert span.model == before.model and span.depth == before.depth
+
+
+def test_the_level_keeps_the_slowest_joined_request():
+    traces, latencies = captured("stalling")
+    requests = join(latencies, traces)
+    tracing = level_tracing(requests, len(traces), lambda p: percentile_of_sorted(np.sort(list(latencies.values())), p), 99)
+    slowest = max(latencies, key=latencies.get)
+    assert slowest == tracing.slowest.request_id == "req-18"
+    assert tracing.slowest == request_timeline(next(r.trace for r in requests if r.trace.request_id == slowest),
+                                               latencies[slowest])
+    assert tracing.slowest.latency_us == max(latencies.values()) > tracing.slowest.server_us
+    # req-18 waited in middle's queue behind a stalled request: its waterfall shows where.
+    spans = {(span.model, span.part): span for span in tracing.slowest.spans}
+    queue = spans[("middle", "queue")]
+    assert queue.end_us - queue.start_us > 45_000
+    frontend = spans[(None, "frontend")]
+    assert all(frontend.start_us <= span.start_us for span in tracing.slowest.spans)
+    assert level_tracing([], len(traces), None, 99).slowest is None  # no traced request, no timeline

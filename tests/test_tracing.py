@@ -1,6 +1,8 @@
 """Tracing end to end (issue 14): loadgen runs the real embedded server on the stalling ensemble
 with every request traced, and names the stage that stalls as the cause of the tail; a server
-given with -u gets the trace settings it takes, and its own back."""
+given with -u gets the trace settings it takes, and its own back; a -u server in OpenTelemetry
+mode exports its traces to the collector loadgen runs (--trace-collector-port), with the same
+figures."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from conftest import ROOT, STALLING_REPOSITORY
 
 from loadgen.cli import main
-from loadgen.server import EmbeddedServer
+from loadgen.server import EmbeddedServer, free_port
 from loadgen.transport import open_transport
 
 ECHO_REPOSITORY = ROOT / "tests" / "model_repos" / "echo"
@@ -123,7 +125,8 @@ def test_a_server_given_with_u_traces_and_gets_its_settings_back(protocol, tmp_p
     summary = json.loads((report / "summary.json").read_text())
     (warning,) = summary["warnings"]
     assert warning == (f"tracing: the server traces one request in 2 to {tmp_path / 'theirs.json'}; loadgen reads the traces "
-                       "of its embedded server only, so the levels have no per-stage figures or tail attribution")
+                       "of its embedded server, or with --trace-collector-port those of a server in OpenTelemetry mode, so "
+                       "the levels have no per-stage figures or tail attribution")
     assert summary["levels"][0]["tracing"] is None
     assert before["trace_level"] == after["trace_level"] == ["OFF"] and before["trace_rate"] == after["trace_rate"]
     # The server did trace the run's requests, each with loadgen's id.
@@ -152,3 +155,83 @@ def test_reading_a_levels_traces_ends_at_its_bound_when_they_never_stop(tmp_path
     traces = asyncio.run(tracer._read_until_quiet())
     assert READ_BOUND_S <= time.monotonic() - started < READ_BOUND_S + 2
     assert len(traces) > 1
+
+
+@pytest.fixture(scope="module")
+def otel_triton(tmp_path_factory):
+    """The stalling ensemble on a server in OpenTelemetry mode, exporting every 200 ms to a port
+    nothing listens on between runs: (endpoints, that port)."""
+    port = free_port()
+    flags = ("--trace-config=mode=opentelemetry", f"--trace-config=opentelemetry,url=http://127.0.0.1:{port}/v1/traces",
+             "--trace-config=opentelemetry,bsp_schedule_delay=200")
+    server = EmbeddedServer(STALLING_REPOSITORY, tmp_path_factory.mktemp("otel") / "server.log", extra_args=flags)
+    endpoints = server.start()
+    try:
+        yield endpoints, port
+    finally:
+        server.stop()  # by its pid
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_server_in_opentelemetry_mode_names_the_stalling_stage_through_the_collector(otel_triton, protocol, tmp_path):
+    endpoints, port = otel_triton
+    before = asyncio.run(trace_settings(endpoints.http))
+    url = endpoints.http if protocol == "http" else endpoints.grpc
+    report = tmp_path / "report"
+    run = loadgen(["-u", url, "-i", protocol, *MODEL, *WINDOWS, "--trace-rate", "1", "--trace-collector-port", str(port),
+                   "--sla", "middle.compute_infer_p99_ms<1", "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 1, run.stderr  # the SLA on middle's p99 failed the run
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["warnings"] == []
+    (level,) = summary["levels"]
+    tracing = level["tracing"]
+    assert tracing["traces"] == level["client"]["request_count"] >= 100  # every request, from the server's OTLP spans
+    first = level["tail_attribution"][0]
+    assert first["model"] == "middle" and first["part"] in ("queue", "compute_infer")
+    assert sum(share["share"] for share in level["tail_attribution"] if share["model"] == "middle") > 0.5
+    stages = stages_of(level)
+    assert 45_000 < stages[("middle", "compute_infer")]["p99_us"] < 70_000
+    assert {model for model, _ in stages} == {"stalling-ensemble", "first", "middle", "last"}
+    assert not level["sla"][0]["passed"]
+    # The server's own settings are back: level OFF, its rate.
+    after = asyncio.run(trace_settings(endpoints.http))
+    assert after["trace_level"] == before["trace_level"] == ["OFF"] and after["trace_rate"] == before["trace_rate"]
+
+
+def test_in_opentelemetry_mode_the_rate_set_over_the_api_takes_effect(otel_triton, tmp_path):
+    endpoints, port = otel_triton
+    report = tmp_path / "report"
+    run = loadgen(["-u", endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "1000", "-r", "3", "-s", "100",
+                   "--trace-rate", "4", "--trace-collector-port", str(port), "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    (level,) = summary["levels"]
+    assert 0.1 < level["tracing"]["traces"] / level["client"]["request_count"] < 0.45  # one in 4, not every one
+    assert summary["warnings"] == []
+
+
+def test_a_collector_the_server_does_not_export_to_is_one_warning(otel_triton, tmp_path):
+    endpoints, port = otel_triton
+    ours = free_port()
+    report = tmp_path / "report"
+    run = loadgen(["-u", endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "300", "-r", "3", "-s", "100",
+                   "--trace-rate", "1", "--trace-collector-port", f"127.0.0.1:{ours}", "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["warnings"][0] == (f"tracing: the server exports its traces to http://127.0.0.1:{port}/v1/traces, not to "
+                                      f"loadgen's collector on port {ours} (http://LOADGEN_HOST:{ours}/v1/traces): the levels "
+                                      "may have no per-stage figures")  # fmt: skip
+    assert summary["levels"][0]["tracing"]["traces"] == 0
+
+
+def test_a_server_not_in_opentelemetry_mode_is_one_warning_and_no_traces(stalling_triton, tmp_path):
+    port = free_port()
+    report = tmp_path / "report"
+    run = loadgen(["-u", stalling_triton.http, *MODEL, "--concurrency-range", "1", "-p", "300", "-r", "3", "-s", "100",
+                   "--trace-collector-port", str(port), "--report-dir", str(report)])  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    (warning,) = summary["warnings"]
+    assert warning.startswith("tracing: the server traces in mode triton, not to OpenTelemetry, so nothing comes to ")
+    assert f"--trace-config opentelemetry,url=http://LOADGEN_HOST:{port}/v1/traces" in warning
+    assert summary["levels"][0]["tracing"] is None

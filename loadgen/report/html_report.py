@@ -17,9 +17,11 @@ from typing import Any
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.report.base import Plot, write_atomic
+from loadgen.report.waterfall import waterfall_svg
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import UNSTABLE_NOTE, Verdict, format_value
+from loadgen.tail import MIN_TRACES, LevelTracing, TailAttribution, tail_line
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MISSING = "—"
@@ -55,6 +57,7 @@ figure h3 { margin-top: 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-weight: 600; }
+svg.waterfall { display: block; max-width: 100%; height: auto; margin: 4px 0 12px; }
 pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; border-radius: 6px; }
 """
 
@@ -72,6 +75,7 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
         _open_loop(levels),
         _workers(levels),
         _composing(levels),
+        _traces(levels),
         _metrics(result),
         "<h2>Configuration</h2>", _key_values(result.config.to_dict()),
         "<h2>Environment</h2>", _key_values(result.environment),
@@ -102,8 +106,8 @@ def _num(value: float | None, digits: int = 1) -> str:
     return MISSING if value is None else f"{value:,.{digits}f}"
 
 
-def _ms(us: float | None) -> str:
-    return MISSING if us is None else _num(us / 1000, 2)
+def _ms(us: float | None, digits: int = 2) -> str:
+    return MISSING if us is None else _num(us / 1000, digits)
 
 
 def _percent(fraction: float | None, digits: int = 1) -> str:
@@ -389,6 +393,60 @@ def _composing(levels: Sequence[LevelResult]) -> str:
     sections = [f"<details open><summary>{escape(_level_name(level))}</summary>"
                 f"{_table(head, _server_rows(level.server))}</details>" for level in levels]
     return "<h2>Server figures per model (µs)</h2>" + "".join(sections)
+
+
+def _traces(levels: Sequence[LevelResult]) -> str:
+    """Per traced level: its per-stage distributions, its tail's attribution and its slowest traced request."""
+    traced = [level for level in levels if level.tracing is not None]
+    if not traced:
+        return ""
+    sections = []
+    for level in traced:
+        tracing = level.tracing
+        title = f"{_level_name(level)}: {_requests(tracing.traces)} ({tracing.read:,} traces read)"
+        few = (f"<p>{WARN}Fewer than {MIN_TRACES} traced requests: each p99 is about the largest sample, "
+               "and the tail may be one request.</p>") if tracing.few else ""
+        sections.append(f"<details open><summary>{escape(title)}</summary>{few}{_stage_table(tracing)}"
+                        f"{_tail_attribution(tracing.tail)}{_slowest(tracing)}</details>")
+    return ("<h2>Traces: where the time goes</h2><p>From Triton's traces of the requests that succeeded in each "
+            "level's reported windows (--trace-rate). A model's parts: queue, compute input, infer and output, and "
+            "total (its whole time); an ensemble's scheduling is its time outside its steps.</p>" + "".join(sections))
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} traced request{'' if count == 1 else 's'}"
+
+
+def _stage_table(tracing: LevelTracing) -> str:
+    rows = [[stage.model, stage.part, *(_ms(getattr(stage, key), 3) for key in ("p50_us", "p90_us", "p99_us", "max_us")),
+             (WARN if stage.traces < MIN_TRACES else "") + f"{stage.traces:,}"] for stage in tracing.stages]
+    return "<h3>Per-stage latency</h3>" + _table(["Model", "Part", "p50 (ms)", "p90 (ms)", "p99 (ms)", "Max (ms)", "Traces"],
+                                                  rows, text_columns=(0, 1))
+
+
+def _tail_attribution(tail: TailAttribution | None) -> str:
+    html = "<h3>Tail attribution</h3>"
+    if tail is None:
+        return html + "<p>No request succeeded: no percentile to split the traced requests at.</p>"
+    bands = tail.bands
+    html += (f"<p>{escape(tail_line(tail))}. The {_requests(tail.tail_requests)} at or above the client's "
+             f"p{bands.percentile:g} ({_ms(bands.tail_from_us)} ms), against the {tail.middle_requests:,} between its p40 "
+             f"({_ms(bands.middle_from_us)} ms) and p60 ({_ms(bands.middle_to_us)} ms): each part's share of the extra "
+             "time.</p>")
+    if not tail.shares:
+        return html
+    rows = [[share.model if share.model is not None else "(outside the server)", share.part, _percent(share.share),
+             _ms(share.extra_us, 3)] for share in tail.shares]
+    return html + _table(["Model", "Part", "Share of the extra time", "Extra (ms)"], rows, text_columns=(0, 1))
+
+
+def _slowest(tracing: LevelTracing) -> str:
+    html = "<h3>Slowest traced request</h3>"
+    slowest = tracing.slowest
+    if slowest is None:
+        return html + ("<p>No traced request.</p>" if not tracing.traces
+                       else "<p>Not recorded: summary.json before version 10 kept no request's timeline.</p>")
+    return html + f"<p>Request {escape(slowest.request_id)}.</p>" + waterfall_svg(slowest)
 
 
 def _metrics(result: RunResult) -> str:

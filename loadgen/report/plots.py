@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps, ticker
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from loadgen.measurement import LevelResult
 from loadgen.report.base import Plot
@@ -42,6 +44,17 @@ COMPOSING_PARTS = (
     ("overhead_us", "overhead", "tab:brown"),
 )
 TAIL_PERCENTILES = (0, 50, 90, 99, 99.9, 99.99, 99.999)
+# A traced model's parts (loadgen.tail's distributions), in their colours above where they have one.
+STAGE_PARTS = (
+    ("queue", "queue", "tab:orange"),
+    ("compute_input", "compute input", "tab:olive"),
+    ("compute_infer", "compute infer", "tab:green"),
+    ("compute_output", "compute output", "tab:cyan"),
+    ("scheduling", "scheduling (ensemble)", "tab:brown"),
+    ("total", "total", "tab:blue"),
+)
+# Each part's bar: its p99, p90 and p50, drawn over each other, lighter (mixed with white) the higher.
+STAGE_PERCENTILES = (("p99_us", "p99 (lightest)", 0.7), ("p90_us", "p90", 0.4), ("p50_us", "p50 (darkest)", 0.0))
 
 
 def render_plots(result: RunResult, out_dir: Path) -> list[Plot]:
@@ -235,6 +248,45 @@ def latency_distribution(result: RunResult) -> Figure | None:
     return fig
 
 
+def _lighter(color: str, white: float) -> tuple[float, float, float]:
+    return tuple(channel + (1 - channel) * white for channel in to_rgb(color))  # type: ignore[return-value]
+
+
+def stage_percentiles(result: RunResult) -> Figure | None:
+    """Per model of the trace tree, a panel: per traced level, a bar per part, its p50, p90 and p99."""
+    traced = [level for level in result.levels if level.tracing is not None]
+    per_level = [{(stage.model, stage.part): stage for stage in level.tracing.stages} for level in traced]
+    models = list(dict.fromkeys(model for found in per_level for model, _ in found))  # trace-tree order
+    if not models:
+        return None
+    fig = _figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
+    axes = fig.subplots(len(models), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    x = np.arange(len(traced))
+    shown: set[str] = set()  # the parts drawn, for the legend
+    for ax, model in zip(axes, models):
+        parts = [part for part in STAGE_PARTS if any((model, part[0]) in found for found in per_level)]
+        width = 0.8 / len(parts)
+        for index, (part, _, color) in enumerate(parts):
+            stages = [found.get((model, part)) for found in per_level]  # None: no such trace at that level
+            for key, _, white in STAGE_PERCENTILES:
+                ms = _floats(getattr(stage, key, None) for stage in stages) / 1000
+                ax.bar(x - 0.4 + width * (index + 0.5), ms, width=width, color=_lighter(color, white))
+            shown.add(part)
+        ax.set_title(model, loc="left", fontsize=10)
+        ax.set_yscale("log", nonpositive="clip")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=color, label=label) for part, label, color in STAGE_PARTS if part in shown]
+    handles += [Patch(color=_lighter("black", white), label=name) for _, name, white in STAGE_PERCENTILES]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9)
+    ticks = [f"{_value_text(level)}\n{level.tracing.traces} traces{' (few)' if level.tracing.few else ''}" for level in traced]
+    axes[-1].set_xticks(x, ticks)
+    axes[-1].set_xlabel(traced[0].label or "level")
+    fig.supylabel("latency (ms, log scale)", fontsize=10)
+    fig.suptitle("Per-stage latency from traces, per model")
+    return fig
+
+
 def _tail(percentile):
     """Where a percentile (scalar or array) sits on the tail axis."""
     return 1 / (1 - np.asarray(percentile, dtype=float) / 100)
@@ -311,5 +363,6 @@ CHARTS: tuple[tuple[str, str, Callable[[RunResult], Figure | None]], ...] = (
     ("latency_breakdown", "Latency breakdown", latency_breakdown),
     ("composing_breakdown", "Composing models breakdown", composing_breakdown),
     ("latency_distribution", "Latency distribution", latency_distribution),
+    ("stage_percentiles", "Per-stage latency percentiles (traces)", stage_percentiles),
     ("resources", "Server resources", resources),
 )

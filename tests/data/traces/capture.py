@@ -9,14 +9,20 @@ by its pid. INPUT is `image` (the sample photograph as a BYTES tensor IMAGE [1,1
 `not-an-image` (the same with bytes no decoder takes: the request fails) or NAME:D1xD2... (an
 FP32 tensor of ones). OUT_DIR gets trace.json, trace.json.N and client.json: each request's
 id and the latency this client measured, in µs.
+
+With `--otlp` the server runs in OpenTelemetry mode instead, exporting every 100 ms to a collector
+here (http.server), and OUT_DIR gets bodies.json: each body Triton posted, as it came, with its
+Content-Type (tests/data/otlp).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import json
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +75,24 @@ def _sender(args, endpoints):
     return send
 
 
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """Keeps every body posted to it, as it came, in `bodies` (a class attribute: one collector a run)."""
+
+    bodies: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.bodies.append({"content_type": self.headers.get("Content-Type", ""), "body": body.decode()})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("repository", type=Path)
@@ -80,10 +104,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--grpc", action="store_true")
     parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument("--otlp", action="store_true", help="OpenTelemetry mode: OTLP/HTTP bodies to bodies.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     trace = args.out.resolve() / "trace.json"
     flags = (f"--trace-config=triton,file={trace}", "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1")
+    if args.otlp:
+        collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+        threading.Thread(target=collector.serve_forever, daemon=True).start()
+        flags = ("--trace-config=mode=opentelemetry", "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1",
+                 f"--trace-config=opentelemetry,url=http://127.0.0.1:{collector.server_address[1]}/v1/traces",
+                 "--trace-config=opentelemetry,bsp_schedule_delay=100")
     latencies_us: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as logs:
@@ -104,11 +135,17 @@ def main() -> None:
                 send("")
             for number in range(args.before):
                 infer(number)
-            _post(f"http://{endpoints.http}/v2/trace/setting", json.dumps({"log_frequency": "1"}).encode(), {})
+            if not args.otlp:
+                _post(f"http://{endpoints.http}/v2/trace/setting", json.dumps({"log_frequency": "1"}).encode(), {})
             with ThreadPoolExecutor(args.concurrency) as pool:
                 list(pool.map(infer, range(args.before, args.before + args.count)))
+            if args.otlp:
+                time.sleep(1.0)  # ten export delays: every span has left
         finally:
             server.stop()
+    if args.otlp:
+        collector.shutdown()
+        (args.out / "bodies.json").write_text(json.dumps(_Collector.bodies, indent=1) + "\n")
     (args.out / "client.json").write_text(json.dumps(latencies_us, indent=1) + "\n")
 
 
