@@ -12,7 +12,8 @@ from pathlib import Path
 
 from loadgen import __version__
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
-from loadgen.options import add_run_arguments, build_config, load_config_file
+from loadgen.config import RunConfig
+from loadgen.options import BY_NAME, add_run_arguments, build_config, load_config_file
 
 EXIT_BREACHED = 1  # an SLA, or a regression in compare
 EXIT_INTERRUPTED = 130
@@ -51,9 +52,33 @@ def _serve_parser(sub) -> None:
     p.add_argument("--log-file", metavar="FILE", help="server log (default triton-server.log)")
 
 
+def _tune_parser(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search an ensemble's model configurations for the most throughput within the bounds",
+        description="Load candidate configurations of the ensemble's composing models (instances, dynamic batching, "
+        "queue delay, batch sizes) and measure each one's highest throughput within --sla and -l; exit 0 with a best "
+        "configuration, 1 when none meets the bounds.",
+    )
+    add_run_arguments(p)
+    p.add_argument("--config", metavar="FILE.yaml", help="scenario file of run options; flags override it")
+    p.add_argument("--search", choices=("guided", "grid"), default="guided",
+                   help="guided: relieve the dominant stage step by step; grid: every combination (default guided)")
+    p.add_argument("--max-candidates", type=int, default=50, metavar="N", help="most candidates measured (default 50)")
+    p.add_argument("--time-budget", type=float, default=30.0, metavar="MIN", help="stop searching after MIN minutes (default 30)")
+    p.add_argument("--knobs", metavar="FILE.yaml", help="per model, the values each knob may take (docs/tune.md)")
+    p.add_argument("--max-instances", type=int, default=4, metavar="N", help="instances per model tried, 1 to N (default 4)")
+    p.add_argument("--min-gain", default="5%", metavar="PCT",
+                   help="guided search: a change is kept only above this gain and the measurement's noise (default 5%%)")
+    p.add_argument("--remeasure", type=int, default=3, metavar="N", help="leading candidates measured again before the best is named (default 3)")
+    p.add_argument("--resume", metavar="DIR", help="continue the tune whose report folder is DIR")
+    p.add_argument("--yes-reload-models", action="store_true",
+                   help="with -u: allow tune to reload the server's models (it needs --model-control-mode=explicit)")
+
+
 def _report_parser(sub) -> None:
-    p = sub.add_parser("report", help="re-render a run's plots and report.html from its summary.json")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a report folder written by loadgen run")
+    p = sub.add_parser("report", help="re-render a run's plots and report.html from its summary.json, or a tune's tune.html from its tune.json")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a report folder written by loadgen run or loadgen tune")
 
 
 def _compare_parser(sub) -> None:
@@ -76,9 +101,17 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
     _serve_parser(sub)
+    _tune_parser(sub)
     _report_parser(sub)
     _compare_parser(sub)
     return p
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The run options of `args`, over those of its --config file."""
+    options = load_config_file(Path(args.config)) if args.config else {}
+    options.update({name: value for name, value in vars(args).items() if value is not None and name in BY_NAME})
+    return build_config(options)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -86,9 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     from loadgen.report.console import ConsoleReport
     from loadgen.runner import default_report_dir, run
 
-    options = load_config_file(Path(args.config)) if args.config else {}
-    options.update({name: value for name, value in vars(args).items() if value is not None and name not in ("command", "config")})
-    config = build_config(options)
+    config = _run_config(args)
     report_dir = config.outputs.report_dir or default_report_dir(config.target.model_name)
     config = replace(config, outputs=replace(config.outputs, report_dir=report_dir))
     try:
@@ -99,10 +130,43 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result.sla_passed else EXIT_BREACHED
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from loadgen.config import parse_percent
+    from loadgen.progress import Progress
+    from loadgen.report.tune_console import TuneConsole
+    from loadgen.runner import default_report_dir
+    from loadgen.tuner import TuneOptions, tune
+
+    for flag, value, least in (("--max-candidates", args.max_candidates, 1), ("--max-instances", args.max_instances, 1),
+                               ("--remeasure", args.remeasure, 0)):  # fmt: skip
+        if value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}")
+    if not args.time_budget > 0:
+        raise UsageError(f"--time-budget must be a positive number of minutes, got {args.time_budget:g}")
+    config = _run_config(args)
+    options = TuneOptions(args.search, args.max_candidates, args.time_budget * 60, Path(args.knobs) if args.knobs else None,
+                          args.max_instances, parse_percent(args.min_gain, "--min-gain"), args.remeasure,
+                          Path(args.resume) if args.resume else None, args.yes_reload_models)  # fmt: skip
+    tune_dir = options.resume or config.outputs.report_dir or default_report_dir(f"tune-{config.target.model_name}")
+    config = replace(config, outputs=replace(config.outputs, report_dir=tune_dir))
+    try:
+        result = tune(config, options, TuneConsole(sys.stdout, str(tune_dir)),
+                      lambda: [Progress(sys.stderr, config.windows.max_trials)])  # fmt: skip
+    finally:
+        if (tune_dir / "tune.json").exists():
+            print(f"\nReport: {tune_dir}", file=sys.stderr)
+    return 0 if result.best is not None else EXIT_BREACHED
+
+
 def _report(args: argparse.Namespace) -> int:
-    from loadgen.report.render import load_summary, render_report
+    from loadgen.report.render import SUMMARY, load_summary, load_tune, render_report
+    from loadgen.report.tune_html import render_tune_report
+    from loadgen.tuner import TUNE_FILE
 
     run_dir = Path(args.run_dir)
+    if (run_dir / TUNE_FILE).exists() and not (run_dir / SUMMARY).exists():  # a tune's folder
+        print(f"Report: {render_tune_report(load_tune(run_dir / TUNE_FILE), run_dir)}")
+        return 0
     print(f"Report: {render_report(load_summary(run_dir), run_dir)}")
     return 0
 
@@ -149,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "serve": _serve, "report": _report, "compare": _compare}
+COMMANDS = {"run": _run, "tune": _tune, "serve": _serve, "report": _report, "compare": _compare}
 
 
 def _interrupt_on_termination() -> None:

@@ -23,6 +23,20 @@ class ServerGone(ServerError):
     """The server died or stopped answering part way through a run."""
 
 
+class ModelLoadError(ServerError):
+    """The server refused to load (or unload) a model, or loaded it otherwise than asked (a
+    configuration it rejects, a model that fails to initialize, model control not enabled). `message` is Triton's
+    answer as given; `status` the refusal's status by gRPC's code names, whichever protocol
+    carried it ("INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE" when the server takes no load
+    requests at all), None when the load was answered but the model did not come up as asked."""
+
+    def __init__(self, text: str, model: str, message: str, status: str | None = None) -> None:
+        super().__init__(text)
+        self.model = model
+        self.message = message
+        self.status = status
+
+
 class Interrupted(LoadgenError):
     """SIGINT or SIGTERM ended the run; the finished levels were written."""
 

@@ -123,6 +123,7 @@ class EmbeddedServer:
         startup_timeout_s: float = 180.0,
         extra_args: tuple[str, ...] = (),
         trace_file: Path | None = None,
+        explicit_models: tuple[str, ...] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         # Where Triton writes its traces (level, rate and log_frequency are set over its trace API;
@@ -131,6 +132,9 @@ class EmbeddedServer:
         self.log_path = Path(log_path)
         self._ports = (http_port, grpc_port, metrics_port)
         self.extra_args = tuple(extra_args)  # more tritonserver options, e.g. --http-header-forward-pattern=...
+        # Explicit model control (`loadgen tune` loads configurations through the repository API):
+        # only these models load at start, an ensemble with its composing models. None: every model.
+        self.explicit_models = tuple(explicit_models) if explicit_models is not None else None
         self.startup_timeout_s = startup_timeout_s
         self.endpoints: Endpoints | None = None
         self._process: subprocess.Popen | None = None
@@ -195,6 +199,8 @@ class EmbeddedServer:
                 "--allow-metrics=true",
                 "--exit-timeout-secs=10",
                 *((f"--trace-config=triton,file={self.trace_file}",) if self.trace_file is not None else ()),
+                *(("--model-control-mode=explicit", *(f"--load-model={name}" for name in self.explicit_models))
+                  if self.explicit_models is not None else ()),
                 *self.extra_args,
             ]
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,13 @@
 
 Everything is inline (CSS, plots as data: URIs) and a Content-Security-Policy forbids any fetch, so
 the file can be mailed or archived and opens offline. There is no JavaScript: <details> folds.
+The frame, tables and formatting are loadgen.report.html_page's, shared with tune.html.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -17,49 +17,12 @@ from typing import Any
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.report.base import Plot, write_atomic
+from loadgen.report.html_page import FAIL, MISSING, PASS, WARN, model_configs, num, page, percent, plots_section, table, when
 from loadgen.report.waterfall import waterfall_svg
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import UNSTABLE_NOTE, Verdict, format_value
 from loadgen.tail import MIN_TRACES, LevelTracing, TailAttribution, tail_line
-
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-MISSING = "—"
-WARN = "⚠ "
-FAIL = "✗"
-PASS = "✓"
-FLAGS = (WARN, FAIL)  # a cell starting with one flags its row
-
-CSS = """
-body { margin: 0; background: #f6f7f9; color: #1f2328;
-       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1200px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; min-height: 100vh; }
-h1 { margin: 0 0 4px; font-size: 26px; }
-h2 { margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 2px solid #d0d7de; font-size: 20px; }
-h3 { margin: 20px 0 8px; font-size: 16px; }
-.meta { color: #59636e; margin: 0 0 16px; }
-.verdict { padding: 12px 16px; border-radius: 6px; border-left: 5px solid #1a7f37; background: #dafbe1; }
-.verdict.warn { border-color: #bf8700; background: #fff8c5; }
-.verdict.fail { border-color: #cf222e; background: #ffebe9; }
-.verdict p { margin: 0; font-weight: 600; }
-.verdict ul { margin: 6px 0 0; padding-left: 20px; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; margin: 4px 0 12px; font-size: 14px; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 9px; border-bottom: 1px solid #e1e4e8; text-align: right; white-space: nowrap; }
-th { background: #eef1f4; font-weight: 600; vertical-align: bottom; white-space: normal; }
-th.t, td.t { text-align: left; }
-td.t { white-space: normal; overflow-wrap: break-word; }
-tbody tr:nth-child(even) { background: #f6f8fa; }
-tbody tr.warn { background: #fff8c5; }
-table.kv td:first-child { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #59636e; }
-figure { margin: 16px 0 28px; }
-figure h3 { margin-top: 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
-details { margin: 6px 0; }
-summary { cursor: pointer; font-weight: 600; }
-svg.waterfall { display: block; max-width: 100%; height: auto; margin: 4px 0 12px; }
-pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; border-radius: 6px; }
-"""
 
 
 def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
@@ -70,7 +33,7 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
         f"<h1>loadgen report: {escape(model)}</h1>",
         _header(result),
         _levels(levels, bool(result.config.gates.slas), result.config.gates.goodput_latency_ms),
-        _plots(plots),
+        plots_section(plots),
         _breakdown(levels),
         _open_loop(levels),
         _workers(levels),
@@ -80,38 +43,14 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
         "<h2>Configuration</h2>", _key_values(result.config.to_dict()),
         "<h2>Environment</h2>", _key_values(result.environment),
         "<h2>Server</h2>", _key_values(result.server_metadata),
-        _model_configs(result.model_configs or {}),
+        model_configs(result.model_configs or {}),
     ]
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>loadgen: {escape(model)}, {escape(_when(result.started_at))}</title>
-<link rel="icon" href="data:,">
-<style>{CSS}</style>
-</head>
-<body><main>
-{chr(10).join(body)}
-</main></body>
-</html>
-"""
-    write_atomic(path, page)
-
-
-# Formatting: every figure may be null ("not measured"), shown as a dash, never as 0.
-
-def _num(value: float | None, digits: int = 1) -> str:
-    return MISSING if value is None else f"{value:,.{digits}f}"
+    title = f"loadgen: {model}, {when(result.started_at)}"
+    write_atomic(path, page(title, body))
 
 
 def _ms(us: float | None, digits: int = 2) -> str:
-    return MISSING if us is None else _num(us / 1000, digits)
-
-
-def _percent(fraction: float | None, digits: int = 1) -> str:
-    return MISSING if fraction is None else f"{fraction * 100:.{digits}f} %"
+    return MISSING if us is None else num(us / 1000, digits)
 
 
 def _bytes(count: int | None) -> str:
@@ -120,41 +59,14 @@ def _bytes(count: int | None) -> str:
     return f"{count / 2**30:,.2f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
-def _when(iso: str | None) -> str:
-    return MISSING if iso is None else datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-
-
 def _level_name(level: LevelResult) -> str:
     return f"{level.label} {level.value:g}"
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: Collection[int] = (0,),
-           css: str = "") -> str:
-    """An HTML table; every header and cell is escaped here, so callers pass plain text.
-
-    The `text_columns` (indices) are left-aligned text (names, messages), the others right-aligned figures.
-    """
-    def tag(name: str, column: int, text: str) -> str:
-        css = ' class="t"' if column in text_columns else ""
-        return f"<{name}{css}>{escape(text)}</{name}>"
-
-    lines = [f'<div class="scroll"><table class="{css}"><thead><tr>']
-    lines += [tag("th", column, text) for column, text in enumerate(head)]
-    lines.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = [MISSING if cell is None else str(cell) for cell in row]
-        flagged = any(cell.startswith(FLAGS) for cell in cells)
-        lines.append('<tr class="warn">' if flagged else "<tr>")
-        lines += [tag("td", column, text) for column, text in enumerate(cells)]
-        lines.append("</tr>")
-    lines.append("</tbody></table></div>")
-    return "".join(lines)
 
 
 def _header(result: RunResult) -> str:
     levels, gates = result.levels, result.config.gates
     started, finished = result.started_at, result.finished_at
-    meta = f"Started {_when(started)}, finished {_when(finished)}"
+    meta = f"Started {when(started)}, finished {when(finished)}"
     if started and finished:
         seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
         meta += f" ({seconds:,.0f} s)"
@@ -242,24 +154,24 @@ def _levels(levels: Sequence[LevelResult], with_sla: bool, goodput_latency_ms: f
         client, check = level.client, level.count_check
         percentiles = client.percentile_latency_us
         rows.append([
-            f"{level.value:g}", _num(client.throughput_infer_per_s),
-            *([_num(client.goodput_infer_per_s)] if with_goodput else []), _ms(client.avg_latency_us),
+            f"{level.value:g}", num(client.throughput_infer_per_s),
+            *([num(client.goodput_infer_per_s)] if with_goodput else []), _ms(client.avg_latency_us),
             *(_ms(percentiles.get(p)) for p in (50, 90, 95, 99)),
-            _num(client.request_count, 0), _num(client.error_count, 0), _percent(client.error_rate, 2),
+            num(client.request_count, 0), num(client.error_count, 0), percent(client.error_rate, 2),
             "yes" if level.stable else WARN + "no",
             WARN + f"mismatch ({check.client_success} vs {check.server_success})" if check.mismatch else "ok",
             *([_sla_mark(level)] if with_sla else []),
             *([WARN + level.incomplete if level.incomplete else "no"] if with_incomplete else []),
         ])
         for kind in client.error_kinds:
-            share = _percent(client.share(kind.count), 2)
+            share = percent(client.share(kind.count), 2)
             errors += [(_level_name(level), kind.kind, share, message, count) for message, count in kind.messages.items()]
-    html = "<h2>Levels</h2>" + _table(head, rows, text_columns=(0, len(head) - 1) if with_incomplete else (0,))
+    html = "<h2>Levels</h2>" + table(head, rows, text_columns=(0, len(head) - 1) if with_incomplete else (0,))
     if with_sla:
         html += _sla_verdicts(levels)
     if errors:
         html += "<h3>Errors</h3><p>The first distinct messages of each kind of error.</p>"
-        html += _table(["Level", "Kind", "Kind's share of requests", "Message", "Count"], errors, text_columns=(0, 1, 3))
+        html += table(["Level", "Kind", "Kind's share of requests", "Message", "Count"], errors, text_columns=(0, 1, 3))
     return html + _unanswered(levels)
 
 
@@ -277,7 +189,7 @@ def _unanswered(levels: Sequence[LevelResult]) -> str:
             rows.append([_level_name(level), "after the windows", (WARN if drain.unanswered else "") + text])
     if not rows:
         return ""
-    return ("<h3>Requests left without an answer</h3>" + _table(["Level", "When", "What happened"], rows, text_columns=(0, 1, 2)))
+    return ("<h3>Requests left without an answer</h3>" + table(["Level", "When", "What happened"], rows, text_columns=(0, 1, 2)))
 
 
 def _sla_mark(level: LevelResult) -> str:
@@ -293,8 +205,8 @@ def _sla_verdicts(levels: Sequence[LevelResult]) -> str:
             for level in levels for verdict in level.sla]
     if not rows:
         return "<h3>SLA verdicts</h3><p>No level has SLA verdicts.</p>"
-    return "<h3>SLA verdicts</h3>" + _table(["Level", "Expression", "Value", "Verdict", "Reason"], rows,
-                                            text_columns=(0, 1, 3, 4))
+    return "<h3>SLA verdicts</h3>" + table(["Level", "Expression", "Value", "Verdict", "Reason"], rows,
+                                           text_columns=(0, 1, 3, 4))
 
 
 def _verdict_mark(verdict: Verdict, level: LevelResult) -> str:
@@ -304,23 +216,14 @@ def _verdict_mark(verdict: Verdict, level: LevelResult) -> str:
     return mark
 
 
-def _plots(plots: Sequence[Plot]) -> str:
-    figures = []
-    for plot in plots:
-        data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
-        figures.append(f'<figure id="{escape(plot.name)}"><h3>{escape(plot.title)}</h3>'
-                       f'<img alt="{escape(plot.title)}" src="data:image/png;base64,{data}"></figure>')
-    return "<h2>Plots</h2>" + ("".join(figures) or "<p>No plots.</p>")
-
-
 def _breakdown(levels: Sequence[LevelResult]) -> str:
     if not levels:
         return ""
     keys = list(levels[0].breakdown_us)
     head = [levels[0].label, *(key.replace("_", " ").capitalize() for key in keys), "Avg latency"]
-    rows = [[f"{level.value:g}", *(_num(level.breakdown_us.get(key)) for key in keys),
-             _num(level.client.avg_latency_us)] for level in levels]
-    return "<h2>Latency breakdown (µs)</h2>" + _table(head, rows)
+    rows = [[f"{level.value:g}", *(num(level.breakdown_us.get(key)) for key in keys),
+             num(level.client.avg_latency_us)] for level in levels]
+    return "<h2>Latency breakdown (µs)</h2>" + table(head, rows)
 
 
 def _open_loop(levels: Sequence[LevelResult]) -> str:
@@ -335,13 +238,13 @@ def _open_loop(levels: Sequence[LevelResult]) -> str:
         loop = level.open_loop
         lag = loop.schedule_lag_us
         rows.append([
-            _level_name(level), _num(loop.target_rate_per_s), _num(loop.achieved_rate_per_s),
-            (WARN if loop.cannot_keep_up else "") + f"{loop.late_count} ({_percent(loop.late_fraction)})",
-            _num(loop.held_back_count, 0), _ms(lag["p50"]), _ms(lag["p99"]), _ms(lag["max"]),
+            _level_name(level), num(loop.target_rate_per_s), num(loop.achieved_rate_per_s),
+            (WARN if loop.cannot_keep_up else "") + f"{loop.late_count} ({percent(loop.late_fraction)})",
+            num(loop.held_back_count, 0), _ms(lag["p50"]), _ms(lag["p99"]), _ms(lag["max"]),
             _ms(level.client.percentile_latency_us.get(99)), _ms(loop.sent_percentile_latency_us.get(99)),
         ])
     return ("<h2>Open loop</h2><p>Latency runs from each request's intended send time; "
-            "the latency from the actual send is shown beside it.</p>" + _table(head, rows))
+            "the latency from the actual send is shown beside it.</p>" + table(head, rows))
 
 
 def _worker_status(worker: WorkerFigures) -> str:
@@ -364,13 +267,13 @@ def _workers(levels: Sequence[LevelResult]) -> str:
             lag = worker.schedule_lag_us  # {} in closed loop: nothing was scheduled
             rows.append([
                 worker.worker, worker.host, worker.pid, f"{worker.share:g}",
-                _num(worker.request_count, 0), _num(worker.error_count, 0),
-                _num(worker.throughput_infer_per_s), _ms(lag.get("p50")), _ms(lag.get("p99")), _ms(lag.get("max")),
-                _percent(worker.late_fraction) if lag else MISSING, _num(worker.cpu_pct), _worker_status(worker),
+                num(worker.request_count, 0), num(worker.error_count, 0),
+                num(worker.throughput_infer_per_s), _ms(lag.get("p50")), _ms(lag.get("p99")), _ms(lag.get("max")),
+                percent(worker.late_fraction) if lag else MISSING, num(worker.cpu_pct), _worker_status(worker),
             ])
         title = _level_name(level) + (f" (incomplete: {level.incomplete})" if level.incomplete else "")
         sections.append(f"<details open><summary>{escape(title)}</summary>"
-                        f"{_table(head, rows, text_columns=(1, len(head) - 1))}</details>")
+                        f"{table(head, rows, text_columns=(1, len(head) - 1))}</details>")
     return ("<h2>Workers</h2><p>Each worker process's part of the level. A worker is overloaded when it used "
             f"{OVERLOADED_CPU_PCT:g}% of a CPU core or more, or its p99 send lag was over {OVERLOADED_LAG_US / 1e3:g} ms: "
             "then it, not the server, limits the load.</p>" + "".join(sections))
@@ -379,9 +282,9 @@ def _workers(levels: Sequence[LevelResult]) -> str:
 def _server_rows(server: ServerFigures, depth: int = 0) -> list[list[str]]:
     """The model and its composing models, depth-first, names indented by nesting depth."""
     name = "\u2003" * depth + ("↳ " if depth else "") + f"{server.name} v{server.version}"
-    row = [name, *(_num(getattr(server, key)) for key in
+    row = [name, *(num(getattr(server, key)) for key in
                    ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us", "overhead_us",
-                    "avg_request_latency_us")), _num(server.success_count, 0)]
+                    "avg_request_latency_us")), num(server.success_count, 0)]
     return [row] + [r for child in server.composing for r in _server_rows(child, depth + 1)]
 
 
@@ -391,7 +294,7 @@ def _composing(levels: Sequence[LevelResult]) -> str:
     head = ["Model", "Queue", "Compute input", "Compute infer", "Compute output", "Overhead", "Avg request latency",
             "Successes"]
     sections = [f"<details open><summary>{escape(_level_name(level))}</summary>"
-                f"{_table(head, _server_rows(level.server))}</details>" for level in levels]
+                f"{table(head, _server_rows(level.server))}</details>" for level in levels]
     return "<h2>Server figures per model (µs)</h2>" + "".join(sections)
 
 
@@ -420,8 +323,8 @@ def _requests(count: int) -> str:
 def _stage_table(tracing: LevelTracing) -> str:
     rows = [[stage.model, stage.part, *(_ms(getattr(stage, key), 3) for key in ("p50_us", "p90_us", "p99_us", "max_us")),
              (WARN if stage.traces < MIN_TRACES else "") + f"{stage.traces:,}"] for stage in tracing.stages]
-    return "<h3>Per-stage latency</h3>" + _table(["Model", "Part", "p50 (ms)", "p90 (ms)", "p99 (ms)", "Max (ms)", "Traces"],
-                                                  rows, text_columns=(0, 1))
+    return "<h3>Per-stage latency</h3>" + table(["Model", "Part", "p50 (ms)", "p90 (ms)", "p99 (ms)", "Max (ms)", "Traces"],
+                                                 rows, text_columns=(0, 1))
 
 
 def _tail_attribution(tail: TailAttribution | None) -> str:
@@ -435,9 +338,9 @@ def _tail_attribution(tail: TailAttribution | None) -> str:
              "time.</p>")
     if not tail.shares:
         return html
-    rows = [[share.model if share.model is not None else "(outside the server)", share.part, _percent(share.share),
+    rows = [[share.model if share.model is not None else "(outside the server)", share.part, percent(share.share),
              _ms(share.extra_us, 3)] for share in tail.shares]
-    return html + _table(["Model", "Part", "Share of the extra time", "Extra (ms)"], rows, text_columns=(0, 1))
+    return html + table(["Model", "Part", "Share of the extra time", "Extra (ms)"], rows, text_columns=(0, 1))
 
 
 def _slowest(tracing: LevelTracing) -> str:
@@ -460,28 +363,28 @@ def _metrics(result: RunResult) -> str:
     if not measured:
         return html
 
-    html += _table(["Level", "Scrapes", "CPU utilization", "Max CPU memory", "Total CPU memory",
-                    "Energy/inference (J)"],
-                   [[name, m.scrape_count, _percent(m.avg_cpu_utilization),
-                     _bytes(m.max_cpu_memory_used_bytes), _bytes(m.cpu_memory_total_bytes),
-                     _num(m.energy_per_inference_j, 3)] for name, m in measured])
+    html += table(["Level", "Scrapes", "CPU utilization", "Max CPU memory", "Total CPU memory",
+                   "Energy/inference (J)"],
+                  [[name, m.scrape_count, percent(m.avg_cpu_utilization),
+                    _bytes(m.max_cpu_memory_used_bytes), _bytes(m.cpu_memory_total_bytes),
+                    num(m.energy_per_inference_j, 3)] for name, m in measured])
 
-    gpus = [[name, gpu.uuid, _percent(gpu.avg_utilization), _num(gpu.avg_power_w),
-             _bytes(gpu.max_memory_used_bytes), _bytes(gpu.total_memory_bytes), _num(gpu.energy_j)]
+    gpus = [[name, gpu.uuid, percent(gpu.avg_utilization), num(gpu.avg_power_w),
+             _bytes(gpu.max_memory_used_bytes), _bytes(gpu.total_memory_bytes), num(gpu.energy_j)]
             for name, m in measured for gpu in m.gpus]
     html += "<h3>GPUs</h3>"
-    html += (_table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
-                    text_columns=(0, 1))
+    html += (table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
+                   text_columns=(0, 1))
              if gpus else "<p>The server exposes no GPU metrics.</p>")
 
-    models = [[name, f"{model.name} v{model.version}", _num(model.max_pending, 0),
-               _num(model.success, 0),
+    models = [[name, f"{model.name} v{model.version}", num(model.max_pending, 0),
+               num(model.success, 0),
                ", ".join(f"{reason} {count}" for reason, count in model.failure.items() if count) or "0",
-               _num(model.statistics_success, 0),
+               num(model.statistics_success, 0),
                WARN + "mismatch" if model.mismatch else "ok"]
               for name, m in measured for model in m.models]
     if models:
-        html += "<h3>Models</h3>" + _table(
+        html += "<h3>Models</h3>" + table(
             ["Level", "Model", "Max pending", "Successes", "Failures", "Statistics API successes", "Cross-check"],
             models, text_columns=(0, 1))
     return html
@@ -506,10 +409,4 @@ def _key_values(data: dict | None) -> str:
     if not data:
         return "<p>Not recorded.</p>"
     rows = [[key, _value(key, value)] for key, value in data.items()]
-    return _table(["Key", "Value"], rows, text_columns=(0, 1), css="kv")
-
-
-def _model_configs(configs: dict) -> str:
-    sections = [f"<details><summary>{escape(name)}</summary>"
-                f"<pre>{escape(json.dumps(config, indent=2))}</pre></details>" for name, config in configs.items()]
-    return "<h2>Model configurations</h2>" + ("".join(sections) or "<p>Not recorded.</p>")
+    return table(["Key", "Value"], rows, text_columns=(0, 1), css="kv")

@@ -77,7 +77,8 @@ def render_plots(result: RunResult, out_dir: Path) -> list[Plot]:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _figure(height: float = SIZE[1]) -> Figure:
+def new_figure(height: float = SIZE[1]) -> Figure:
+    """A chart's figure, full width at DPI (tune.png's too)."""
     # Constrained layout is the tight layout that also makes room for outside legends.
     return Figure(figsize=(SIZE[0], height), dpi=DPI, layout="constrained")
 
@@ -133,7 +134,7 @@ def throughput_latency(result: RunResult) -> Figure | None:
         ("p99 latency", p99_us, "C3", {"xytext": (-5, 4), "ha": "right", "va": "bottom"}),
     )
     unstable = np.array([not level.stable for level in levels])
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for name, latency_us, color, label_style in series:
         latency = latency_us / 1000
@@ -166,7 +167,7 @@ def latency_breakdown(result: RunResult) -> Figure | None:
     ]
     if not any(np.isfinite(values).any() for _, _, values in parts):
         return None
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     _stacked_bars(ax, levels, parts)
     _stack_legend(ax, ax, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -198,7 +199,7 @@ def composing_breakdown(result: RunResult) -> Figure | None:
         return None
     # One full-width row per model, sharing both axes: every level's tick fits, and the models
     # compare at a glance.
-    fig = _figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
+    fig = new_figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
     axes = fig.subplots(len(models), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     for ax, (name, version) in zip(axes, models):
         figures = [found.get((name, version)) for found in per_level]  # None: not measured at that level
@@ -222,7 +223,7 @@ def latency_distribution(result: RunResult) -> Figure | None:
             curves.append((level, points))
     if not curves:
         return None
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     # Sequential colours: the load order stays visible and neighbouring levels distinct.
     colors = colormaps["viridis"](np.linspace(0, 0.9, len(curves)))
@@ -259,7 +260,7 @@ def stage_percentiles(result: RunResult) -> Figure | None:
     models = list(dict.fromkeys(model for found in per_level for model, _ in found))  # trace-tree order
     if not models:
         return None
-    fig = _figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
+    fig = new_figure(height=max(SIZE[1], 1.2 + 1.8 * len(models)))
     axes = fig.subplots(len(models), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     x = np.arange(len(traced))
     shown: set[str] = set()  # the parts drawn, for the legend
@@ -312,7 +313,7 @@ def resources(result: RunResult) -> Figure | None:
     panels.append(("CPU utilization (%)", [("CPU", _floats(columns["cpu_utilization"]) * 100)]))
     panels.append(("CPU memory used (GiB)", [("CPU", _floats(columns["cpu_memory_used_bytes"]) / GIB)]))
 
-    fig = _figure(height=max(SIZE[1], 1.2 + 1.7 * len(panels)))
+    fig = new_figure(height=max(SIZE[1], 1.2 + 1.7 * len(panels)))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     spans = [(level, *result.span_s(level)) for level in result.levels]
     starts = [result.seconds(level.windows[0].start_ns) for level in result.levels if level.windows]

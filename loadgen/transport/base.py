@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 # How long opening a connection may take, by default (--connect-timeout).
 CONNECT_TIMEOUT_S = 10.0
+# How long a model load may take by default: Triton answers a load request once the model is
+# loaded (or failed), and a large model's instances take a while.
+LOAD_TIMEOUT_S = 300.0
 
 
 def split_host_port(url: str, default_port: int) -> tuple[str, int]:
@@ -50,6 +53,12 @@ def unknown_model_error(message: str, model: str, version: str, url: str) -> Usa
     if version:
         return UsageError(f"model '{model}' version {version} is not on the server at {url}: check -m and -x")
     return UsageError(f"model '{model}' is not on the server at {url}: check -m")
+
+
+def index_entry(entry: dict[str, Any]) -> dict[str, str]:
+    """One model of a repository index with every key, as strings (HTTP leaves out an empty
+    `reason`, and a `version` when the model has none)."""
+    return {key: str(entry.get(key, "")) for key in ("name", "version", "state", "reason")}
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,23 @@ class Transport(ABC):
         `trace_rate`, `log_frequency`, ... as lists or strings) and return them as they now stand,
         each a list of strings. A ServerError says what the server answered when it refused."""
         raise NotImplementedError(f"{type(self).__name__} has no trace API")
+
+    async def load_model(self, model: str, config: dict[str, Any] | None = None, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        """Load or reload `model` through Triton's repository API, answered once it is loaded;
+        with `config` (a model configuration as JSON, proto field names, the whole of it) in
+        place of its config.pbtxt, whose files are left untouched. ModelLoadError when the server
+        refuses; ServerError when it cannot be reached or gives no answer within `timeout_s`."""
+        raise NotImplementedError(f"{type(self).__name__} has no model control API")
+
+    async def unload_model(self, model: str) -> None:
+        """Unload `model` (not the models an ensemble uses): answered at once, the model UNLOADING
+        for a while after. ModelLoadError when the server refuses."""
+        raise NotImplementedError(f"{type(self).__name__} has no model control API")
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        """Every model in the server's repository: `name`, `version`, `state` ("READY",
+        "UNAVAILABLE", "LOADING", ...) and `reason` ("" when there is none), all strings."""
+        raise NotImplementedError(f"{type(self).__name__} has no model control API")
 
     @abstractmethod
     def prepare(

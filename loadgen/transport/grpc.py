@@ -59,6 +59,7 @@ from loadgen.protocol.h2 import ConnectionTerminated, H2Connection, SettingsRece
 from loadgen.redact import redact_url
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
     InputTensor,
     Transport,
     check_header,
@@ -257,6 +258,15 @@ class GrpcTransport(Transport):
 
     async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         return await self._control.update_trace_settings(settings)
+
+    async def load_model(self, model: str, config: dict[str, Any] | None = None, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        await self._control.load_model(model, config, timeout_s)
+
+    async def unload_model(self, model: str) -> None:
+        await self._control.unload_model(model)
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        return await self._control.repository_index()
 
     # -- the hot path -----------------------------------------------------------------------
 

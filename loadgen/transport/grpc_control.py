@@ -8,6 +8,7 @@ Failures are typed one-line errors (loadgen.errors).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -16,8 +17,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException
 
-from loadgen.errors import ServerError
-from loadgen.transport.base import unknown_model_error
+from loadgen.errors import ModelLoadError, ServerError
+from loadgen.transport.base import LOAD_TIMEOUT_S, index_entry, unknown_model_error
 from loadgen.transport.probe import check_port
 from loadgen.transport.tls import TlsOptions, tls_failure
 
@@ -103,20 +104,29 @@ class GrpcControl:
             self._client = grpcclient.InferenceServerClient(self._target, **credentials)
         return self._client
 
-    async def _call(self, what: str, method: str, *args: Any, model: str = "", version: str = ""):
-        """Calls tritonclient's `method` for its response proto; failures as typed one-line errors."""
+    async def _call(
+        self, what: str, method: str, *args: Any, model: str = "", version: str = "", model_control: str = "",
+        timeout_s: float = _CONTROL_TIMEOUT_S, **kwargs: Any,
+    ):  # fmt: skip
+        """Calls tritonclient's `method` for its response proto; failures as typed one-line errors.
+        With `model_control` (the model a load or unload is for), a refusal is a ModelLoadError."""
         client = self._get_client()
         try:
-            return await getattr(client, method)(*args, headers=self._headers, client_timeout=_CONTROL_TIMEOUT_S)
+            return await getattr(client, method)(*args, headers=self._headers, client_timeout=timeout_s, **kwargs)
         except (InferenceServerException, grpc.RpcError) as exc:
             status = _status_name(exc)
-            message = _one_line(exc.message() if hasattr(exc, "message") else exc.details())
+            given = str(exc.message() if hasattr(exc, "message") else exc.details()).strip()
+            message = _one_line(given)
+            if model_control and status == "DEADLINE_EXCEEDED":  # most likely a load still going on: say so, as HTTP does
+                raise ServerError(f"Triton at {self._url} did not answer {what} within {timeout_s:g} s") from None
             if status in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and "model" not in message.lower():
                 if self._tls is not None:
                     message = tls_failure(message, "grpc") or message
                 else:  # a clearer error when nothing, or not gRPC, answers there (the probe speaks plain HTTP)
                     await check_port("grpc", *self._address, self._url)
                 raise ServerError(f"cannot reach Triton over gRPC{' with TLS' if self._tls else ''} at {self._url}: {message}") from None
+            if model_control:
+                raise ModelLoadError(f"{what} failed at {self._url}: gRPC {status}: {message}", model_control, given, status) from None
             unknown = None
             if status in ("NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE"):
                 unknown = unknown_model_error(message, model, version, self._url)
@@ -142,6 +152,17 @@ class GrpcControl:
     async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         response = await self._call("updating the trace settings", "update_trace_settings", "", settings)
         return {key: list(value.value) for key, value in response.settings.items()}
+
+    async def load_model(self, model: str, config: dict[str, Any] | None = None, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        override = json.dumps(config) if config is not None else None
+        await self._call(f"loading {model}", "load_model", model, config=override, model_control=model, timeout_s=timeout_s)
+
+    async def unload_model(self, model: str) -> None:
+        await self._call(f"unloading {model}", "unload_model", model, model_control=model)
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        response = await self._call("the repository index", "get_model_repository_index")
+        return [index_entry(entry) for entry in to_http_json(response).get("models", [])]
 
     async def server_live(self, timeout_s: float) -> str | None:
         try:

@@ -40,16 +40,18 @@ from time import perf_counter_ns
 from typing import Any
 from urllib.parse import quote
 
-from loadgen.errors import ServerError
+from loadgen.errors import ModelLoadError, ServerError
 from loadgen.redact import redact_url
 from loadgen.outcome import InferOutcome, RequestError, connection, http_status, protocol
 from loadgen.protocol.http1 import ProtocolError, Response, ResponseParser
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
     InputTensor,
     Transport,
     check_header,
     expected_outputs,
+    index_entry,
     split_host_port,
     unknown_model_error,
     url_credentials,
@@ -60,6 +62,9 @@ from loadgen.transport.tls import TlsOptions, tls_failure
 from loadgen.validation import ExpectedOutputs, check_http
 
 _CONTROL_TIMEOUT_S = 60.0
+# Triton's HTTP status for each of its error codes (by gRPC's names), so that a refused load
+# says the same whichever protocol carried it.
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}
 
 
 class _ConnectionFailed(Exception):
@@ -189,15 +194,19 @@ class _Prepared:
         self.ids = ids
 
 
+def _error_text(body: bytes | bytearray | None) -> str:
+    """Triton's error text in an error response's body."""
+    if not body:
+        return ""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return bytes(body[:200]).decode("utf-8", errors="replace").strip()
+
+
 def _http_error(status: int, body: bytes | bytearray | None) -> RequestError:
     """The error of an error response, with Triton's error text."""
-    text = ""
-    if body:
-        try:
-            text = str(json.loads(body)["error"])
-        except (ValueError, KeyError, TypeError):
-            text = bytes(body[:200]).decode("utf-8", errors="replace").strip()
-    return http_status(status, text)
+    return http_status(status, _error_text(body))
 
 
 def _header_block(headers: dict[str, str]) -> bytes:
@@ -353,18 +362,23 @@ class HttpTransport(Transport):
 
     # -- control calls ----------------------------------------------------------------------
 
-    async def _call(self, path: str, what: str, model: str = "", version: str = "", body: bytes | None = None) -> dict[str, Any]:
-        """GET `path`, or POST `body` (JSON) to it: the JSON answer, or a ServerError saying what went wrong."""
+    async def _call(
+        self, path: str, what: str, model: str = "", version: str = "", body: bytes | None = None,
+        model_control: str = "", timeout_s: float = _CONTROL_TIMEOUT_S,
+    ) -> Any:  # fmt: skip
+        """GET `path`, or POST `body` (JSON) to it: the JSON answer, or a ServerError saying what
+        went wrong. With `model_control` (the model a load or unload is for), a refusal is a
+        ModelLoadError and the answer, empty, is not read."""
         if body is None:
             request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
         else:
             request = (f"POST {path} HTTP/1.1\r\n".encode("latin-1") + self._headers
                        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         try:
-            async with asyncio.timeout(_CONTROL_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 response, *_ = await self._exchange(request, True)
         except TimeoutError:
-            raise ServerError(f"Triton at {self.url} did not answer {what} within {_CONTROL_TIMEOUT_S:g} s") from None
+            raise ServerError(f"Triton at {self.url} did not answer {what} within {timeout_s:g} s") from None
         except (_ConnectionFailed, OSError) as exc:
             await self._check_port()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "the server closed the connection"
@@ -372,6 +386,12 @@ class HttpTransport(Transport):
                 reason = tls_failure(reason, "http") or reason
             raise ServerError(f"cannot reach Triton over HTTP{'S' if self._ssl else ''} at {self.url}: {reason}") from None
         status, body = response.status, response.body
+        if model_control:
+            if status == 200:
+                return None
+            message = _error_text(body).strip()
+            text = f"{what} failed at {self.url}: {' '.join(message.split())}"
+            raise ModelLoadError(text, model_control, message, _STATUS_NAMES.get(status, f"HTTP {status}"))
         if status != 200:
             error = str(_http_error(status, body))
             unknown = unknown_model_error(error, model, version, self.url) if status in (400, 404) else None
@@ -425,6 +445,17 @@ class HttpTransport(Transport):
     async def update_trace_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         answer = await self._call("/v2/trace/setting", "updating the trace settings", body=json.dumps(settings).encode())
         return {key: value if isinstance(value, list) else [value] for key, value in answer.items()}
+
+    async def load_model(self, model: str, config: dict[str, Any] | None = None, timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        request = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
+        await self._call(f"/v2/repository/models/{quote(model, safe='')}/load", f"loading {model}",
+                         body=json.dumps(request).encode(), model_control=model, timeout_s=timeout_s)  # fmt: skip
+
+    async def unload_model(self, model: str) -> None:
+        await self._call(f"/v2/repository/models/{quote(model, safe='')}/unload", f"unloading {model}", body=b"{}", model_control=model)
+
+    async def repository_index(self) -> list[dict[str, str]]:
+        return [index_entry(entry) for entry in await self._call("/v2/repository/index", "the repository index", body=b"{}")]
 
     async def close(self) -> None:
         self._closed = True
