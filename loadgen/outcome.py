@@ -106,3 +106,22 @@ class InferOutcome:
     recv_ns: int
     error: RequestError | None = None
     check_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """What one streamed request (`Transport.stream`: a decoupled model's responses) cost, and when
+    each of its responses came.
+
+    send_ns, recv_ns and error as InferOutcome's (recv_ns: parsing every response). response_ns:
+    the monotonic_ns at which each response that carried outputs was read, in order; an empty
+    final response that only carries the final flag is not one. tokens: the element count of the
+    prepared token output in each of those responses (empty without one). A stream that fails
+    part way keeps the responses read before the failure.
+    """
+
+    send_ns: int
+    recv_ns: int
+    response_ns: tuple[int, ...]
+    tokens: tuple[int, ...] = ()
+    error: RequestError | None = None

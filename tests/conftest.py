@@ -75,6 +75,15 @@ def stalling_triton(tmp_path_factory):
     yield from _serve(STALLING_REPOSITORY, tmp_path_factory.mktemp("stalling") / "server.log")
 
 
+DECOUPLED_REPOSITORY = ROOT / "tests" / "model_repos" / "decoupled"
+
+
+@pytest.fixture(scope="session")
+def decoupled_triton(tmp_path_factory):
+    """The embedded server on the decoupled test repository (stream16, stream-fail, stream-echo)."""
+    yield from _serve(DECOUPLED_REPOSITORY, tmp_path_factory.mktemp("decoupled") / "server.log")
+
+
 @pytest.fixture(scope="session")
 def faults_triton(tmp_path_factory):
     """The embedded server on the faults test repository (flaky, slow)."""

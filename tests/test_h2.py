@@ -605,3 +605,122 @@ def test_deadline_exceeded_from_the_server_is_the_clients_timeout():
 def test_a_bad_grpc_message_is_refused(data, what):
     with pytest.raises(ValueError, match=what):
         grpc_status.response_message(data)
+
+
+# -- duplex streams (a bidirectional gRPC call) -----------------------------------------------
+
+DUPLEX_BLOCK = request_header_block(b"h:1", b"/duplex", False, [(b"content-type", b"application/grpc")])
+
+
+def test_a_duplex_stream_keeps_its_body_open_until_end_body():
+    conn, _ = connection(0)
+    conn.receive(settings_frame())
+    conn.data_to_send()
+    stream = Stream(b"", token="feed", block=DUPLEX_BLOCK)
+    assert not conn.start(stream)
+    conn.send(stream, memoryview(b"first "), b"000000000001")
+    conn.send(stream, b"second ", b"000000000002")
+    frames = sent_frames(conn.data_to_send())
+    assert [(f[0], f[1], f[2]) for f in frames] == [(1, 0x4, 1), (0, 0, 1), (0, 0, 1)]  # no END_STREAM anywhere
+    assert hpack.Decoder().decode(frames[0][3])[2] == (":path", "/duplex")  # its own header block
+    assert [f[3] for f in frames[1:]] == [b"first 000000000001", b"second 000000000002"]
+    # responses come into stream.data as they arrive, for the caller to take
+    peer = Peer()
+    assert conn.receive(peer.headers(1, OK_HEADERS) + peer.data(1, message(b"one"))) == []
+    assert stream.data == message(b"one") and stream.headers is not None
+    stream.data = None
+    conn.receive(peer.data(1, message(b"two")) + peer.data(1, message(b"three")))
+    assert bytes(stream.data) == message(b"two") + message(b"three")
+    conn.end_body(stream)
+    conn.send(stream, b"too late")  # the body is over: nothing
+    conn.end_body(stream)
+    assert sent_frames(conn.data_to_send()) == [(0, 0x1, 1, b"")]
+    events = conn.receive(peer.headers(1, OK_TRAILERS, end_stream=True))
+    assert ended(events) == {1: stream} and stream.error is None and not resets(conn.data_to_send())
+
+
+def test_a_duplex_stream_ended_by_the_server_while_open_is_reset_and_takes_no_more():
+    conn, _ = connection(0)
+    conn.receive(settings_frame())
+    stream = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(stream)
+    conn.send(stream, b"request")
+    conn.data_to_send()
+    peer = Peer()
+    events = conn.receive(peer.headers(1, OK_HEADERS + [("grpc-status", "14")], end_stream=True))
+    assert ended(events) == {1: stream} and grpc_status.outcome_error(stream).code == "UNAVAILABLE"
+    assert resets(conn.data_to_send()) == [(1, 0)]  # our side was open: closed with NO_ERROR
+    conn.send(stream, b"more")
+    conn.end_body(stream)
+    assert conn.data_to_send() == b""
+    # a reset by the server, or a lost connection, likewise ends it for good
+    other = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(other)
+    conn.receive(frame(3, 0, 3, struct.pack(">I", CANCEL)))
+    third = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(third)
+    conn.data_to_send()
+    conn.connection_lost("gone")
+    for gone in (other, third):
+        conn.send(gone, b"more")
+        assert not gone.duplex and gone.error is not None
+    assert conn.data_to_send() == b""
+
+
+def test_a_duplex_stream_queued_or_out_of_window_sends_its_body_in_order():
+    conn, _ = connection(0)
+    conn.receive(settings_frame((3, 1), (4, 10)))  # one stream at a time, 10-byte stream windows
+    unary = Stream(b"u")
+    conn.start(unary)
+    stream = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(stream)
+    conn.send(stream, b"aaaa", b"0001")
+    conn.send(stream, b"bbbb", b"0002")  # queued behind the unary stream: the body waits, in order
+    assert stream.sid == 0 and stream.payload == b"aaaa0001bbbb0002"
+    conn.data_to_send()
+    conn.receive(Peer().headers(1, OK_HEADERS + OK_TRAILERS, end_stream=True))
+    data = [f for f in sent_frames(conn.data_to_send()) if f[0] == 0]
+    assert stream.sid == 3 and b"".join(f[3] for f in data) == b"aaaa0001bb" and not any(f[1] & 0x1 for f in data)
+    conn.send(stream, b"cccc", b"0003")  # waiting for window: after what waits
+    conn.end_body(stream)  # the end goes with the last of it
+    assert conn.data_to_send() == b""
+    conn.receive(frame(8, 0, 3, struct.pack(">I", 100)))
+    data = [f for f in sent_frames(conn.data_to_send()) if f[0] == 0]
+    assert b"".join(f[3] for f in data) == b"bb0002cccc0003" and data[-1][1] & 0x1 and stream.payload is None
+
+
+def test_a_duplex_stream_ended_before_its_first_message_sends_an_empty_end():
+    conn, _ = connection(0)
+    conn.receive(settings_frame((3, 0)))  # no streams at all for now
+    stream = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(stream)
+    conn.end_body(stream)
+    conn.data_to_send()
+    conn.receive(settings_frame((3, 1)))
+    frames = sent_frames(conn.data_to_send())
+    assert [(f[0], f[1], f[3]) for f in frames if f[0] in (0, 1)] == [(1, 0x4, DUPLEX_BLOCK), (0, 0x1, b"")]
+
+
+@PROPERTY
+@given(st.lists(st.binary(max_size=40), max_size=8), st.lists(st.integers(0, 10**6), max_size=8), st.integers(1, 4))
+def test_a_duplex_streams_data_split_anywhere_comes_whole_and_in_order(bodies, cuts, frames_per_message):
+    """The server's DATA frames cut at any byte: what the caller takes after each read, joined, is
+    the whole of what was sent."""
+    peer = Peer()
+    wire = b"".join(message(b) for b in bodies)
+    bounds = sorted({len(wire), *range(0, len(wire), max(1, len(wire) // frames_per_message))})  # the DATA frames
+    data = settings_frame() + peer.headers(1, OK_HEADERS)
+    data += b"".join(peer.data(1, wire[a:b]) for a, b in itertools.pairwise(bounds))
+    data += peer.headers(1, OK_TRAILERS, end_stream=True)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    conn, _ = connection(0)
+    stream = Stream(b"", block=DUPLEX_BLOCK)
+    conn.start(stream)
+    taken = b""
+    events = []
+    for a, b in itertools.pairwise([0, *points, len(data)]):
+        events += conn.receive(data[a:b])
+        if stream.data:
+            taken += bytes(stream.data)
+            stream.data = None
+    assert taken == wire and ended(events) == {1: stream} and stream.error is None

@@ -1,5 +1,5 @@
 """The client side of one HTTP/2 connection (RFC 9113) without sockets: bytes in, events and bytes
-to send out. It does what unary gRPC calls need and no more.
+to send out. It does what gRPC calls need (unary, and one bidirectional stream) and no more.
 
 Use: `initiate()` once the socket is open (the preface and our SETTINGS), then `start(stream)` for
 each request, `receive(data)` with whatever the socket read (split anywhere), `cancel(stream)`
@@ -16,6 +16,9 @@ causes more than linear work.
   (INITIAL_WINDOW_SIZE and WINDOW_UPDATE); ours are opened wide and topped up as data arrives.
   SETTINGS and PING are acknowledged. The connection takes no new streams after a GOAWAY (sent
   or received) or once stream ids run out.
+- A duplex stream (a bidirectional gRPC call) has a header block of its own and a body that
+  stays open: `send(stream, data)` adds to it as the caller goes, `end_body(stream)` ends it
+  (END_STREAM); its DATA is read into `stream.data` as it comes, for the caller to take.
 - Responses: the HEADERS block (1xx interim blocks skipped), DATA, and an optional trailers
   block. HPACK decoding is the `hpack` package's (Huffman codes, the dynamic table); requests use
   static-table and literal representations only, so the encoder keeps no state and a request's
@@ -196,16 +199,20 @@ class ConnectionTerminated:
 
 class Stream:
     """One request/response exchange. `token` is the caller's own (e.g. the future to wake). The
-    request's body is `payload` and then `tail` (a few bytes of its own: a traced request's id digits)."""
+    request's body is `payload` and then `tail` (a few bytes of its own: a traced request's id digits).
+    A duplex stream (`block`: its own request header block) keeps its body open for `send` until
+    `end_body`; the caller takes its DATA from `data` as it comes."""
 
     __slots__ = ("sid", "token", "payload", "tail", "window", "headers", "trailers", "data", "error",
-                 "t_first", "t_sent", "t_done", "received")  # fmt: skip
+                 "t_first", "t_sent", "t_done", "received", "block", "duplex")  # fmt: skip
 
-    def __init__(self, payload: bytes | memoryview, token: Any = None, tail: bytes = b"") -> None:
+    def __init__(self, payload: bytes | memoryview, token: Any = None, tail: bytes = b"", block: bytes | None = None) -> None:
         self.sid = 0  # assigned when its HEADERS go out
         self.token = token
         self.payload: memoryview | bytes | None = payload  # what is still to be sent
         self.tail = tail  # sent after payload; joined to it only when the body goes out in pieces
+        self.block = block  # its own request header block (None: the connection's)
+        self.duplex = block is not None  # its body is open: no END_STREAM until end_body
         self.window = 0
         self.headers: list | None = None  # the response's (final) header list, as (name, value) bytes
         self.trailers: list | None = None
@@ -590,7 +597,7 @@ class H2Connection:
 
     def _stream_error(self, stream: Stream, failure: Failure, code: int, what: str, ended_by_peer: bool = False) -> None:
         """A stream error (RFC 9113 5.4.2): that stream alone is reset and fails."""
-        rst = None if ended_by_peer and stream.payload is None else code
+        rst = None if ended_by_peer and stream.payload is None and not stream.duplex else code
         self._finish(stream, StreamError(failure, code, what), rst)
 
     def _malformed(self, stream: Stream, what: str, ended_by_peer: int = 0) -> None:
@@ -603,6 +610,7 @@ class H2Connection:
         """Opens `stream` now, or queues it while the server's concurrent-stream limit is reached."""
         if self.closed:  # going away or lost since the caller picked it
             stream.t_done = self.clock()
+            stream.duplex = False
             stream.error = StreamError(Failure.GOAWAY, NO_ERROR, "the connection closed as the request started")
             return [StreamEnded(stream)]
         if len(self.streams) >= self.peer_max_streams:
@@ -624,7 +632,9 @@ class H2Connection:
         out = self.out
         payload, tail = stream.payload, stream.tail
         n = len(payload) + len(tail)
-        if n <= window and n <= self.send_window and n <= max_frame and len(block) <= max_frame:
+        if stream.block is not None:
+            block = stream.block
+        elif n <= window and n <= self.send_window and n <= max_frame and len(block) <= max_frame:
             # The common case, kept short: the header block and the whole body, a frame each.
             out += (self.open_frames.pack(len(block) << 8 | HEADERS, END_HEADERS, sid, block, n << 8 | DATA, END_STREAM, sid),
                     payload, tail)  # fmt: skip
@@ -643,24 +653,29 @@ class H2Connection:
                 out += [FRAME_HEAD.pack(len(piece) << 8 | CONTINUATION, END_HEADERS if last else 0, sid), piece]
         if tail:  # framed in pieces as the windows allow: one body
             stream.payload, stream.tail = b"".join((payload, tail)), b""
-        self._send_data(stream)
+        if n or not stream.duplex:
+            self._send_data(stream)
+        else:  # a duplex stream opened before its first message
+            stream.payload = None
+            stream.t_sent = self.clock()
 
     def _send_data(self, stream: Stream) -> None:
         """Frames as much of the stream's payload as the windows allow."""
         payload = stream.payload
         n = min(len(payload), self.send_window, stream.window)
-        if n > 0:
+        if n > 0 or not payload:  # (an empty body: a duplex stream's ended before its first message)
             sid = stream.sid
             last = n == len(payload)
             max_frame = self.peer_max_frame
+            end_stream = 0 if stream.duplex else END_STREAM
             if last and n <= max_frame:
-                self.out += [FRAME_HEAD.pack(n << 8 | DATA, END_STREAM, sid), payload]
+                self.out += [FRAME_HEAD.pack(n << 8 | DATA, end_stream, sid), payload]
             else:
                 view = memoryview(payload)
                 for i in range(0, n, max_frame):
                     piece = view[i : min(i + max_frame, n)]
                     end = last and i + max_frame >= n
-                    self.out += [FRAME_HEAD.pack(len(piece) << 8 | DATA, END_STREAM if end else 0, sid), piece]
+                    self.out += [FRAME_HEAD.pack(len(piece) << 8 | DATA, end_stream if end else 0, sid), piece]
             self.send_window -= n
             stream.window -= n
             stream.payload = None if last else memoryview(payload)[n:]
@@ -691,8 +706,9 @@ class H2Connection:
         stream.t_done = self.clock()
         stream.error = error
         del self.streams[stream.sid]
-        if stream.payload is not None:  # answered (or failed) before the request was all sent
+        if stream.payload is not None or stream.duplex:  # answered (or failed) before the request was all sent
             stream.payload = None
+            stream.duplex = False
             if rst is None and error is None:
                 rst = NO_ERROR  # a complete response: stop sending the rest
         if rst is not None:
@@ -711,17 +727,48 @@ class H2Connection:
                 pass
         elif self.streams.pop(stream.sid, None) is not None:
             stream.payload = None
+            stream.duplex = False
             if not self.failed:
                 self.out.append(frame(RST_STREAM, 0, stream.sid, _U32.pack(CANCEL)))
                 if self.queued:
                     self._start_queued()
         return events
 
+    def send(self, stream: Stream, data: bytes | memoryview, tail: bytes = b"") -> None:
+        """More of a duplex stream's body (`data`, then `tail`): framed now as the windows allow,
+        the rest when they open. Nothing once its body is closed (end_body, or the stream is over:
+        its end is an event already)."""
+        if not stream.duplex:
+            return
+        if stream.payload is not None:  # not started yet (queued), or waiting for window: after what waits
+            stream.payload = b"".join((stream.payload, data, tail))
+            return
+        n = len(data) + len(tail)
+        if n <= stream.window and n <= self.send_window and n <= self.peer_max_frame:
+            # The common case, kept short: one DATA frame, the pieces as they are.
+            self.out += (FRAME_HEAD.pack(n << 8 | DATA, 0, stream.sid), data, tail)
+            self.send_window -= n
+            stream.window -= n
+        else:
+            stream.payload = b"".join((data, tail))
+            self._send_data(stream)
+
+    def end_body(self, stream: Stream) -> None:
+        """Ends a duplex stream's body (END_STREAM after what is still to be sent): the server
+        answers what it has and then ends the stream. Nothing for a stream that is over."""
+        if not stream.duplex:
+            return
+        stream.duplex = False
+        if stream.payload is None:  # all sent: an empty DATA frame carries the end
+            self.out.append(frame(DATA, END_STREAM, stream.sid))
+        # else the last of the payload carries END_STREAM (not started yet, or waiting for window)
+
     def _fail_queued(self, error: StreamError) -> None:
         while self.queued:
             stream = self.queued.popleft()
             stream.t_done = self.clock()
             stream.error = error
+            stream.duplex = False
             self.events.append(StreamEnded(stream))
 
     def _fail_all(self, error: StreamError) -> None:
@@ -730,6 +777,7 @@ class H2Connection:
         now = self.clock()
         for stream in streams.values():
             stream.payload = None
+            stream.duplex = False
             stream.t_done = now
             stream.error = error
             self.events.append(StreamEnded(stream))

@@ -4,7 +4,9 @@
 complete response or None while it needs more; `feed_eof()` ends a body read until the
 connection closes. Bytes after a complete response stay in `unparsed` for the next `feed`
 (pipelined responses parse one per call: `feed(b"")` continues). Anything that is not valid
-HTTP/1.1 raises ProtocolError, and the parser stays failed.
+HTTP/1.1 raises ProtocolError, and the parser stays failed. A body that streams (server-sent
+events) is read as it arrives: once `status` is set, `take_body()` hands out the body bytes
+de-chunked so far, and the complete response's body holds only those not taken.
 
 The rules (RFC 9110, RFC 9112):
 - Interim responses (1xx: 100 Continue, 103 Early Hints, ...) are skipped and the final response
@@ -113,6 +115,20 @@ class ResponseParser:
         self._body_bytes = 0
         self._chunk_left = -1  # chunked: >0 data to read, 0 the CRLF after it, -1 a size line
         self._trailer_bytes = -1  # chunked: >=0 once in the trailer section
+
+    @property
+    def status(self) -> int:
+        """The status of the response whose body is being read; 0 while its head is incomplete."""
+        return self._status
+
+    def take_body(self) -> bytes:
+        """The kept body bytes of the response being read that arrived since the last take (empty
+        for a 200 with keep_body off): the response, once complete, holds only the rest."""
+        body = self._body
+        if not body:
+            return b""
+        self._body = bytearray()
+        return bytes(body)
 
     @property
     def started(self) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from loadgen.errors import UsageError
-from loadgen.outcome import InferOutcome
+from loadgen.outcome import InferOutcome, StreamOutcome
 from loadgen.redact import redact_url
 
 if TYPE_CHECKING:
@@ -150,6 +150,23 @@ class Transport(ABC):
     async def infer(self, prepared: Any, number: int | None = None) -> InferOutcome:
         """Send a prepared request; with `number`, it carries the id of that number (prepared
         with an id prefix)."""
+
+    def prepare_stream(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], token_output: str | None = None,
+        id_prefix: str | None = None,
+    ) -> Any:
+        """A streamed request (a decoupled model's) built once and sent many times; with
+        `token_output`, each response's element count of that output is its tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream")
+
+    async def stream(self, prepared: Any, number: int | None = None) -> StreamOutcome:
+        """Send a prepared streamed request and read its responses until the final one; never
+        raises for a failed request (the failure is in `StreamOutcome.error`, with the responses
+        read before it). With `number`, it carries the id of that number; a number already in
+        flight on this transport is a caller's bug (ValueError). gRPC enforces the request
+        timeout itself, keeping the responses read before it; over HTTP the caller's cancellation
+        is the deadline (the connection is dropped)."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream")
 
     @abstractmethod
     async def close(self) -> None: ...

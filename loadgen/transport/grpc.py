@@ -41,20 +41,41 @@ from the arrival of the response's first frame until its last was read, plus unm
 ModelInferResponse (not the wait for the event loop to resume the request's task in between).
 A request whose data entry has validation_data has each response checked against it
 (loadgen.validation), after the timing: check_ns.
+
+Streaming (a decoupled model's requests, `stream`): Triton's bidirectional ModelStreamInfer call,
+one HTTP/2 stream per connection (a duplex one: loadgen.protocol.h2) opened on first use and
+again after it ends, with every streamed request in flight on it at once, as perf_analyzer's
+--streaming does. A request is one gRPC message on the stream (a ModelInferRequest asking for
+the empty final response, so that its end is known whichever response carries the final flag);
+its responses are told apart by the request's id, which every streamed request carries: the id
+prefix and the caller's number, or the transport's own serial. The id is last in the prepared
+message, so a send writes the prepared bytes up to its digits and its own digits (no copy).
+A response with an error message ends its request with that error (gRPC UNKNOWN: Triton sends
+the message alone); the final flag ends it; responses after that, or for a request given up on,
+are dropped. A stream that ends fails every request in flight on it with a connection error
+(loadgen.protocol.grpc_stream) and the next request opens a new one. After a GOAWAY the next
+request opens a stream on a new connection and ends the old stream's body, so that the server
+finishes what is in flight on it and then ends it (and the old connection closes). The request
+timeout is the transport's own timer per request (no grpc-timeout on a stream that outlives every
+request): a timeout error that keeps the responses read; Triton goes on with the request (a
+stream has no per-request cancel), its later responses dropped. A cancelled request likewise.
+Timing: send_ns as infer's; recv_ns is unmarshalling the request's responses and taking what
+they say; response_ns stamps each with the monotonic_ns of the read that brought it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from time import perf_counter_ns
+from time import monotonic_ns, perf_counter_ns
 from typing import Any
 
 from tritonclient.grpc import service_pb2
 
 from loadgen.errors import UsageError
-from loadgen.outcome import InferOutcome, connection, protocol, timeout
+from loadgen.outcome import InferOutcome, RequestError, StreamOutcome, connection, grpc_status, protocol, timeout
 from loadgen.protocol.grpc_status import grpc_timeout, outcome_error, response_message
+from loadgen.protocol.grpc_stream import broken_stream_error, elements, read_response, split_messages
 from loadgen.protocol.h2 import ConnectionTerminated, H2Connection, SettingsReceived, Stream, StreamEnded, request_header_block
 from loadgen.redact import redact_url
 from loadgen.transport.base import (
@@ -73,6 +94,7 @@ from loadgen.transport.tls import TlsOptions, tls_failure
 from loadgen.validation import ExpectedOutputs, check_grpc
 
 _INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+_STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def _request_header_block(
@@ -111,6 +133,7 @@ class _H2Protocol(asyncio.Protocol):
         self.ready = loop.create_future()  # the server's first SETTINGS came
         self.h2 = H2Connection(header_block)
         self.write_due = False  # a write of what the state machine has to send is scheduled
+        self.feed: _Feed | None = None  # the ModelStreamInfer call opened here last
 
     def _write(self) -> None:
         self.write_due = False
@@ -129,9 +152,7 @@ class _H2Protocol(asyncio.Protocol):
         for event in events:
             kind = type(event)
             if kind is StreamEnded:
-                waiter = event.stream.token
-                if not waiter.done():
-                    waiter.set_result(None)
+                _ended(event.stream)
             elif kind is SettingsReceived:
                 if not self.ready.done():
                     self.ready.set_result(None)
@@ -156,14 +177,17 @@ class _H2Protocol(asyncio.Protocol):
             )
             self.ready.exception()  # retrieved, whoever waits
         for event in self.h2.connection_lost(reason):
-            if type(event) is StreamEnded and not event.stream.token.done():
-                event.stream.token.set_result(None)
+            if type(event) is StreamEnded:
+                _ended(event.stream)
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost fails what is in flight
 
     def data_received(self, data: bytes) -> None:
         events = self.h2.receive(data)
+        feed = self.feed
+        if feed is not None and feed.stream.data:  # (before the events: a stream's last responses, then its end)
+            feed.read(monotonic_ns())
         if events or self.h2.out:
             self._flush(events)
 
@@ -174,9 +198,22 @@ class _H2Protocol(asyncio.Protocol):
         events = self.h2.start(stream)
         if events:
             self._flush(events)
-        elif not self.write_due and self.h2.out:
+        else:
+            self._write_soon()
+
+    def _write_soon(self) -> None:
+        if not self.write_due and self.h2.out:
             self.write_due = True
             self.loop.call_soon(self._write)
+
+    def send(self, stream: Stream, data: memoryview, tail: bytes) -> None:
+        """More of a duplex stream's body (a streamed request), written with the turn's other frames."""
+        self.h2.send(stream, data, tail)
+        self._write_soon()
+
+    def end_body(self, stream: Stream) -> None:
+        self.h2.end_body(stream)
+        self._write_soon()
 
     def cancel(self, stream: Stream) -> None:
         """The caller gave up on `stream` (its task was cancelled): reset it, keep the connection."""
@@ -200,6 +237,125 @@ class _Prepared:
         self.expected = expected
         # With tracing the message ends with its id (prepare): each send puts its own digits last.
         self.ids = IdPieces(self.framed, len(self.framed) - ID_DIGITS) if traced else None
+
+
+def _ended(stream: Stream) -> None:
+    """Wakes whoever waits on an ended stream: an infer's future, or the requests of a feed."""
+    token = stream.token
+    if type(token) is _Feed:
+        token.broke()
+    elif not token.done():
+        token.set_result(None)
+
+
+class _PreparedStream:
+    """A streamed request built once: the gRPC message of its ModelInferRequest up to the last
+    ID_DIGITS bytes, its id's digits (a send puts its own there); the id's prefix; the output
+    whose element count is a response's tokens (None: none)."""
+
+    __slots__ = ("head", "prefix", "token")
+
+    def __init__(self, raw: bytes, prefix: str, token: str | None) -> None:
+        framed = b"\x00" + len(raw).to_bytes(4, "big") + raw
+        self.head = IdPieces(framed, len(framed) - ID_DIGITS).head
+        self.prefix = prefix
+        self.token = token
+
+
+class _Call:
+    """A streamed request in flight: what its responses brought so far, and its caller's future."""
+
+    __slots__ = ("waiter", "token", "response_ns", "tokens", "recv_ns", "error", "timer")
+
+    def __init__(self, waiter: asyncio.Future, token: str | None) -> None:
+        self.waiter = waiter
+        self.token = token
+        self.response_ns: list[int] = []
+        self.tokens: list[int] = []
+        self.recv_ns = 0
+        self.error: RequestError | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Feed:
+    """A ModelStreamInfer call on a connection: its duplex HTTP/2 stream and the requests in
+    flight on it, by id. `ended`: it takes no more requests (the stream is over, or it broke)."""
+
+    __slots__ = ("conn", "stream", "calls", "ended")
+
+    def __init__(self, conn: _H2Protocol, header_block: bytes) -> None:
+        self.conn = conn
+        self.stream = Stream(b"", self, block=header_block)
+        self.calls: dict[str, _Call] = {}
+        self.ended = False
+
+    def read(self, now_ns: int) -> None:
+        """Takes the stream's whole messages, read at `now_ns`: each response goes to its request."""
+        stream = self.stream
+        data = stream.data
+        try:
+            bounds, used = split_messages(data)
+        except ValueError as exc:
+            self._unreadable(str(exc))
+            return
+        calls = self.calls
+        for start, end in bounds:
+            t0 = perf_counter_ns()
+            try:
+                rid, error, final, outputs = read_response(data[start:end])
+            except ValueError as exc:
+                self._unreadable(f"not a ModelStreamInferResponse: {exc}")
+                return
+            call = calls.get(rid)
+            if call is None:  # given up on (its deadline, or cancelled) or over: the rest of its responses
+                continue
+            if outputs:
+                call.response_ns.append(now_ns)
+                if call.token is not None:
+                    call.tokens.append(elements(outputs, call.token))
+            call.recv_ns += perf_counter_ns() - t0
+            if error:  # Triton sends the message alone, without a status
+                self._finish(rid, call, grpc_status("UNKNOWN", error))
+            elif final:
+                self._finish(rid, call, None)
+        stream.data = None if used == len(data) else data[used:]
+
+    def _finish(self, rid: str, call: _Call, error: RequestError | None) -> None:
+        del self.calls[rid]
+        call.error = error
+        if call.timer is not None:
+            call.timer.cancel()
+        if not call.waiter.done():
+            call.waiter.set_result(None)
+
+    def expire(self, rid: str, error: RequestError) -> None:
+        """The request's deadline passed: it ends with `error`, keeping the responses it got."""
+        call = self.calls.get(rid)
+        if call is not None:
+            call.timer = None
+            self._finish(rid, call, error)
+
+    def forget(self, rid: str) -> None:
+        """The caller gave up on the request (cancelled): its later responses are dropped."""
+        call = self.calls.pop(rid, None)
+        if call is not None and call.timer is not None:
+            call.timer.cancel()
+
+    def broke(self) -> None:
+        """The stream ended: every request still in flight fails."""
+        self._fail(broken_stream_error(self.stream))
+
+    def _unreadable(self, what: str) -> None:
+        """Bytes that are no gRPC message or no response: nothing after them can be trusted to
+        belong to the request it names, so the stream is reset and its requests fail."""
+        self._fail(protocol(f"bad response on the stream: {what}", "INTERNAL"))
+        self.conn.cancel(self.stream)
+
+    def _fail(self, error: RequestError) -> None:
+        self.ended = True
+        self.stream.data = None
+        for rid, call in list(self.calls.items()):
+            self._finish(rid, call, error)
 
 
 class GrpcTransport(Transport):
@@ -230,6 +386,11 @@ class GrpcTransport(Transport):
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._control = GrpcControl(authority, self.url, self._address, self._headers, tls)
         self._header_block = _request_header_block(authority, _INFER_METHOD, self._metadata, tls is not None, request_timeout_ms)
+        # No grpc-timeout on the stream: it outlives every request; each has a timer of its own.
+        self._stream_block = _request_header_block(authority, _STREAM_METHOD, self._metadata, tls is not None)
+        self._timeout_s = request_timeout_ms / 1e3 if request_timeout_ms else None
+        self._feed: _Feed | None = None
+        self._serial = 0  # the number of a streamed request sent without one
         self._conn: _H2Protocol | None = None
         # The header and trailer lists of the last good response: h2 hands out the same list
         # objects for a block it decoded before, so the next response with these very lists is
@@ -273,19 +434,21 @@ class GrpcTransport(Transport):
     def prepare(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
     ) -> _Prepared:
-        request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version or ""))
-        for tensor in inputs:
-            entry = request.inputs.add()
-            entry.name = tensor.name
-            entry.datatype = tensor.datatype
-            entry.shape.extend(int(d) for d in tensor.shape)
-            request.raw_input_contents.append(tensor.data)
-        for name in outputs:
-            request.outputs.add().name = name
-        raw = request.SerializeToString()
+        raw = _infer_request(model, version, inputs, outputs).SerializeToString()
         if id_prefix is not None:  # the id last (a parser takes fields in any order), so a send's digits end the message
             raw += service_pb2.ModelInferRequest(id=request_id(id_prefix, 0)).SerializeToString()
         return _Prepared(raw, expected_outputs(inputs), id_prefix is not None)
+
+    def prepare_stream(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], token_output: str | None = None,
+        id_prefix: str | None = None,
+    ) -> _PreparedStream:
+        request = _infer_request(model, version, inputs, outputs)
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+        prefix = id_prefix or ""
+        # the id last, as prepare's: a send's digits end the message
+        raw = request.SerializeToString() + service_pb2.ModelInferRequest(id=request_id(prefix, 0)).SerializeToString()
+        return _PreparedStream(raw, prefix, token_output)
 
     async def _open(self) -> _H2Protocol:
         """A new connection, once the server's SETTINGS have come (as grpc waits for them: a
@@ -393,14 +556,73 @@ class GrpcTransport(Transport):
         error = check_grpc(expected, response)
         return InferOutcome(send_ns, read_ns + t2 - t1, error, perf_counter_ns() - t2)
 
+    async def _open_feed(self) -> _Feed:
+        """The ModelStreamInfer call to send on: the open one, or a new one (on a new connection
+        when this one takes no new streams)."""
+        conn = self._conn
+        if conn is None or conn.h2.closed:
+            conn = await self._connection()
+        feed = self._feed
+        if feed is None or feed.ended or feed.conn.h2.closed:  # (another request may have opened one meanwhile)
+            if feed is not None and not feed.ended:  # its connection is going away: the server finishes what is on it
+                feed.conn.end_body(feed.stream)
+            feed = self._feed = conn.feed = _Feed(conn, self._stream_block)
+            conn.start(feed.stream)
+        return feed
+
+    async def stream(self, prepared: _PreparedStream, number: int | None = None) -> StreamOutcome:
+        t0 = perf_counter_ns()
+        feed = self._feed
+        if feed is None or feed.ended or feed.conn.h2.closed:
+            try:
+                feed = await self._open_feed()
+            except _ConnectionGone as exc:
+                return StreamOutcome(0, 0, (), error=connection(str(exc), "UNAVAILABLE"))
+            if feed.ended:  # the connection closed as the stream started
+                return StreamOutcome(perf_counter_ns() - t0, 0, (), error=broken_stream_error(feed.stream))
+        calls = feed.calls
+        if number is None:
+            number = self._serial = self._serial + 1
+            while request_id(prepared.prefix, number) in calls:  # a caller's number, in flight
+                number = self._serial = self._serial + 1
+        rid = request_id(prepared.prefix, number)
+        if rid in calls:
+            raise ValueError(f"request id {rid!r} is in flight already")
+        call = calls[rid] = _Call(self._loop.create_future(), prepared.token)
+        feed.conn.send(feed.stream, prepared.head, id_digits(number))
+        send_ns = perf_counter_ns() - t0
+        if self._timeout_s is not None:
+            call.timer = self._loop.call_later(self._timeout_s - send_ns / 1e9, feed.expire, rid, self._deadline_error)
+        try:
+            await call.waiter
+        except asyncio.CancelledError:
+            feed.forget(rid)
+            raise
+        tokens = tuple(call.tokens) if call.token is not None else ()
+        return StreamOutcome(send_ns, call.recv_ns, tuple(call.response_ns), tokens, call.error)
+
     async def close(self) -> None:
         self._closed = True
+        self._feed = None
         if self._connecting is not None:
             self._connecting.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
         await self._control.close()
+
+
+def _infer_request(model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version or ""))
+    for tensor in inputs:
+        entry = request.inputs.add()
+        entry.name = tensor.name
+        entry.datatype = tensor.datatype
+        entry.shape.extend(int(d) for d in tensor.shape)
+        request.raw_input_contents.append(tensor.data)
+    for name in outputs:
+        request.outputs.add().name = name
+    return request
 
 
 _parse_response = service_pb2.ModelInferResponse.FromString

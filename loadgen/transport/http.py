@@ -19,11 +19,41 @@ Design:
   is a `protocol` error and its connection is dropped.
 - A reused connection that the server had already closed (idle keep-alive timeout, restart) is
   retried once on a fresh connection, only when no byte of an answer (not even a 1xx) came.
+- Streaming (a decoupled model's many responses): `prepare_stream` maps the inputs to Triton's
+  generate extension, `stream` posts them to `/generate_stream` and reads the server-sent events
+  (loadgen.protocol.sse) as their bytes arrive, on a pooled connection like any request; the
+  "Streaming" section below has the rules.
 
-Triton 2.51 (libevhtp) as seen here: every /v2 response carries Content-Length (chunked only on
-its generate_stream endpoint, which we never call); an idle keep-alive connection stayed open
-for 400 s and one connection carried 20,000 requests without being closed; an unknown model on
-/infer is a 404 whose JSON error comes with Content-Type text/plain.
+Triton 2.51 (libevhtp) as seen here: every /v2 response carries Content-Length except
+generate_stream's, which is chunked; an idle keep-alive connection stayed open for 400 s and one
+connection carried 20,000 requests without being closed; an unknown model on /infer is a 404
+whose JSON error comes with Content-Type text/plain.
+
+Streaming, Triton 2.51's generate extension as seen here (its docs call it provisional):
+- The request is one JSON object: each input a member under its name, a one-element tensor as
+  a scalar and a longer one as a flat list (BYTES as strings, numbers as JSON numbers); the server
+  gives the list the model's shape itself (fixed dimensions first, the innermost variable one the
+  rest, other variable ones 1), so only shapes whose dimensions are all 1 but the last keep theirs
+  whatever the model's are, and only those are sent. A top-level `id` is the request's id (echoed
+  in every event). FP16 and BF16 cannot travel as JSON, nor can NaN or infinity, nor bytes that
+  are not UTF-8: those are refused at prepare time, pointing to -i grpc. Every output comes back
+  (the extension has no way to ask for some), so `outputs` is not sent.
+- The answer: `200`, `text/event-stream`, chunked, one `data: {JSON}` event per response (outputs
+  by name, a one-element output as a scalar, with model_name, model_version and the id); a
+  response that fails is an event `data: {"error": "..."}`, still under the 200 sent with the
+  first response. The final flag alone (an empty final response) sends no event: the chunked
+  body's end is the stream's end. A request refused before inference is an error status with
+  Triton's JSON error; one whose first response fails gets 400 with that error as an event.
+- Read as: each event that holds more than id/model_name/model_version is a response, timed at the
+  monotonic_ns its bytes were read (events read together share it); its tokens are the token
+  output's element count in it (a list's length, 1 for a scalar: a string output counts 1 per
+  string, 0 when the event lacks it). An error event fails the stream as `HTTP 400` (the status
+  Triton gives the same error when it comes first, and /infer gives a model's error); the
+  responses before it are kept, later events are read (so the connection stays usable) but not
+  counted. An error status is that status's error; a connection that breaks mid-stream is a
+  `connection` error and an event that is not JSON a `protocol` one, both keeping the responses
+  read. A cancelled stream (its deadline) drops its connection, which cannot be reused mid-stream.
+  recv_ns is the time spent reading the answer's bytes as they came, not the waits between them.
 
 Timing (perf_analyzer's meaning): send_ns is from just before the request is written until its
 last byte was handed to the socket; recv_ns is from the response's first byte until the
@@ -36,14 +66,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from time import perf_counter_ns
+import math
+from time import monotonic_ns, perf_counter_ns
 from typing import Any
 from urllib.parse import quote
 
-from loadgen.errors import ModelLoadError, ServerError
+from loadgen.errors import ModelLoadError, ServerError, UsageError
 from loadgen.redact import redact_url
-from loadgen.outcome import InferOutcome, RequestError, connection, http_status, protocol
+from loadgen.outcome import InferOutcome, RequestError, StreamOutcome, connection, http_status, protocol
 from loadgen.protocol.http1 import ProtocolError, Response, ResponseParser
+from loadgen.protocol.sse import EventParser
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
     LOAD_TIMEOUT_S,
@@ -59,7 +91,7 @@ from loadgen.transport.base import (
 from loadgen.transport.probe import check_port
 from loadgen.transport.request_id import IdPieces, request_id
 from loadgen.transport.tls import TlsOptions, tls_failure
-from loadgen.validation import ExpectedOutputs, check_http
+from loadgen.validation import ExpectedOutputs, WireError, check_http, from_wire
 
 _CONTROL_TIMEOUT_S = 60.0
 # Triton's HTTP status for each of its error codes (by gRPC's names), so that a refused load
@@ -80,7 +112,7 @@ class _ConnectionFailed(Exception):
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: one request at a time, its response parsed as it arrives."""
 
-    __slots__ = ("transport", "closed", "paused", "waiter", "t_first", "t_sent", "received", "parser", "pool")
+    __slots__ = ("transport", "closed", "paused", "waiter", "t_first", "t_sent", "received", "parser", "pool", "stream")
 
     def __init__(self, pool: set) -> None:
         self.transport: asyncio.Transport | None = None
@@ -92,6 +124,7 @@ class _Connection(asyncio.Protocol):
         self.received = False  # some byte of an answer came (a 1xx included): not to be retried
         self.parser = ResponseParser()
         self.pool = pool
+        self.stream: _StreamReader | None = None  # the generate_stream answer being read, if any
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -129,6 +162,9 @@ class _Connection(asyncio.Protocol):
         if waiter is None:  # bytes nobody asked for: the connection can't be trusted any more
             self._fail(None, "unexpected data from the server")
             return
+        if self.stream is not None:
+            self._stream_received(data, waiter)
+            return
         if self.t_first == 0:
             self.t_first = perf_counter_ns()
             self.received = True
@@ -143,6 +179,31 @@ class _Connection(asyncio.Protocol):
                 self.t_first = 0
             return
         if parser.unparsed:  # we never pipeline, so these belong to no request
+            self._fail(waiter, "more bytes than the response's framing says")
+            return
+        self._finish(waiter, response)
+
+    def _stream_received(self, data: bytes, waiter: asyncio.Future) -> None:
+        """A streamed answer's bytes: a 200's body handed to the stream's reader as it arrives (an
+        error status's kept whole, for its error text); the time spent here is the stream's recv_ns."""
+        t0 = perf_counter_ns()
+        self.received = True
+        stream, parser = self.stream, self.parser
+        try:
+            response = parser.feed(data)
+            if response is None:
+                if parser.status == 200:
+                    stream.feed(parser.take_body())
+            elif response.status == 200:
+                stream.feed(response.body)
+        except (ProtocolError, _BadEvent) as exc:
+            stream.recv_ns += perf_counter_ns() - t0
+            self._fail(waiter, str(exc))
+            return
+        stream.recv_ns += perf_counter_ns() - t0
+        if response is None:
+            return
+        if parser.unparsed:
             self._fail(waiter, "more bytes than the response's framing says")
             return
         self._finish(waiter, response)
@@ -173,8 +234,9 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.transport.abort()
 
-    def start(self, waiter: asyncio.Future, keep_body: bool) -> None:
+    def start(self, waiter: asyncio.Future, keep_body: bool, stream: _StreamReader | None = None) -> None:
         self.waiter = waiter
+        self.stream = stream
         self.parser.keep_body = keep_body
         self.t_first = 0
         self.t_sent = 0
@@ -192,6 +254,117 @@ class _Prepared:
         self.request = request
         self.expected = expected
         self.ids = ids
+
+
+# What the generate extension puts in every event besides the outputs (and response parameters).
+_EVENT_METADATA = frozenset({"id", "model_name", "model_version"})
+# Triton's error status for a model's error: /infer's, and generate_stream's when the first response fails.
+_MODEL_ERROR_STATUS = 400
+
+
+class _BadEvent(Exception):
+    """A generate_stream event that is not Triton's JSON object."""
+
+
+class _PreparedStream:
+    """A generate_stream request built once (as _Prepared), and the output whose elements are a
+    response's tokens (None: not counted)."""
+
+    __slots__ = ("request", "ids", "token_output")
+
+    def __init__(self, request: bytes, ids: IdPieces | None, token_output: str | None) -> None:
+        self.request = request
+        self.ids = ids
+        self.token_output = token_output
+
+
+class _StreamReader:
+    """One generate_stream answer's events, read as the body arrives (module docstring,
+    "Streaming"): each response's arrival time and tokens, the first error, the time spent reading."""
+
+    __slots__ = ("events", "token_output", "response_ns", "tokens", "error", "recv_ns")
+
+    def __init__(self, token_output: str | None) -> None:
+        self.events = EventParser()
+        self.token_output = token_output
+        self.response_ns: list[int] = []
+        self.tokens: list[int] = []
+        self.error: RequestError | None = None
+        self.recv_ns = 0
+
+    def feed(self, body: bytes) -> None:
+        """Body bytes as they came. Raises _BadEvent."""
+        events = self.events.feed(body)
+        if not events:
+            return
+        now_ns = monotonic_ns()
+        for event in events:
+            try:
+                response = json.loads(event.data)
+            except ValueError:
+                raise _BadEvent(f"a generate_stream event that is not JSON: {event.data[:80]!r}") from None
+            if not isinstance(response, dict):
+                raise _BadEvent(f"a generate_stream event that is not a JSON object: {event.data[:80]!r}")
+            if self.error is not None:
+                continue  # the stream has failed: read to its end, not counted
+            if response.keys() == {"error"}:
+                self.error = http_status(_MODEL_ERROR_STATUS, str(response["error"]))
+            elif not response.keys() <= _EVENT_METADATA:
+                self.response_ns.append(now_ns)
+                if self.token_output is not None:
+                    self.tokens.append(_element_count(response.get(self.token_output)))
+
+    def outcome(self, send_ns: int, error: RequestError | None) -> StreamOutcome:
+        return StreamOutcome(send_ns, self.recv_ns, tuple(self.response_ns), tuple(self.tokens), error)
+
+
+def _element_count(value: Any) -> int:
+    """An output's element count as the generate extension writes it: a flat list, or a scalar for
+    one element (a string is one element); 0 when the event lacks it."""
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+def _generate_value(tensor: InputTensor) -> Any:
+    """An input as the generate extension carries it (module docstring, "Streaming"): a scalar or a
+    flat list. UsageError, on one line, for what it cannot carry."""
+    name, datatype, shape = tensor.name, tensor.datatype, [int(d) for d in tensor.shape]
+    if name in ("id", "parameters"):
+        raise UsageError(f"input {name!r} cannot go over HTTP streaming: Triton's generate extension reads that member itself; use -i grpc")
+    if any(d != 1 for d in shape[:-1]):
+        raise UsageError(
+            f"input {name!r} of shape {shape} cannot go over HTTP streaming: Triton's generate extension takes a flat list and "
+            "shapes it itself, keeping only shapes whose dimensions are all 1 but the last; use -i grpc"
+        )
+    if datatype in ("FP16", "BF16"):
+        raise UsageError(f"input {name!r} is {datatype}, which Triton's generate extension cannot take as JSON; use -i grpc")
+    try:
+        values = from_wire(datatype, tensor.data).tolist()
+    except WireError as exc:
+        raise UsageError(f"input {name!r} {exc}") from None
+    if datatype == "BYTES":
+        try:
+            values = [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"input {name!r} holds bytes that are not UTF-8 text, which Triton's generate extension cannot carry "
+                "(it takes strings as JSON text); use -i grpc"
+            ) from None
+    elif datatype in ("FP32", "FP64") and not all(math.isfinite(v) for v in values):
+        raise UsageError(f"input {name!r} holds NaN or infinity, which JSON cannot carry to Triton's generate extension; use -i grpc")
+    return values[0] if len(values) == 1 else values
+
+
+def _stream_error(status: int, body: bytes | bytearray | None) -> RequestError:
+    """A generate_stream error status's error: Triton's JSON error, or the error event it sends
+    under a 400 when the first response fails."""
+    for event in EventParser().feed(bytes(body or b"")):
+        try:
+            return http_status(status, str(json.loads(event.data)["error"]))
+        except (ValueError, KeyError, TypeError):
+            break
+    return _http_error(status, body)
 
 
 def _error_text(body: bytes | bytearray | None) -> str:
@@ -268,9 +441,12 @@ class HttpTransport(Transport):
             raise _ConnectionFailed(f"no connection within {self._connect_timeout_s:g} s", False) from None
         return conn
 
-    async def _exchange(self, request: bytes | tuple[bytes | memoryview, ...], keep_body: bool) -> tuple:
+    async def _exchange(
+        self, request: bytes | tuple[bytes | memoryview, ...], keep_body: bool, stream: _StreamReader | None = None
+    ) -> tuple:
         """Sends `request` (its bytes, or pieces to write one after the other) on a pooled
-        connection: (response, recv_ns, t_sent, t0).
+        connection: (response, recv_ns, t_sent, t0). With `stream`, a 200's body goes to it as it
+        arrives, and the response holds none of it.
 
         Raises _ConnectionFailed, or OSError when no connection can be opened.
         """
@@ -286,7 +462,7 @@ class HttpTransport(Transport):
             conn = await self._connect()
         while True:
             waiter = self._loop.create_future()
-            conn.start(waiter, keep_body)
+            conn.start(waiter, keep_body, stream)
             t0 = perf_counter_ns()
             if type(request) is tuple:  # a large traced request's pieces around its id: one writev (uvloop)
                 conn.transport.writelines(request)
@@ -359,6 +535,37 @@ class HttpTransport(Transport):
         t1 = perf_counter_ns()
         error = check_http(expected, response.body, response.inference_header_length)
         return InferOutcome(t_sent - t0, recv_ns, error, perf_counter_ns() - t1)
+
+    def prepare_stream(
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], token_output: str | None = None,
+        id_prefix: str | None = None,
+    ) -> _PreparedStream:
+        fields: dict[str, Any] = {"id": request_id(id_prefix, 0)} if id_prefix is not None else {}
+        for tensor in inputs:
+            fields[tensor.name] = _generate_value(tensor)
+        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        head = [f"POST {self._model_path(model, version)}/generate_stream HTTP/1.1\r\n".encode("latin-1"), self._headers]
+        if "content-type" not in self._user_lowered:
+            head.append(b"Content-Type: application/json\r\n")
+        head.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        request = b"".join(head) + body
+        ids = None
+        if id_prefix is not None:  # the id is the body's first member
+            ids = IdPieces(request, len(request) - len(body) + body.index(request_id(id_prefix, 0).encode()) + len(id_prefix))
+        return _PreparedStream(request, ids, token_output)
+
+    async def stream(self, prepared: _PreparedStream, number: int | None = None) -> StreamOutcome:
+        request = prepared.request if number is None else prepared.ids.wire(number)
+        reader = _StreamReader(prepared.token_output)
+        try:
+            response, _, t_sent, t0 = await self._exchange(request, True, reader)
+        except _ConnectionFailed as exc:
+            return reader.outcome(0, protocol(str(exc)) if exc.broken_protocol else connection(str(exc)))
+        except OSError as exc:
+            return reader.outcome(0, connection(exc.strerror or str(exc)))
+        if response.status != 200:
+            return reader.outcome(t_sent - t0, _stream_error(response.status, response.body))
+        return reader.outcome(t_sent - t0, reader.error)
 
     # -- control calls ----------------------------------------------------------------------
 

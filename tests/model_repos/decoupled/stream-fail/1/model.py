@@ -1,0 +1,1 @@
+../../stream16/1/model.py
