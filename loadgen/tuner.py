@@ -158,6 +158,7 @@ class _Tune:
         self.config, self.options, self.knobs, self.dir, self.listener = config, options, knobs, tune_dir, listener
         self.run_listeners, self.interrupts = run_listeners, interrupts
         self.metrics_at: str | None = None
+        self._loaded: tuple[Candidate, dict[str, dict[str, Any]]] | None = None  # what the server has loaded, as read back
         self.server_exit: Callable[[], str | None] | None = None
         self.candidates: list[CandidateResult] = []
         self.started_at = datetime.now().isoformat(timespec="seconds")
@@ -232,7 +233,13 @@ class _Tune:
         await self._remeasure(transport)
 
     async def _load(self, transport: Transport, candidate: Candidate) -> dict[str, dict[str, Any]]:
-        return await load_configs(transport, self.ensemble, apply_candidate(self.base, candidate), LOAD_TIMEOUT_S)
+        """Load `candidate` unless it is what the server has loaded (the ABBA turn's middle)."""
+        if self._loaded is not None and self._loaded[0] == candidate:
+            return self._loaded[1]
+        self._loaded = None  # a failed load leaves the server with part of it
+        configs = await load_configs(transport, self.ensemble, apply_candidate(self.base, candidate), LOAD_TIMEOUT_S)
+        self._loaded = (candidate, configs)
+        return configs
 
     async def _sweep(self, transport: Transport, config: RunConfig, run_dir: Path) -> RunResult:
         listeners = Listeners([JsonReport(run_dir / "summary.json"), CsvReport(run_dir / "results.csv"), *self.run_listeners()])
