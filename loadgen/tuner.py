@@ -123,6 +123,8 @@ def candidate_figures(result: RunResult) -> dict[str, Any]:
     levels = {level.value: level for level in result.levels}
     level = levels.get(capacity.level_value) if capacity is not None else (result.levels[0] if result.levels else None)
     figures: dict[str, Any] = {"outcome": MEASURED if capacity is not None else NO_LEVEL}
+    if capacity is None:  # why: a bound breached already at the range's start, or no level stable
+        figures["message"] = result.stop_reason
     if capacity is not None:
         figures |= {"throughput_infer_per_s": capacity.throughput_infer_per_s, "level_value": capacity.level_value,
                     "servers_needed": capacity.replicas}  # fmt: skip

@@ -107,8 +107,9 @@ def test_a_candidate_s_figures_come_from_its_run_s_capacity_level():
     assert figures["stage_time_us"]["worker"] == pytest.approx(100 + 300 + 5_000 + 90)
     assert figures["p99_ms"] == pytest.approx(levels[1].client.percentile_latency_us[99] / 1e3)
     assert figures["spread"] == pytest.approx(0.0)
-    unmet = candidate_figures(run(*levels, options=SEARCH))
+    unmet = candidate_figures(run(*levels, options=SEARCH, stop_reason="no stable measurement already at concurrency 1"))
     assert unmet["outcome"] != MEASURED and "throughput_infer_per_s" not in unmet and unmet["stage_time_us"]
+    assert unmet["message"] == "no stable measurement already at concurrency 1"
 
 
 def test_the_table_ranks_by_mean_throughput_and_marks_the_default_and_the_best():
