@@ -49,6 +49,15 @@ def default_model_repository() -> Path:
     raise UsageError("no model_repository/ here or beside loadgen: pass --model-repository DIR, or -u to use a running server")
 
 
+def check_model_in_repository(repository: Path, model: str) -> None:
+    """The embedded server loads only the model measured (and an ensemble's steps): one that is not
+    in its repository is a mistake to say before it starts."""
+    repository = Path(repository)
+    if repository.is_dir() and not (repository / model).is_dir():
+        models = sorted(entry.name for entry in repository.iterdir() if (entry / "config.pbtxt").is_file())
+        raise UsageError(f"model {model} is not in {repository}: -m names one of {', '.join(models) or 'none'}")
+
+
 def default_report_dir(model: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
@@ -227,8 +236,11 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
             if live is not None:
                 live.serve(outputs.export_metrics_port)
             if target.url is None:
-                server = EmbeddedServer(target.model_repository or default_model_repository(), report_dir / SERVER_LOG,
-                                        trace_file=trace_file)  # fmt: skip
+                repository = target.model_repository or default_model_repository()
+                check_model_in_repository(repository, target.model_name)
+                # Only the model measured loads (an ensemble with its steps): the others' start-up is not the run's.
+                server = EmbeddedServer(repository, report_dir / SERVER_LOG, trace_file=trace_file,
+                                        explicit_models=(target.model_name,))  # fmt: skip
                 endpoints = server.start()
                 url = endpoints.http if target.protocol == "http" else endpoints.grpc
                 config = replace(config, target=replace(target, url=url))

@@ -47,7 +47,14 @@ from loadgen.report.csv_report import CsvReport
 from loadgen.report.json_report import JsonReport
 from loadgen.report.tune_html import render_tune_report
 from loadgen.result import RunResult
-from loadgen.runner import Interrupts, check_writable, default_model_repository, default_report_dir, sweep_over
+from loadgen.runner import (
+    Interrupts,
+    check_model_in_repository,
+    check_writable,
+    default_model_repository,
+    default_report_dir,
+    sweep_over,
+)
 from loadgen.scraper import server_metrics_url
 from loadgen.server import EmbeddedServer
 from loadgen.transport import Transport, open_transport
@@ -343,9 +350,8 @@ def tune(config: RunConfig, options: TuneOptions, listener: TuneListener = TuneL
     prior = read_prior(tune_dir, target.model_name, options.search) if options.resume else []
     check_writable(tune_dir, "--report-dir")
     repository = None if target.url is not None else (target.model_repository or default_model_repository())
-    if repository is not None and Path(repository).is_dir() and not (Path(repository) / target.model_name).is_dir():
-        models = sorted(entry.name for entry in Path(repository).iterdir() if (entry / "config.pbtxt").is_file())
-        raise UsageError(f"model {target.model_name} is not in {repository}: -m names one of {', '.join(models) or 'none'}")
+    if repository is not None:
+        check_model_in_repository(repository, target.model_name)
     server = EmbeddedServer(repository, tune_dir / SERVER_LOG, explicit_models=(target.model_name,)) if repository else None
     with Interrupts() as interrupts:
         session = _Tune(config, options, knobs, tune_dir, listener, run_listeners, interrupts)

@@ -140,6 +140,7 @@ CASES = [
     (["serve", "--http-port", "70000"], 2, "port 70000 is not a port number"),
     (["serve", "--http-port", "5000", "--grpc-port", "5000"], 2, "port 5000 is given twice"),
     (["serve", "--model-repository", "{files}/missing"], 2, "is not a directory: pass --model-repository DIR"),
+    (["run", "-m", "no-such-model"], 2, "model no-such-model is not in"),
     (["compare", "a", "b", "--max-regression", "nan"], 2, "--max-regression 'nan' is not a percentage"),
     (["report", "{files}/missing"], 2, "has no summary.json"),
     (["report", "{files}/binary-summary"], 2, "is not UTF-8 text"),
