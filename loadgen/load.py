@@ -180,11 +180,8 @@ class LocalLoad(Load):
         await self._recorder.window_full.wait()
 
     async def close_window(self, boundary_ns: int) -> WindowSamples:
-        # The caller took `boundary_ns` before this ran (asyncio.gather schedules it): requests that
-        # ended since were recorded into this window, so it ends now, after them.
-        now_ns = max(boundary_ns, monotonic_ns())
         engine = self.engine
-        return self._recorder.close_window(now_ns, engine.in_flight, engine.oldest_outstanding_ns(now_ns))
+        return self._recorder.close_window(boundary_ns, engine.in_flight, engine.oldest_outstanding_ns(boundary_ns))
 
     async def stop(self) -> WindowSamples:
         abandoned, oldest_ns = await self.engine.stop()

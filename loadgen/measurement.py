@@ -238,7 +238,15 @@ async def measure_level(
         nonlocal boundary_ns
         boundary_ns = monotonic_ns()
         # Both at once: with workers, closing their windows takes a round trip, and the snapshot should fall within it.
-        window, boundary_snapshot = await asyncio.gather(load.close_window(boundary_ns), snapshot(boundary_ns))
+        # The close is awaited directly, not through gather: in process it then runs at once, before any
+        # other request can end after the boundary and still be counted in the window it closes.
+        snapshotting = asyncio.ensure_future(snapshot(boundary_ns))
+        try:
+            window = await load.close_window(boundary_ns)
+        except BaseException:
+            snapshotting.cancel()
+            raise
+        boundary_snapshot = await snapshotting
         if on_requests is not None and (requests := load.window_requests(window)) is not None:
             on_requests(schedule, requests)
         windows.append(window)

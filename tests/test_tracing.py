@@ -65,10 +65,11 @@ def test_the_stalling_stage_is_named_first_and_its_p99_gates_the_run(protocol, t
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_large_requests_in_flight_together_each_carry_their_own_id(protocol, tmp_path):
     # 40 KB requests, four at once: HTTP writes each as its pieces around its id, gRPC ends its
-    # DATA frame with the id's digits; every request the level counts is joined to its trace.
+    # DATA frame with the id's digits; every request the level counts is joined to its trace. Short
+    # windows: tracing every request at ~4000/s, the bundled Triton now and then dies of SIGILL.
     report = tmp_path / "report"
     run = loadgen(["--model-repository", str(ECHO_REPOSITORY), "-m", "echo_bytes", "-i", protocol, "--string-length",
-                   "40000", "--concurrency-range", "4", "-p", "500", "-r", "3", "-s", "100", "--trace-rate", "1",
+                   "40000", "--concurrency-range", "4", "-p", "200", "-r", "3", "-s", "100", "--trace-rate", "1",
                    "--report-dir", str(report)])  # fmt: skip
     assert run.returncode == 0, run.stderr
     (level,) = json.loads((report / "summary.json").read_text())["levels"]
