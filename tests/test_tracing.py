@@ -158,6 +158,28 @@ def test_reading_a_levels_traces_ends_at_its_bound_when_they_never_stop(tmp_path
     assert len(traces) > 1
 
 
+class EndlessCollector:
+    """A collector a server never stops posting to: a body came just now, every time it is asked."""
+
+    @property
+    def last_body_s(self):
+        return asyncio.get_running_loop().time()
+
+    def take(self):
+        return []
+
+
+def test_collecting_a_levels_spans_ends_at_its_bound_when_bodies_never_stop():
+    from loadgen.tracing import READ_BOUND_S, Tracer
+
+    tracer = Tracer(1, None)
+    tracer._collector = EndlessCollector()
+    tracer._schedule_delay_s = 0.2
+    started = time.monotonic()
+    assert asyncio.run(tracer._collect_until_quiet()) == []
+    assert 0.2 + READ_BOUND_S <= time.monotonic() - started < 0.2 + READ_BOUND_S + 2
+
+
 @pytest.fixture(scope="module")
 def otel_triton(tmp_path_factory):
     """The stalling ensemble on a server in OpenTelemetry mode, exporting every 200 ms to a port
