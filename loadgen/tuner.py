@@ -139,14 +139,8 @@ def candidate_figures(result: RunResult) -> dict[str, Any]:
         return figures
     throughputs = [window.throughput_infer_per_s for window in level.reported_windows]
     mean = sum(throughputs) / len(throughputs) if throughputs else 0.0
-    stage_time_us = {}
-    stack = list(level.server.composing)
-    while stack:
-        model = stack.pop()
-        if model.composing:  # a nested ensemble: its steps count, not itself
-            stack.extend(model.composing)
-        else:
-            stage_time_us[model.name] = model.queue_us + model.compute_input_us + model.compute_infer_us + model.compute_output_us
+    # A nested ensemble's figures are its steps' sums: its steps count, not itself.
+    stage_time_us = {model.name: model.queue_us + model.compute_us for model in level.server.walk() if not model.composing}
     metrics = level.metrics
     gpus = [gpu.avg_utilization for gpu in metrics.gpus if gpu.avg_utilization is not None] if metrics else []
     p99_us = level.client.percentile_latency_us.get(99) if level.client.request_count else None
