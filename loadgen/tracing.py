@@ -170,21 +170,36 @@ class Tracer:
         None without traces to read."""
         if (self._reader is None and self._collector is None) or records is None or not level.reported_windows:
             return None
+        windows = level.reported_windows
         if self._reader is not None:
-            await asyncio.sleep(POLL_S)  # a trace ends a moment after its response (the ensemble's REQUEST_END)
-            await transport.update_trace_settings({"log_frequency": str(LOG_FREQUENCY)})  # Triton writes what it holds
-            traces = await self._read_until_quiet()
+            traces, requests = await self._read_files(transport, records, level)
         else:
             traces = await self._collect_until_quiet()
-        windows = level.reported_windows
-        requests = join_level(self.prefix, traces, records, windows[0].start_ns, windows[-1].end_ns)
+            requests = join_level(self.prefix, traces, records, windows[0].start_ns, windows[-1].end_ns)
         curve = dict(level.client.latency_curve_us or ()) if level.client.request_count else {}
         return level_tracing(requests, len(traces), curve.__getitem__ if curve else None, percentile)
 
-    async def _read_until_quiet(self) -> list[RequestTrace]:
+    async def _read_files(self, transport: Transport, records: RequestRecords,
+                          level: LevelResult) -> tuple[list[RequestTrace], list[TracedRequest]]:  # fmt: skip
+        """The traces Triton holds and has written, joined to the level's requests. A trace ends a
+        moment after its response (the ensemble's REQUEST_END), and one that ends after Triton was
+        told to write what it holds waits for the next LOG_FREQUENCY: with every request traced
+        (rate 1), Triton is told again while some of the level's requests have no trace, within
+        READ_BOUND_S."""
+        windows, loop = level.reported_windows, asyncio.get_running_loop()
+        deadline = loop.time() + READ_BOUND_S
+        traces: list[RequestTrace] = []
+        while True:
+            await asyncio.sleep(POLL_S)
+            await transport.update_trace_settings({"log_frequency": str(LOG_FREQUENCY)})  # Triton writes what it holds
+            traces += await self._read_until_quiet(deadline)
+            requests = join_level(self.prefix, traces, records, windows[0].start_ns, windows[-1].end_ns)
+            if self.rate != 1 or len(requests) >= level.client.request_count or loop.time() >= deadline:
+                return traces, requests
+
+    async def _read_until_quiet(self, deadline: float) -> list[RequestTrace]:
         traces = self._reader.poll()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + READ_BOUND_S
         while loop.time() < deadline:
             await asyncio.sleep(POLL_S)
             more = self._reader.poll()

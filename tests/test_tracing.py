@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
-import time
 import sys
+import time
+import warnings
+from collections.abc import Callable
 
 import pytest
 from conftest import ROOT, STALLING_REPOSITORY
@@ -22,10 +25,32 @@ from loadgen.transport import open_transport
 ECHO_REPOSITORY = ROOT / "tests" / "model_repos" / "echo"
 MODEL = ["-m", "stalling-ensemble"]
 WINDOWS = ["--concurrency-range", "2", "-p", "1000", "-r", "4", "-s", "50"]
+EMBEDDED_CRASH = re.compile(r"the embedded Triton server (was killed by SIG(?!TERM)\w+)")
 
 
 def loadgen(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loadgen", "run", *args], capture_output=True, text=True, timeout=600)
+
+
+def crash_of(status: str | None) -> str | None:
+    """How a Triton process ended, when it crashed rather than being stopped (SIGTERM)."""
+    return status if status is not None and "SIGTERM" not in status else None
+
+
+def embedded_crash(done: subprocess.CompletedProcess) -> str | None:
+    return match.group(1) if (match := EMBEDDED_CRASH.search(done.stderr)) else None
+
+
+def once_more_if_triton_crashed(run: Callable[[], subprocess.CompletedProcess],
+                                crashed: Callable[[subprocess.CompletedProcess], str | None]) -> subprocess.CompletedProcess:  # fmt: skip
+    """The bundled Triton now and then dies of SIGILL or SIGSEGV tracing every request under load
+    over gRPC (README, "Finding the cause of a tail"): Triton's bug, not what the test checks. The
+    run goes once more on a fresh server, said as a warning; a second crash fails the test."""
+    done = run()
+    if (status := crashed(done)) is None:
+        return done
+    warnings.warn(f"the bundled Triton {status} during a traced run; ran once more on a fresh server")
+    return run()
 
 
 def stages_of(level: dict) -> dict:
@@ -65,12 +90,11 @@ def test_the_stalling_stage_is_named_first_and_its_p99_gates_the_run(protocol, t
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_large_requests_in_flight_together_each_carry_their_own_id(protocol, tmp_path):
     # 40 KB requests, four at once: HTTP writes each as its pieces around its id, gRPC ends its
-    # DATA frame with the id's digits; every request the level counts is joined to its trace. Short
-    # windows: tracing every request at ~4000/s, the bundled Triton now and then dies of SIGILL.
+    # DATA frame with the id's digits; every request the level counts is joined to its trace.
     report = tmp_path / "report"
-    run = loadgen(["--model-repository", str(ECHO_REPOSITORY), "-m", "echo_bytes", "-i", protocol, "--string-length",
-                   "40000", "--concurrency-range", "4", "-p", "200", "-r", "3", "-s", "100", "--trace-rate", "1",
-                   "--report-dir", str(report)])  # fmt: skip
+    args = ["--model-repository", str(ECHO_REPOSITORY), "-m", "echo_bytes", "-i", protocol, "--string-length", "40000",
+            "--concurrency-range", "4", "-p", "200", "-r", "3", "-s", "100", "--trace-rate", "1", "--report-dir", str(report)]  # fmt: skip
+    run = once_more_if_triton_crashed(lambda: loadgen(args), embedded_crash)
     assert run.returncode == 0, run.stderr
     (level,) = json.loads((report / "summary.json").read_text())["levels"]
     assert level["tracing"]["traces"] == level["client"]["request_count"] > 100
@@ -153,9 +177,51 @@ def test_reading_a_levels_traces_ends_at_its_bound_when_they_never_stop(tmp_path
     tracer = Tracer(1, tmp_path / "trace.json")
     tracer._reader = EndlessReader()
     started = time.monotonic()
-    traces = asyncio.run(tracer._read_until_quiet())
+
+    async def read():
+        return await tracer._read_until_quiet(asyncio.get_running_loop().time() + READ_BOUND_S)
+
+    traces = asyncio.run(read())
     assert READ_BOUND_S <= time.monotonic() - started < READ_BOUND_S + 2
     assert len(traces) > 1
+
+
+class LateTraceServer:
+    """Triton holding the level's last trace until it is told a second time to write what it holds."""
+
+    def __init__(self, traces):
+        self.batches = [traces[:-1], traces[-1:]]
+        self.written = []
+        self.told = 0
+
+    async def update_trace_settings(self, settings):
+        self.told += 1
+        if self.batches:
+            self.written += self.batches.pop(0)
+        return settings
+
+    def poll(self):
+        written, self.written = self.written, []
+        return written
+
+
+def test_a_trace_that_ends_after_the_first_write_is_waited_for(tmp_path):
+    from types import SimpleNamespace
+
+    from loadgen.request_log import RequestLog
+    from loadgen.tracing import Tracer
+    from loadgen.transport.request_id import request_id
+    from test_tail import synthetic
+
+    tracer = Tracer(1, tmp_path / "trace.json")
+    log = RequestLog()
+    for number in range(1, 4):
+        log.add(number, None, number * 1000, number * 1000 + 500, True)
+    server = LateTraceServer([synthetic(request_id(tracer.prefix, number)).trace for number in range(1, 4)])
+    tracer._reader = server
+    level = SimpleNamespace(reported_windows=[SimpleNamespace(start_ns=0, end_ns=10_000)], client=SimpleNamespace(request_count=3))
+    traces, requests = asyncio.run(tracer._read_files(server, log.records(), level))
+    assert (len(traces), len(requests), server.told) == (3, 3, 2)
 
 
 class EndlessCollector:
@@ -180,29 +246,51 @@ def test_collecting_a_levels_spans_ends_at_its_bound_when_bodies_never_stop():
     assert 0.2 + READ_BOUND_S <= time.monotonic() - started < 0.2 + READ_BOUND_S + 2
 
 
+class OtelTriton:
+    """The stalling ensemble on a server in OpenTelemetry mode, exporting every 200 ms to `port`,
+    where nothing listens between runs."""
+
+    def __init__(self, directory):
+        self.port = free_port()
+        self._directory = directory
+        self._start()
+
+    def _start(self):
+        flags = ("--trace-config=mode=opentelemetry", f"--trace-config=opentelemetry,url=http://127.0.0.1:{self.port}/v1/traces",
+                 "--trace-config=opentelemetry,bsp_schedule_delay=200")  # fmt: skip
+        self.server = EmbeddedServer(STALLING_REPOSITORY, self._directory / "server.log", extra_args=flags)
+        self.endpoints = self.server.start()
+
+    def run(self, args: Callable[[], list[str]]) -> subprocess.CompletedProcess:
+        """`loadgen run` with `args()` (read after a restart: the endpoints change)."""
+        return once_more_if_triton_crashed(lambda: loadgen(args()), self._crashed)
+
+    def _crashed(self, _) -> str | None:
+        if (crash := crash_of(self.server.exit_status())) is not None:
+            self.server.stop()
+            self._start()
+        return crash
+
+    def stop(self):
+        self.server.stop()  # by its pid
+
+
 @pytest.fixture(scope="module")
 def otel_triton(tmp_path_factory):
-    """The stalling ensemble on a server in OpenTelemetry mode, exporting every 200 ms to a port
-    nothing listens on between runs: (endpoints, that port)."""
-    port = free_port()
-    flags = ("--trace-config=mode=opentelemetry", f"--trace-config=opentelemetry,url=http://127.0.0.1:{port}/v1/traces",
-             "--trace-config=opentelemetry,bsp_schedule_delay=200")
-    server = EmbeddedServer(STALLING_REPOSITORY, tmp_path_factory.mktemp("otel") / "server.log", extra_args=flags)
-    endpoints = server.start()
+    server = OtelTriton(tmp_path_factory.mktemp("otel"))
     try:
-        yield endpoints, port
+        yield server
     finally:
-        server.stop()  # by its pid
+        server.stop()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_server_in_opentelemetry_mode_names_the_stalling_stage_through_the_collector(otel_triton, protocol, tmp_path):
-    endpoints, port = otel_triton
-    before = asyncio.run(trace_settings(endpoints.http))
-    url = endpoints.http if protocol == "http" else endpoints.grpc
+    before = asyncio.run(trace_settings(otel_triton.endpoints.http))
     report = tmp_path / "report"
-    run = loadgen(["-u", url, "-i", protocol, *MODEL, *WINDOWS, "--trace-rate", "1", "--trace-collector-port", str(port),
-                   "--sla", "middle.compute_infer_p99_ms<1", "--report-dir", str(report)])  # fmt: skip
+    run = otel_triton.run(lambda: ["-u", getattr(otel_triton.endpoints, protocol), "-i", protocol, *MODEL, *WINDOWS,
+                                   "--trace-rate", "1", "--trace-collector-port", str(otel_triton.port),
+                                   "--sla", "middle.compute_infer_p99_ms<1", "--report-dir", str(report)])  # fmt: skip
     assert run.returncode == 1, run.stderr  # the SLA on middle's p99 failed the run
     summary = json.loads((report / "summary.json").read_text())
     assert summary["warnings"] == []
@@ -217,15 +305,15 @@ def test_a_server_in_opentelemetry_mode_names_the_stalling_stage_through_the_col
     assert {model for model, _ in stages} == {"stalling-ensemble", "first", "middle", "last"}
     assert not level["sla"][0]["passed"]
     # The server's own settings are back: level OFF, its rate.
-    after = asyncio.run(trace_settings(endpoints.http))
+    after = asyncio.run(trace_settings(otel_triton.endpoints.http))
     assert after["trace_level"] == before["trace_level"] == ["OFF"] and after["trace_rate"] == before["trace_rate"]
 
 
 def test_in_opentelemetry_mode_the_rate_set_over_the_api_takes_effect(otel_triton, tmp_path):
-    endpoints, port = otel_triton
     report = tmp_path / "report"
-    run = loadgen(["-u", endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "1000", "-r", "3", "-s", "100",
-                   "--trace-rate", "4", "--trace-collector-port", str(port), "--report-dir", str(report)])  # fmt: skip
+    run = otel_triton.run(lambda: ["-u", otel_triton.endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "1000", "-r",
+                                   "3", "-s", "100", "--trace-rate", "4", "--trace-collector-port", str(otel_triton.port),
+                                   "--report-dir", str(report)])  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads((report / "summary.json").read_text())
     (level,) = summary["levels"]
@@ -234,11 +322,11 @@ def test_in_opentelemetry_mode_the_rate_set_over_the_api_takes_effect(otel_trito
 
 
 def test_a_collector_the_server_does_not_export_to_is_one_warning(otel_triton, tmp_path):
-    endpoints, port = otel_triton
-    ours = free_port()
+    port, ours = otel_triton.port, free_port()
     report = tmp_path / "report"
-    run = loadgen(["-u", endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "300", "-r", "3", "-s", "100",
-                   "--trace-rate", "1", "--trace-collector-port", f"127.0.0.1:{ours}", "--report-dir", str(report)])  # fmt: skip
+    run = otel_triton.run(lambda: ["-u", otel_triton.endpoints.http, *MODEL, "--concurrency-range", "1", "-p", "300", "-r",
+                                   "3", "-s", "100", "--trace-rate", "1", "--trace-collector-port", f"127.0.0.1:{ours}",
+                                   "--report-dir", str(report)])  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads((report / "summary.json").read_text())
     assert summary["warnings"][0] == (f"tracing: the server exports its traces to http://127.0.0.1:{port}/v1/traces, not to "
