@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import UsageError
+from loadgen.prompts import MAX_PROMPT_TOKENS
 from loadgen.redact import redact_headers, redact_url
 from loadgen.schedule.open_loop import read_intervals
 from loadgen.sla import Sla
@@ -152,6 +153,12 @@ class Target:
     ssl_https_client_certificate_type: str
     ssl_https_private_key_file: Path | None
     ssl_https_private_key_type: str
+    # --streaming: each request goes over a stream and every response is timed (a decoupled model's;
+    # gRPC's ModelStreamInfer, HTTP's generate_stream). token_output: the output whose element count
+    # in a response is its tokens; None: tokens not counted (the sweep settles the default, the
+    # model's only integer output, once it has read the model).
+    streaming: bool = False
+    token_output: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http", "grpc"):
@@ -166,6 +173,10 @@ class Target:
             raise UsageError(f"--request-timeout must be 0 (no deadline) or more ms, got {self.request_timeout_ms:g}")
         if not self.connect_timeout_ms > 0:
             raise UsageError(f"--connect-timeout must be above 0 ms, got {self.connect_timeout_ms:g}")
+        if self.token_output is not None and not self.streaming:
+            raise UsageError("--token-output names the output that holds a streamed response's tokens: add --streaming, or drop --token-output")
+        if self.token_output is not None and not self.token_output.strip():
+            raise UsageError("--token-output is empty: name the model's output that holds the tokens, e.g. --token-output output_ids")
         self._check_tls()
 
     def _check_tls(self) -> None:
@@ -302,6 +313,11 @@ class Gates:
     binary_search: bool
     target_throughput: float | None
     headroom_pct: float
+    # With --streaming, goodput also counts only the requests whose first response came within
+    # goodput_ttft_ms, and whose every gap between consecutive responses is within goodput_itl_ms
+    # (loadgen.samples.StreamGoodput); None: no such bound.
+    goodput_ttft_ms: float | None = None
+    goodput_itl_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.latency_threshold_ms is not None and self.latency_threshold_ms <= 0:
@@ -310,7 +326,10 @@ class Gates:
         if bound is not None and not (math.isfinite(bound) and bound > 0):
             raise UsageError(f"--goodput-latency-ms must be a finite number of ms above 0, got {bound:g}: "
                              "give the latency a request must stay within to count, e.g. --goodput-latency-ms 100")
-        if bound is None and any(sla.metric == "goodput" for sla in self.slas):
+        for flag, streamed in (("--goodput-ttft-ms", self.goodput_ttft_ms), ("--goodput-itl-ms", self.goodput_itl_ms)):
+            if streamed is not None and not (math.isfinite(streamed) and streamed > 0):
+                raise UsageError(f"{flag} must be a finite number of ms above 0, got {streamed:g}: e.g. {flag} 50")
+        if not self.goodput_bounded and any(sla.metric == "goodput" for sla in self.slas):
             raise UsageError("--sla goodput needs --goodput-latency-ms: add the latency a request must stay within to "
                              "count as goodput, e.g. --goodput-latency-ms 100")
         if self.binary_search and self.latency_threshold_ms is None and not self.slas:
@@ -325,6 +344,11 @@ class Gates:
         """Whether anything stops an open-ended range: -l or an SLA."""
         return self.latency_threshold_ms is not None or bool(self.slas)
 
+    @property
+    def goodput_bounded(self) -> bool:
+        """Whether the levels measure goodput: any --goodput-*-ms bound."""
+        return any(bound is not None for bound in (self.goodput_latency_ms, self.goodput_ttft_ms, self.goodput_itl_ms))
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -337,10 +361,18 @@ class Inputs:
     # How far a floating-point output may be from its validation_data: |got - expected| <= atol + rtol * |expected|.
     validation_rtol: float
     validation_atol: float
+    prompt_tokens: int | None = None  # made-up prompts of this many tokens for a text model (loadgen.prompts)
+    max_tokens: int | None = None  # sent in the model's max-tokens input (loadgen.inputs.MAX_TOKENS_INPUTS)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}: fix -b")
+        if self.prompt_tokens is not None and not 1 <= self.prompt_tokens <= MAX_PROMPT_TOKENS:
+            raise UsageError(f"--prompt-tokens must be from 1 to {MAX_PROMPT_TOKENS}, got {self.prompt_tokens}")
+        if self.prompt_tokens is not None and self.input_data is not None:
+            raise UsageError(f"--prompt-tokens makes up the prompts and --input-data {self.input_data} gives the data: give one of them")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be at least 1, got {self.max_tokens}")
         if self.string_length < 1:
             raise UsageError(f"string length must be at least 1, got {self.string_length}: fix --string-length")
         for flag, value in (("--validation-rtol", self.validation_rtol), ("--validation-atol", self.validation_atol)):
@@ -419,6 +451,12 @@ class RunConfig:
         if load.workers is not None and self.outputs.tracing:
             raise UsageError("tracing (--trace-rate, --trace-level) joins each trace to this process's record of its request: "
                              "it does not apply to --workers")
+        streamed_bounds = [flag for flag, bound in (("--goodput-ttft-ms", gates.goodput_ttft_ms), ("--goodput-itl-ms", gates.goodput_itl_ms))
+                           if bound is not None]  # fmt: skip
+        if streamed_bounds and not target.streaming:
+            verb = "bounds" if len(streamed_bounds) == 1 else "bound"
+            raise UsageError(f"{' and '.join(streamed_bounds)} {verb} the responses of streamed requests: add --streaming, "
+                             "or give --goodput-latency-ms")
         if self.outputs.trace_collector is not None and target.url is None:
             raise UsageError("--trace-collector-port is for a server given with -u: the embedded server's traces are read "
                              "from its trace file, so drop --trace-collector-port")

@@ -37,10 +37,12 @@ class LoadEngine:
         requests: Sequence[Any],
         max_inflight: int | None = None,
         request_timeout_ms: float | None = None,
+        streaming: bool = False,
     ) -> None:
         if not requests:
             raise ValueError("the engine needs at least one prepared request")
         self._transport = transport
+        self.streaming = streaming  # the requests were prepared with Transport.prepare_stream
         self._requests = list(requests)
         self._next = 0
         self.peak_in_flight = 0  # the most requests in flight at once since the schedule started
@@ -66,7 +68,10 @@ class LoadEngine:
         # --request-timeout (0: none): the request is cancelled (the transport drops its connection or stream).
         self._timeout_ns: int | None = None
         self.drain_s = drain_bound_s(request_timeout_ms)
-        if request_timeout_ms:
+        # A streamed request's deadline is the transport's own (open_transport gives it the timeout):
+        # cancelling the request here would lose the responses read before it, which the transport keeps.
+        self._call = transport.stream if streaming else transport.infer
+        if request_timeout_ms and not streaming:
             self._timeout_ns = round(request_timeout_ms * 1e6)
             self._timed_out = InferOutcome(0, 0, timeout(request_timeout_ms))
 
@@ -101,7 +106,7 @@ class LoadEngine:
             self.recorder.record_send(intended_ns, sent_ns)
         log = self.request_log  # the level's, when tracing: the request carries its serial as its id
         try:
-            outcome = await (self._transport.infer(prepared) if log is None else self._transport.infer(prepared, serial))
+            outcome = await (self._call(prepared) if log is None else self._call(prepared, serial))
         except asyncio.CancelledError:
             if serial in self._expired:  # its deadline passed: a timeout, and this task goes on
                 self._expired.discard(serial)
@@ -112,12 +117,13 @@ class LoadEngine:
                 if self._draining_out:
                     self.recorder.record(intended_ns, sent_ns, monotonic_ns(), InferOutcome(0, 0, unanswered(self.drain_s)))
                 raise
-        end_ns = monotonic_ns() - outcome.check_ns  # the response's end: checking it is the client's own time
+        # The response's end (a stream's: its final response's): checking it is the client's own time.
+        end_ns = monotonic_ns() - outcome.check_ns
         del self._outstanding[serial]
         self.completed += 1
         if outcome.error is None:
             self.succeeded += 1
-        self.recorder.record(intended_ns, sent_ns, end_ns, outcome)
+        self._record(intended_ns, sent_ns, end_ns, outcome)
         if log is not None:
             log.add(serial, intended_ns, sent_ns, end_ns, outcome.error is None)
         if self.request_completed is not None:
@@ -145,6 +151,7 @@ class LoadEngine:
         if self._driving is not None:
             raise RuntimeError("the engine is already running a schedule")
         self.recorder = recorder
+        self._record = recorder.record_stream if self.streaming else recorder.record
         # current_task() without its loop looks the loop up, a getpid system call per request on 3.11.
         self._loop = asyncio.get_running_loop()
         self.peak_in_flight = 0

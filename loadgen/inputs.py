@@ -1,6 +1,6 @@
-"""Request inputs: the model's tensors filled from zeros, random data, perf_analyzer JSON, files or images;
-and, from the JSON's `validation_data` (or a directory's files named after outputs), what each
-request's responses must hold (loadgen.validation)."""
+"""Request inputs: the model's tensors filled from zeros, random data, perf_analyzer JSON, files or images,
+or a text model's prompts (loadgen.prompts) with --max-tokens; and, from the JSON's `validation_data`
+(or a directory's files named after outputs), what each request's responses must hold (loadgen.validation)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ from tritonclient.utils import triton_to_np_dtype
 
 from loadgen.config import Inputs
 from loadgen.errors import UsageError
+from loadgen.prompts import is_prompts_file, read_prompts, repository_tokenizer, synthetic_prompts
 from loadgen.transport.base import InputTensor, RequestInputs
 from loadgen.validation import ExpectedOutputs, WireError, expected_output, from_wire, json_value_fits, to_wire
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RANDOM_SEED = 0
 STRING_ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .?!"
+# The names --max-tokens recognises (any case): Triton's TensorRT-LLM ensemble and the shipped
+# llm-ensemble take max_tokens, TensorRT-LLM's tensorrt_llm model request_output_len, others max_new_tokens.
+MAX_TOKENS_INPUTS = ("max_tokens", "max_new_tokens", "request_output_len")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
     batched: bool
+    optional: bool = False  # an input its config marks `optional`: a request may leave it out
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,11 @@ class ModelTensors:
     outputs: tuple[TensorSpec, ...]
 
 
-def _specs(entries: Sequence[Mapping[str, Any]], batched: bool) -> tuple[TensorSpec, ...]:
+def _specs(entries: Sequence[Mapping[str, Any]], batched: bool, optional: frozenset[str] = frozenset()) -> tuple[TensorSpec, ...]:
     specs = []
     for entry in entries:
         shape = tuple(int(d) for d in entry["shape"])
-        specs.append(TensorSpec(entry["name"], entry["datatype"], shape[1:] if batched else shape, batched))
+        specs.append(TensorSpec(entry["name"], entry["datatype"], shape[1:] if batched else shape, batched, entry["name"] in optional))
     return tuple(specs)
 
 
@@ -60,7 +65,9 @@ def model_inputs(metadata: Mapping[str, Any], config: Mapping[str, Any], batch_s
         raise UsageError(f"model {name!r} does not support batching: use -b 1")
     if batched and batch_size > max_batch_size:
         raise UsageError(f"-b {batch_size} exceeds the max_batch_size {max_batch_size} of model {name!r}: use -b {max_batch_size} or less")
-    inputs = _specs(metadata.get("inputs", []), batched)
+    # The metadata does not say which inputs are optional; the configuration does.
+    optional = frozenset(str(entry.get("name")) for entry in config.get("input", []) if entry.get("optional"))
+    inputs = _specs(metadata.get("inputs", []), batched, optional)
     if not inputs:
         raise UsageError(f"model {name!r} declares no inputs")
     # An output the metadata gives no datatype or shape (not Triton's metadata) cannot be validated.
@@ -233,7 +240,10 @@ Entry = dict[str, np.ndarray]
 Expected = dict[str, tuple[np.ndarray, bool]]
 
 
-def _json_entries(path: Path, model: ModelTensors, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[Entry], list[Expected] | None]:
+def _json_entries(
+    path: Path, model: ModelTensors, shapes: Mapping[str, tuple[int, ...]], flagged: str | None
+) -> tuple[list[Entry], list[Expected] | None]:
+    """perf_analyzer's JSON; an entry may leave out the input `flagged` (--max-tokens fills it)."""
     try:
         document = json.loads(path.read_text())
     except OSError as exc:
@@ -256,10 +266,10 @@ def _json_entries(path: Path, model: ModelTensors, shapes: Mapping[str, tuple[in
         unknown = [name for name in entry if name not in known]
         if unknown:
             raise UsageError(f"{where} has input {unknown[0]!r}, which the model does not have: its inputs are {names}")
-        missing = [s.name for s in specs if s.name not in entry]
+        missing = [s.name for s in specs if s.name not in entry and s.name != flagged]
         if missing:
             raise UsageError(f"{where} lacks input {missing[0]!r}: give every input of the model ({names})")
-        entries.append({s.name: _input_value(s, entry[s.name], shapes, where) for s in specs})
+        entries.append({s.name: _input_value(s, entry[s.name], shapes, where) for s in specs if s.name in entry})
     if "validation_data" not in document:
         return entries, None
     return entries, _validation_entries(path, document["validation_data"], len(data), model.outputs)
@@ -331,19 +341,92 @@ def _image_entries(spec: TensorSpec, images: Sequence[Path]) -> list[Entry]:
     return [{spec.name: np.array([image.read_bytes()], dtype=np.object_).reshape(shape)} for image in images]
 
 
-def _entries(
-    model: ModelTensors, input_data: str | None, shapes: Mapping[str, tuple[int, ...]], string_length: int
-) -> tuple[list[Entry], list[Expected] | None]:
+def _described(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{s.name} ({s.datatype}{', optional' if s.optional else ''})" for s in specs) or "none"
+
+
+def prompt_input(specs: Sequence[TensorSpec], source: str) -> TensorSpec:
+    """The input a prompt goes to: the model's only BYTES input, or its only required one."""
+    texts = [s for s in specs if s.datatype == "BYTES"]
+    if len(texts) > 1:
+        texts = [s for s in texts if not s.optional]
+    if len(texts) == 1:
+        return texts[0]
+    if not texts:
+        raise UsageError(f"{source} gives prompts, and the model has no text (BYTES) input: its inputs are {_described(specs)}")
+    names = ", ".join(s.name for s in texts)
+    raise UsageError(f"{source} gives one text a request, and the model has several text inputs ({names}): give the data as "
+                     f'perf_analyzer JSON, which names each input, e.g. {{"data": [{{"{texts[0].name}": ["..."], ...}}]}}')
+
+
+def max_tokens_input(specs: Sequence[TensorSpec]) -> TensorSpec:
+    """The input --max-tokens fills: the model's input named one of MAX_TOKENS_INPUTS."""
+    named = [s for s in specs if s.name.lower() in MAX_TOKENS_INPUTS]
+    if len(named) == 1:
+        return named[0]
+    flag = f"--max-tokens fills an input named {', '.join(MAX_TOKENS_INPUTS[:-1])} or {MAX_TOKENS_INPUTS[-1]}"
+    if not named:
+        raise UsageError(f"{flag}, and the model has none: its inputs are {_described(specs)}; drop --max-tokens")
+    raise UsageError(f"{flag}, and the model has several ({', '.join(s.name for s in named)}): drop --max-tokens and give "
+                     "them in perf_analyzer JSON --input-data")
+
+
+def _single_element_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]], what: str) -> tuple[int, ...]:
+    """The shape of an input that carries one value (a prompt, --max-tokens): its dims with -1 as 1, or --shape."""
+    shape = shapes.get(spec.name, tuple(1 if d < 0 else d for d in spec.shape))
+    if int(np.prod(shape)) != 1:
+        raise UsageError(f"input {spec.name!r} of shape {list(shape)} holds {int(np.prod(shape))} elements, and {what} is one: "
+                         "give the data as perf_analyzer JSON")
+    return shape
+
+
+def _prompt_entries(
+    model: ModelTensors, prompts: Sequence[str], shapes: Mapping[str, tuple[int, ...]], max_tokens: int | None, source: str
+) -> list[Entry]:
+    """One entry a prompt, in the model's text input. Optional inputs are left out (the model's
+    defaults apply); the max-tokens input is --max-tokens'; another required input has no data here."""
+    text = prompt_input(model.inputs, source)
+    for spec in model.inputs:
+        if spec is text or spec.optional:
+            continue
+        if spec.name.lower() not in MAX_TOKENS_INPUTS:
+            raise UsageError(f"input {spec.name!r} is required, and {source} gives only the prompt: give every input "
+                             "as perf_analyzer JSON --input-data")
+        if max_tokens is None:
+            raise UsageError(f"input {spec.name!r} is required: give --max-tokens N, the tokens to generate")
+    shape = _single_element_shape(text, shapes, "a prompt")
+    return [{text.name: np.array([prompt.encode()], dtype=np.object_).reshape(shape)} for prompt in prompts]
+
+
+def _max_tokens_array(model: ModelTensors, max_tokens: int, shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, np.ndarray]:
+    """--max-tokens as the tensor of the model's max-tokens input: (its name, the tensor)."""
+    spec = max_tokens_input(model.inputs)
+    dtype = _numpy_dtype(spec.datatype)
+    if not np.issubdtype(dtype, np.integer):
+        raise UsageError(f"input {spec.name!r} is {spec.datatype}, not an integer: --max-tokens fills an integer input")
+    if max_tokens > np.iinfo(dtype).max:
+        raise UsageError(f"--max-tokens {max_tokens} does not fit input {spec.name!r} ({spec.datatype}, at most {np.iinfo(dtype).max})")
+    return spec.name, np.full(_single_element_shape(spec, shapes, "--max-tokens"), max_tokens, dtype=dtype)
+
+
+def _entries(model: ModelTensors, config: Inputs, repository: Path | None) -> tuple[list[Entry], list[Expected] | None]:
     """The data entries, and the outputs each expects (None: nothing is checked)."""
     specs = model.inputs
+    input_data, shapes, string_length = config.input_data, config.shapes, config.string_length
     check_shapes(specs, shapes)
+    if config.prompt_tokens is not None:
+        prompts = synthetic_prompts(config.prompt_tokens, RANDOM_SEED, repository_tokenizer(repository))
+        return _prompt_entries(model, prompts, shapes, config.max_tokens, "--prompt-tokens"), None
     image_spec = image_input(specs)
     if input_data is None and image_spec is not None:
         return _image_entries(image_spec, sample_photographs()), None
     if input_data in (None, "random", "zero"):
         kind = input_data or "random"
         rng = np.random.default_rng(RANDOM_SEED)
-        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in specs}], None
+        # A random count of tokens to generate (negative, or up to 2^31) is no load: an optional
+        # max-tokens input is left to the model's default, or to --max-tokens.
+        made = [s for s in specs if not (s.optional and s.name.lower() in MAX_TOKENS_INPUTS)]
+        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in made}], None
     path = Path(input_data)
     if path.is_dir():
         if all((path / s.name).is_file() for s in specs):
@@ -353,9 +436,11 @@ def _entries(
             return _image_entries(image_spec, images), None
         names = ", ".join(s.name for s in specs)
         raise UsageError(f"--input-data {path} holds neither one file per input ({names}) nor images for an image model")
+    if path.is_file() and is_prompts_file(input_data):
+        return _prompt_entries(model, read_prompts(path), shapes, config.max_tokens, f"--input-data {path}"), None
     if path.is_file():
-        return _json_entries(path, model, shapes)
-    raise UsageError(f"--input-data {input_data!r} is not zero, random, a JSON file or a directory: check the path")
+        return _json_entries(path, model, shapes, max_tokens_input(specs).name if config.max_tokens is not None else None)
+    raise UsageError(f"--input-data {input_data!r} is not zero, random, a JSON or prompts file (.txt, .jsonl) or a directory: check the path")
 
 
 def _expected_outputs(outputs: Sequence[TensorSpec], picked: Sequence[Expected], config: Inputs) -> ExpectedOutputs | None:
@@ -380,16 +465,23 @@ def _expected_outputs(outputs: Sequence[TensorSpec], picked: Sequence[Expected],
     return ExpectedOutputs(tuple(checks), config.validation_rtol, config.validation_atol) if checks else None
 
 
-def build_request_inputs(model: ModelTensors, config: Inputs) -> list[RequestInputs]:
+def build_request_inputs(model: ModelTensors, config: Inputs, repository: Path | None = None) -> list[RequestInputs]:
     """Every distinct request the run sends, in order, each with what its responses must hold. With
-    -b N, each request batches N consecutive data entries (wrapping around), so every entry is used."""
-    entries, expected = _entries(model, config.input_data, config.shapes, config.string_length)
+    -b N, each request batches N consecutive data entries (wrapping around), so every entry is used.
+    --max-tokens fills the model's max-tokens input in every request. `repository`: a model
+    repository whose tokenizer/tokenizer.json counts --prompt-tokens (None: the shipped tokenizer's count)."""
+    entries, expected = _entries(model, config, repository)
+    if config.max_tokens is not None:
+        name, array = _max_tokens_array(model, config.max_tokens, config.shapes)
+        entries = [{**entry, name: array} for entry in entries]
     batch = config.batch_size
     requests = []
     for first in range(0, len(entries), batch):
         indexes = [(first + i) % len(entries) for i in range(batch)]
         tensors = []
         for spec in model.inputs:
+            if spec.name not in entries[first]:  # an optional input the data leaves out
+                continue
             arrays = [entries[i][spec.name] for i in indexes]
             if any(a.shape != arrays[0].shape for a in arrays):
                 raise UsageError(f"input {spec.name!r} has entries of different shapes: they cannot form a batch of {batch}")

@@ -21,9 +21,10 @@ from loadgen.histogram import LatencyHistogram
 from loadgen.merge import WorkerFigures
 from loadgen.profile_export import epoch_offset_ns, request_formatter
 from loadgen.request_log import RequestLog, RequestRecords
-from loadgen.samples import SampleRecorder, WindowRequests, WindowSamples
+from loadgen.samples import SampleRecorder, StreamGoodput, WindowRequests, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
+from loadgen.stream_stats import StreamStats, stream_stats
 from loadgen.transport import InputTensor, Transport
 
 
@@ -106,6 +107,13 @@ class Load(ABC):
     def latency_histogram(self, windows: Sequence[Any]) -> LatencyHistogram:
         """The successes' latencies over `windows`, as one histogram (for summary.json and compare)."""
 
+    @abstractmethod
+    def stream_stats(
+        self, windows: Sequence[Any], batch_size: int, latency_us: dict[int, float], percentiles: Sequence[int] = ()
+    ) -> StreamStats | None:
+        """The streaming figures of `windows` (loadgen.stream_stats), examples picked by the level's
+        `latency_us` percentiles; None when the requests are not streamed."""
+
     def worker_figures(self, windows: Sequence[Any], batch_size: int) -> tuple[WorkerFigures, ...]:
         """Each worker's part of `windows`; none when the load comes from one process."""
         return ()
@@ -130,10 +138,15 @@ class LocalLoad(Load):
 
     def __init__(
         self, engine: LoadEngine, goodput_latency_ms: float | None = None, export_requests: bool = False, log_requests: bool = False,
+        stream_goodput: StreamGoodput | None = None, counts_tokens: bool = False,
     ) -> None:
         self.engine = engine
         self._log_requests = log_requests  # each level keeps a RequestLog (the requests carry ids: tracing)
         self.goodput_latency_ms = goodput_latency_ms  # goodput counts the successes within it; None: no goodput
+        # Streamed requests (engine.streaming): the bounds their goodput counts within (None: no goodput),
+        # and whether their responses' tokens are counted (a token output).
+        self.stream_goodput = stream_goodput
+        self.counts_tokens = counts_tokens
         self._recorder: SampleRecorder | None = None
         # With export_requests, every request is kept as its export line, on the wall clock by this offset.
         self._epoch_offset_ns = epoch_offset_ns()
@@ -143,13 +156,19 @@ class LocalLoad(Load):
     def prepare(
         cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None = None, export_requests: bool = False, id_prefix: str | None = None,
+        stream_goodput: StreamGoodput | None = None,
     ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits;
-        with `id_prefix` (tracing), each request carries an id and each level keeps its RequestLog."""
-        prepare = transport.prepare if id_prefix is None else partial(transport.prepare, id_prefix=id_prefix)
+        with `id_prefix` (tracing), each request carries an id and each level keeps its RequestLog.
+        With `target.streaming`, streamed requests that count `target.token_output`'s elements, their
+        goodput within `stream_goodput`'s bounds (None: no goodput)."""
+        if target.streaming:
+            prepare = partial(transport.prepare_stream, token_output=target.token_output, id_prefix=id_prefix)
+        else:
+            prepare = transport.prepare if id_prefix is None else partial(transport.prepare, id_prefix=id_prefix)
         requests = [prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
-        engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms)
-        return cls(engine, goodput_latency_ms, export_requests, id_prefix is not None)
+        engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms, streaming=target.streaming)
+        return cls(engine, goodput_latency_ms, export_requests, id_prefix is not None, stream_goodput, target.token_output is not None)
 
     @property
     def completed(self) -> int:
@@ -172,7 +191,7 @@ class LocalLoad(Load):
         return self.engine.drain_s
 
     async def start(self, schedule: Schedule, count_target: int | None) -> asyncio.Future:
-        self._recorder = SampleRecorder(monotonic_ns(), count_target, self._request_format)
+        self._recorder = SampleRecorder(monotonic_ns(), count_target, self._request_format, self.stream_goodput)
         self.engine.request_log = RequestLog() if self._log_requests else None
         return self.engine.start(schedule, self._recorder)
 
@@ -200,6 +219,13 @@ class LocalLoad(Load):
 
     def latency_histogram(self, windows: Sequence[WindowSamples]) -> LatencyHistogram:
         return LatencyHistogram.of(np.concatenate([w.latency_ns for w in windows]) if windows else np.empty(0, np.int64))
+
+    def stream_stats(
+        self, windows: Sequence[WindowSamples], batch_size: int, latency_us: dict[int, float], percentiles: Sequence[int] = ()
+    ) -> StreamStats | None:
+        if not self.engine.streaming:
+            return None
+        return stream_stats(windows, batch_size, latency_us, percentiles, self.counts_tokens, self.stream_goodput is not None)
 
     def request_records(self) -> RequestRecords | None:
         log = self.engine.request_log

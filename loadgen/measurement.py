@@ -21,6 +21,7 @@ from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, OpenLoopStats
+from loadgen.stream_stats import StreamStats
 from loadgen.tail import LevelTracing
 from loadgen.windows import COUNT_WINDOWS, STABLE_WINDOW_COUNT, WindowPolicy, is_stable
 
@@ -127,6 +128,7 @@ class LevelResult:
     drain: DrainFigures | None = None  # None when the level was cut short (a worker lost)
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
     tracing: LevelTracing | None = None  # the figures from Triton's traces (--trace-rate); None without them
+    streaming: StreamStats | None = None  # the streamed requests' figures (--streaming); None without it
 
     @property
     def reported_windows(self) -> tuple[WindowFigures, ...]:
@@ -327,4 +329,5 @@ async def measure_level(
         workers=load.worker_figures(merged, batch_size),
         incomplete=incomplete,
         drain=drain_figures,
+        streaming=load.stream_stats(merged, batch_size, client.percentile_latency_us, percentiles),
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from loadgen.histogram import LatencyHistogram
-from loadgen.samples import RequestLines, WindowSamples
+from loadgen.samples import RequestLines, StreamExample, WindowSamples
 from loadgen.stats import (
     LATE_NS,
     AtPercentile,
@@ -24,6 +24,7 @@ from loadgen.stats import (
     percentiles_us,
     summary_us,
 )
+from loadgen.stream_stats import StreamStats, build_stream_stats
 
 # A worker using this share of one core over a level is itself the bottleneck.
 OVERLOADED_CPU_PCT = 90.0
@@ -76,6 +77,14 @@ class WindowDigest:
     good_count: int = 0  # successes within --goodput-latency-ms (from the raw latencies); 0 without it
     # --profile-export-file: every request of the window, its times already on the worker's wall clock
     requests: RequestLines | None = None
+    # Streamed requests (as in WindowSamples): the successes' times to first response, every gap
+    # between responses, the responses and tokens, those meeting the goodput bounds, the examples kept.
+    ttft: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(np.empty(0, np.int64)))
+    itl: LatencyHistogram = field(default_factory=lambda: LatencyHistogram.of(np.empty(0, np.int64)))
+    response_count: int = 0
+    token_count: int = 0
+    stream_good_count: int = 0
+    stream_examples: tuple[StreamExample, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -104,6 +113,12 @@ def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_lat
         oldest_outstanding_ns=window.oldest_outstanding_ns,
         good_count=good_count(window.latency_ns, goodput_latency_ms) if goodput_latency_ms is not None else 0,
         requests=window.requests,
+        ttft=LatencyHistogram.of(window.ttft_ns),
+        itl=LatencyHistogram.of(window.itl_ns),
+        response_count=window.response_count,
+        token_count=window.token_count,
+        stream_good_count=window.stream_good_count,
+        stream_examples=window.stream_examples,
     )
 
 
@@ -208,6 +223,35 @@ def pooled_open_loop_stats(windows: Sequence[PooledWindow], target_rate_per_s: f
         schedule_lag_us=lag_summary_us(lag.count, _at_us(lag)),
         sent_avg_latency_us=sent_latency.mean / 1e3,
         sent_percentile_latency_us=percentiles_us(sent_latency.count, _at_us(sent_latency)),
+    )
+
+
+def pooled_stream_stats(
+    windows: Sequence[PooledWindow],
+    batch_size: int,
+    latency_us: dict[int, float],
+    percentiles: Sequence[int] = (),
+    counts_tokens: bool = False,
+    goodput: bool = False,
+) -> StreamStats:
+    """stream_stats.stream_stats over all workers' digests: counts summed, rates summed over workers
+    as the throughput, distributions from the merged histograms."""
+    digests = _digests(windows)
+    ttft = LatencyHistogram.merged(d.ttft for d in digests)
+    itl = LatencyHistogram.merged(d.itl for d in digests)
+    return build_stream_stats(
+        request_count=sum(d.latency.count for d in digests),
+        response_count=sum(d.response_count for d in digests),
+        ttft=ttft,
+        ttft_at_us=_at_us(ttft),
+        itl=itl,
+        itl_at_us=_at_us(itl),
+        output_tokens=sum(d.token_count for d in digests) if counts_tokens else None,
+        tokens_per_s=_summed_rate(windows, lambda d: d.token_count) if counts_tokens else None,
+        candidates=[example for d in digests for example in d.stream_examples],
+        latency_us=latency_us,
+        goodput_infer_per_s=_summed_rate(windows, lambda d: d.stream_good_count * batch_size) if goodput else None,
+        percentiles=percentiles,
     )
 
 

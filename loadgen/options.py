@@ -35,7 +35,7 @@ from loadgen.config import (
 from loadgen.errors import UsageError
 from loadgen.sla import Sla, parse_sla
 from loadgen.transport.base import CONNECT_TIMEOUT_S
-from loadgen.windows import WindowPolicy
+from loadgen.windows import COUNT_WINDOWS, STREAMING_REQUEST_COUNT, STREAMING_STALL_MS, TIME_WINDOWS, WindowPolicy
 
 # The sections of RunConfig, by the name an Option gives.
 SECTIONS: dict[str, type] = {
@@ -118,6 +118,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("url", "target", "url", str, "host:port (https://host:port for HTTPS) of a running server; without it "
            "loadgen starts the embedded server", short="-u"),
     Option("protocol", "target", "protocol", str, "protocol", "http", short="-i", choices=("http", "grpc")),
+    Option("streaming", "target", "streaming", bool, "stream each request and time every response, as a decoupled "
+           "model needs (gRPC ModelStreamInfer; with -i http Triton's generate_stream): time to first response, "
+           "inter-response latency, responses per request, tokens/s", False),
+    Option("token-output", "target", "token_output", str, "with --streaming: the output whose element count in a "
+           "response is its tokens, for tokens/s", metavar="NAME", shown_default="the model's only integer output"),
     Option("header", "target", "headers", list, "HTTP header / gRPC metadata on every request (repeatable)", short="-H",
            metavar="Header:Value", parse=_headers),
     Option("request-timeout", "target", "request_timeout_ms", float, "cancel a request unanswered after MS milliseconds "
@@ -163,12 +168,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("ray-address", "load", "ray_address", str, "with --workers: an existing Ray cluster (auto, ray://host:10001)",
            metavar="ADDRESS", shown_default="start Ray here"),
     # Measurement windows and stability.
-    Option("measurement-interval", "windows", "interval_ms", int, "time window length in ms", WindowPolicy.interval_ms,
+    Option("measurement-interval", "windows", "interval_ms", int, "time window length in ms; in count windows, how "
+           f"long one waits without a completed request ({STREAMING_STALL_MS} in --streaming's)", WindowPolicy.interval_ms,
            short="-p", metavar="MS"),
     Option("measurement-mode", "windows", "mode", str, "window kind", WindowPolicy.mode,
-           choices=("time_windows", "count_windows")),
+           choices=("time_windows", "count_windows"),
+           shown_default=f"{WindowPolicy.mode}; {COUNT_WINDOWS} with --streaming, unless -p is given"),
     Option("measurement-request-count", "windows", "request_count", int, "requests per count window",
-           WindowPolicy.request_count, metavar="N"),
+           WindowPolicy.request_count, metavar="N",
+           shown_default=f"{WindowPolicy.request_count}; {STREAMING_REQUEST_COUNT} with --streaming"),
     Option("stability-percentage", "windows", "stability_pct", float, "allowed spread of the last 3 windows",
            WindowPolicy.stability_pct, short="-s", metavar="PCT", shown_default=f"{WindowPolicy.stability_pct:g}"),
     Option("max-trials", "windows", "max_trials", int, "most windows per level", WindowPolicy.max_trials, short="-r",
@@ -180,6 +188,10 @@ OPTIONS: tuple[Option, ...] = (
            short="-l", metavar="MS"),
     Option("goodput-latency-ms", "gates", "goodput_latency_ms", float, "each level also reports goodput: infer/sec of "
            "the successful requests whose latency is within MS (the SLA metric goodput)", metavar="MS"),
+    Option("goodput-ttft-ms", "gates", "goodput_ttft_ms", float, "with --streaming: goodput counts only the requests "
+           "whose first response came within MS", metavar="MS"),
+    Option("goodput-itl-ms", "gates", "goodput_itl_ms", float, "with --streaming: goodput counts only the requests "
+           "whose every gap between consecutive responses is within MS", metavar="MS"),
     Option("sla", "gates", "slas", list, "a bound every level must meet, e.g. p99_ms<50 (repeatable; exit 1 if "
            "breached)", metavar="EXPR", parse=_slas),
     Option("require-stable", "gates", "require_stable", bool,
@@ -194,8 +206,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch-size", "inputs", "batch_size", int, "batch size of each request", 1, short="-b"),
     Option("shape", "inputs", "shapes", list, "shape of a variable-shape input (repeatable)", metavar="NAME:D1,D2",
            parse=_shapes),
-    Option("input-data", "inputs", "input_data", str, "request data", metavar="zero|random|FILE.json|DIR",
+    Option("input-data", "inputs", "input_data", str, "request data: perf_analyzer's forms, or a text model's prompts "
+           "(.txt one a line, .jsonl {\"text\": ...} a line)", metavar="zero|random|FILE.json|DIR|PROMPTS.txt|PROMPTS.jsonl",
            shown_default="random, photographs for image models"),
+    Option("prompt-tokens", "inputs", "prompt_tokens", int, "a text model's prompts made up of N tokens each (of the "
+           "shipped tokenizer), the same every run", metavar="N"),
+    Option("max-tokens", "inputs", "max_tokens", int, "tokens to generate: N in the model's input named max_tokens, "
+           "max_new_tokens or request_output_len", metavar="N", shown_default="the model's"),
     Option("string-length", "inputs", "string_length", int, "length of generated BYTES elements", 128),
     Option("validation-rtol", "inputs", "validation_rtol", float, "validation_data: relative tolerance of floating-point "
            "outputs (|got - expected| <= atol + rtol * |expected|)", 1e-5, metavar="R"),
@@ -337,11 +354,25 @@ def build_config(given: Mapping[str, Any]) -> RunConfig:
         raise UsageError(f"{' and '.join('--' + name for name in loads)} are different loads: give only one (flags and --config file together)")
     if "url" in values and "model-name" not in values:
         raise UsageError("-m/--model-name is required with -u: name the model to load test")
+    defaults = _defaults(values)
     fields: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for option in OPTIONS:
-        value = values.get(option.name, option.default)
+        value = values.get(option.name, defaults[option.name])
         fields[option.section][option.field] = option.parse(value) if option.parse is not None else value
     return RunConfig(**{section: SECTIONS[section](**kwargs) for section, kwargs in fields.items()})
+
+
+def _defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Each option's default. With --streaming, the windows' are count windows (loadgen.windows,
+    STREAMING_*); every windows option given still wins, and a -p alone keeps time windows of that length."""
+    defaults = {option.name: option.default for option in OPTIONS}
+    if values.get("streaming"):
+        mode = values.get("measurement-mode", TIME_WINDOWS if "measurement-interval" in values else COUNT_WINDOWS)
+        defaults["measurement-mode"] = mode
+        defaults["measurement-request-count"] = STREAMING_REQUEST_COUNT
+        if mode == COUNT_WINDOWS:
+            defaults["measurement-interval"] = STREAMING_STALL_MS
+    return defaults
 
 
 def config_from_record(data: Mapping[str, Any]) -> RunConfig:

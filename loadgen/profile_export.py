@@ -44,15 +44,23 @@ def epoch_offset_ns() -> int:
 
 def request_formatter(offset_ns: int) -> RequestFormat:
     """One completed request as its JSON object: perf_analyzer's keys (`timestamp` is the actual
-    send; a failed request's one response timestamp is when it ended), then loadgen's own
+    send; a failed request's one response timestamp is when it ended; a streamed request's are
+    its `response_ns`, each response that carried outputs, then a failure's end), then loadgen's own
     `intended_timestamp` (open loop; null in closed loop) and `error` (its kind, as summary.json
     names it; null on success). Monotonic ns in, epoch ns out."""
 
-    def request_json(intended_ns: int | None, sent_ns: int, end_ns: int, error: RequestError | None) -> str:
+    def request_json(
+        intended_ns: int | None, sent_ns: int, end_ns: int, error: RequestError | None, response_ns: tuple[int, ...] = ()
+    ) -> str:
         intended = "null" if intended_ns is None else intended_ns + offset_ns
         failure = "null" if error is None else json.dumps(error.label)
+        if response_ns:
+            ends = (*response_ns, end_ns) if error is not None else response_ns
+            responses = ",".join(str(t + offset_ns) for t in ends)
+        else:
+            responses = end_ns + offset_ns
         return (
-            f'{{"timestamp":{sent_ns + offset_ns},"request_inputs":{{}},"response_timestamps":[{end_ns + offset_ns}],'
+            f'{{"timestamp":{sent_ns + offset_ns},"request_inputs":{{}},"response_timestamps":[{responses}],'
             f'"response_outputs":[],"intended_timestamp":{intended},"error":{failure}}}'
         )
 

@@ -36,10 +36,11 @@ from loadgen.metrics import (
 from loadgen.server_stats import ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
+from loadgen.stream_stats import StreamedRequest, StreamStats
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
 from loadgen.timeline import RequestTimeline, TimelineSpan
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -314,6 +315,7 @@ def _level_dict(result: RunResult, level: LevelResult) -> dict[str, Any]:
         "drain": _record(level.drain) if level.drain is not None else None,
         "tracing": _tracing_dict(level.tracing) if level.tracing is not None else None,
         "tail_attribution": _tail_attribution_dict(level.tracing),
+        "streaming": _streaming_dict(level.streaming) if level.streaming is not None else None,
     }
 
 
@@ -332,6 +334,26 @@ def _level(data: dict[str, Any]) -> LevelResult:
         workers=tuple(_fields(WorkerFigures, worker) for worker in data["workers"]),
         drain=_fields(DrainFigures, drain) if drain is not None else None,
         tracing=_tracing(data["tracing"], data["tail_attribution"]) if data["tracing"] is not None else None,
+        streaming=_streaming(data["streaming"]) if data["streaming"] is not None else None,
+    )  # fmt: skip
+
+
+def _streaming_dict(stream: StreamStats) -> dict[str, Any]:
+    itl = stream.itl_histogram
+    return _record(stream) | {
+        "ttft_histogram": stream.ttft_histogram.to_dict(),
+        "itl_histogram": itl.to_dict() if itl is not None else None,
+        "examples": [_record(example) for example in stream.examples],
+    }
+
+
+def _streaming(data: dict[str, Any]) -> StreamStats:
+    itl = data["itl_histogram"]
+    return _fields(
+        StreamStats, data,
+        ttft_histogram=LatencyHistogram.from_dict(data["ttft_histogram"]),
+        itl_histogram=LatencyHistogram.from_dict(itl) if itl is not None else None,
+        examples=tuple(StreamedRequest(e["latency_us"], tuple(e["response_offsets_us"])) for e in data["examples"]),
     )  # fmt: skip
 
 

@@ -243,7 +243,7 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
                                         explicit_models=(target.model_name,))  # fmt: skip
                 endpoints = server.start()
                 url = endpoints.http if target.protocol == "http" else endpoints.grpc
-                config = replace(config, target=replace(target, url=url))
+                config = replace(config, target=replace(target, url=url, model_repository=repository))
                 if outputs.collect_metrics and metrics_at is None:
                     metrics_at = endpoints.metrics_url
             elif outputs.collect_metrics and metrics_at is None:

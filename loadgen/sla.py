@@ -7,7 +7,8 @@ Metrics, their unit in their name:
 - `pN_ms`: the client's Nth latency percentile (`p99_ms`, `p99.9_ms`): one the run reported, or a
   point of its latency curve.
 - `throughput`: inferences per second; `error_rate`: failed requests / all requests, 0..1.
-- `goodput`: inferences per second of the successful requests within --goodput-latency-ms.
+- `goodput`: inferences per second of the successful requests within --goodput-latency-ms (with
+  --streaming, also within --goodput-ttft-ms and --goodput-itl-ms).
 - `MODEL.FIELD_ms`: the server's figures for the top model or any composing model, at any depth;
   FIELD is queue, compute_input, compute_infer, compute_output, compute, overhead or latency (the
   average request latency). The name splits at its last dot, so model names may hold dots.
@@ -21,6 +22,12 @@ Metrics, their unit in their name:
   `energy_per_inference_j`: GPU energy per inference. These need --collect-metrics.
 - `lag_p99_ms`: the 99th percentile of how late requests were sent; `achieved_rate`: requests sent
   per second. Open-loop levels only.
+- With --streaming (loadgen.stream_stats): `ttft_avg_ms` and `ttft_pN_ms`, the time to the first
+  response; `itl_avg_ms` and `itl_pN_ms`, the inter-response latency (every gap between consecutive
+  responses of a request); `tokens_per_s`, output tokens per second (needs a token output);
+  `responses_per_request`, the average number of responses that carried outputs. pN: the run's
+  p50, p90, p99 and --percentile exactly, any other N (p99.9 too) from the level's histogram, within
+  its bucket's width (1/2048). On a level that was not streamed they fail, saying so.
 
 A figure that was not measured fails its SLA, with the reason: a gate must not pass on missing data.
 """
@@ -39,7 +46,9 @@ from loadgen.stats import CURVE_PERCENTILES, ClientStats, OpenLoopStats, percent
 
 if TYPE_CHECKING:  # a level holds its verdicts: loadgen.measurement imports this module
     from loadgen.measurement import LevelResult
+    from loadgen.histogram import LatencyHistogram
     from loadgen.metrics import MetricsFigures
+    from loadgen.stream_stats import StreamStats
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -59,12 +68,14 @@ TRACE_FIELDS = {
     "compute_output": "compute_output", "latency": "total", "scheduling": "scheduling",
 }
 # Matched before the MODEL.FIELD_ms split, which would cut `p99.9` at its dot.
+STREAMED = re.compile(r"(?P<figure>ttft|itl)_p(?P<percentile>\d+(?:\.\d+)?)_ms")
 TRACED = re.compile(r"(?P<model>.+)\.(?P<field>" + "|".join(TRACE_FIELDS) + r")_p(?P<percentile>\d+(?:\.\d+)?)_ms")
 METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, goodput, error_rate, MODEL.FIELD_ms (FIELD: "
                 + ", ".join(MODEL_FIELDS)
                 + "), MODEL.PART_pN_ms with tracing (PART: " + ", ".join(TRACE_FIELDS)
                 + "), gpu_util, gpu_power_w, gpu_memory_bytes, cpu_util, energy_per_inference_j, lag_p99_ms, "
-                  "achieved_rate")
+                  "achieved_rate, with --streaming ttft_avg_ms, ttft_pN_ms, itl_avg_ms, itl_pN_ms, tokens_per_s, "
+                  "responses_per_request")
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ def parse_sla(text: str) -> Sla:
 def _check_metric(text: str, metric: str) -> None:
     if metric in FIXED_METRICS:
         return
-    percentile = PERCENTILE.fullmatch(metric) or TRACED.fullmatch(metric)
+    percentile = PERCENTILE.fullmatch(metric) or STREAMED.fullmatch(metric) or TRACED.fullmatch(metric)
     if percentile is not None:
         if float(percentile["percentile"]) > 100:
             raise UsageError(f"--sla {text!r}: percentile {percentile['percentile']} is over 100; use p0_ms to p100_ms")
@@ -177,6 +188,9 @@ def _measure(metric: str, level: LevelResult) -> float:
     percentile = PERCENTILE.fullmatch(metric)
     if percentile is not None:
         return _percentile_ms(level, float(percentile["percentile"]))
+    streamed = STREAMED.fullmatch(metric)
+    if streamed is not None:
+        return _streamed_percentile_ms(level, streamed["figure"], float(streamed["percentile"]))
     traced = TRACED.fullmatch(metric)
     if traced is not None:
         return _traced_ms(level, traced["model"], traced["field"], float(traced["percentile"]))
@@ -218,6 +232,9 @@ def _throughput(level: LevelResult) -> float:
 
 
 def _goodput(level: LevelResult) -> float:
+    streaming = level.streaming  # a streamed level's goodput meets every bound, --goodput-ttft-ms and -itl-ms too
+    if streaming is not None and streaming.goodput_infer_per_s is not None:
+        return streaming.goodput_infer_per_s
     return _present(level.client.goodput_infer_per_s, "the run had no --goodput-latency-ms: add it to measure goodput")
 
 
@@ -226,6 +243,53 @@ def _error_rate(level: LevelResult) -> float:
     if not client.request_count and not client.error_count:
         raise _NotMeasured("no request completed at this level")  # loadgen records 0 errors of 0, not a rate
     return client.error_rate
+
+
+def _streamed(level: LevelResult) -> StreamStats:
+    """The level's streaming figures, when it has some: requests were streamed and one succeeded."""
+    streaming = level.streaming
+    if streaming is None:
+        raise _NotMeasured("the level was not streamed: time to first response, inter-response latency, tokens and "
+                           "responses are measured with --streaming")
+    if not streaming.request_count:
+        raise _NotMeasured("no streamed request succeeded at this level")
+    return streaming
+
+
+def _stream_figure_us(level: LevelResult, figure: str) -> tuple[dict[str, float], LatencyHistogram]:
+    """A streamed level's TTFT or ITL figures (µs, by "avg", "p50", ..., "max") and their histogram (ns)."""
+    streaming = _streamed(level)
+    if figure == "ttft":
+        return streaming.ttft_us, streaming.ttft_histogram
+    if streaming.itl_us is None or streaming.itl_histogram is None:
+        raise _NotMeasured("no request had two responses at this level: there is no inter-response latency")
+    return streaming.itl_us, streaming.itl_histogram
+
+
+def _streamed_percentile_ms(level: LevelResult, figure: str, percentile: float) -> float:
+    """TTFT or ITL at `percentile`: the level's own figure where it has one (exact), else its histogram's."""
+    figures_us, histogram = _stream_figure_us(level, figure)
+    key = "max" if percentile == 100 else f"p{percentile:g}"
+    if key in figures_us:
+        return figures_us[key] / 1000
+    return histogram.percentile(percentile) / 1e6
+
+
+def _ttft_avg_ms(level: LevelResult) -> float:
+    return _stream_figure_us(level, "ttft")[0]["avg"] / 1000
+
+
+def _itl_avg_ms(level: LevelResult) -> float:
+    return _stream_figure_us(level, "itl")[0]["avg"] / 1000
+
+
+def _tokens_per_s(level: LevelResult) -> float:
+    return _present(_streamed(level).tokens_per_s, "no output held the tokens: name it with --token-output (the default, "
+                                                   "the model's only integer output, found none or several)")
+
+
+def _responses_per_request(level: LevelResult) -> float:
+    return _streamed(level).responses_per_request
 
 
 def _model_ms(level: LevelResult, model: str, field: str) -> float:
@@ -313,4 +377,6 @@ FIXED_METRICS: dict[str, Callable[[LevelResult], float]] = {
     "avg_ms": _avg_ms, "throughput": _throughput, "goodput": _goodput, "error_rate": _error_rate,
     "gpu_util": _gpu_util, "gpu_power_w": _gpu_power_w, "gpu_memory_bytes": _gpu_memory_bytes, "cpu_util": _cpu_util,
     "energy_per_inference_j": _energy_per_inference_j, "lag_p99_ms": _lag_p99_ms, "achieved_rate": _achieved_rate,
+    "ttft_avg_ms": _ttft_avg_ms, "itl_avg_ms": _itl_avg_ms, "tokens_per_s": _tokens_per_s,
+    "responses_per_request": _responses_per_request,
 }

@@ -233,10 +233,27 @@ def v9_to_v10(old: Summary) -> Summary:
     return data
 
 
+# The options that came with version 11's streaming, as a run that does not give them records them.
+STREAMING_OPTIONS: dict[str, Any] = {"streaming": False, "token_output": None, "goodput_ttft_ms": None, "goodput_itl_ms": None,
+                                     "prompt_tokens": None, "max_tokens": None}
+
+
+def v10_to_v11(old: Summary) -> Summary:
+    """Version 11 added --streaming (--token-output, --goodput-ttft-ms, --goodput-itl-ms), the text
+    models' --prompt-tokens and --max-tokens, and each level's `streaming`: runs before it streamed
+    nothing."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 11
+    data["config"].update(STREAMING_OPTIONS)
+    for level in data["levels"]:
+        level["streaming"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
     1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
-    9: v9_to_v10,
+    9: v9_to_v10, 10: v10_to_v11,
 }  # fmt: skip
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import LoadShape, RunConfig
+from loadgen.decoupled import check_streamable, decoupled_model, token_output
 from loadgen.errors import UsageError, WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.listener import RunListener
 from loadgen.load import Load, LocalLoad
 from loadgen.measurement import LevelResult, measure_level
 from loadgen.result import COMPLETE, RUNNING, RunResult
+from loadgen.samples import StreamGoodput
 from loadgen.schedule import (
     ConcurrencySchedule,
     IntervalSchedule,
@@ -32,7 +34,7 @@ from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate
 from loadgen.tail import MIN_TRACES
 from loadgen.tracing import Tracer
-from loadgen.transport.base import Transport
+from loadgen.transport.base import Transport, expected_outputs
 
 
 def _values(load: LoadShape) -> Iterator[float]:
@@ -96,21 +98,34 @@ class Sweep:
 
         target = config.target
         tree = await model_tree(fetch_config, target.model_name, target.model_version)
+        check_streamable(target.model_name, decoupled_model(tree, configs), target.streaming)
         metadata = await transport.model_metadata(target.model_name, target.model_version)
         specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
-        tensors = build_request_inputs(specs, config.inputs)
-        goodput_latency_ms = config.gates.goodput_latency_ms
+        tensors = build_request_inputs(specs, config.inputs, target.model_repository)  # its tokenizer counts --prompt-tokens
+        if target.streaming:
+            if any(expected_outputs(inputs) is not None for inputs in tensors):
+                raise UsageError("--input-data's validation_data checks a request's one response: it does not apply to "
+                                 "--streaming; drop validation_data or --streaming")
+            # The token output the run counts, settled once: the one the load prepares and the summary records.
+            counted = token_output(target.model_name, metadata.get("outputs", []), target.token_output)
+            config = replace(config, target=replace(target, token_output=counted))
+            target = config.target
+        gates = config.gates
+        goodput_latency_ms = gates.goodput_latency_ms
+        # A streamed request is goodput when it meets every bound given, its responses' ones included.
+        stream_goodput = (StreamGoodput(goodput_latency_ms, gates.goodput_ttft_ms, gates.goodput_itl_ms)
+                          if target.streaming and gates.goodput_bounded else None)  # fmt: skip
         export_requests = config.outputs.profile_export_file is not None
         if config.load.workers is None:
             id_prefix = tracer.prefix if tracer is not None else None
             load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
-                                           id_prefix)  # fmt: skip
+                                           id_prefix, stream_goodput)  # fmt: skip
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
-            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests)
+            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests, stream_goodput)
         return cls(config, server_metadata, configs, tree, load, transport, tracer)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:

@@ -10,6 +10,13 @@ from loadgen.errors import UsageError
 TIME_WINDOWS = "time_windows"
 COUNT_WINDOWS = "count_windows"
 STABLE_WINDOW_COUNT = 3
+# --streaming's defaults: count windows of STREAMING_REQUEST_COUNT requests. A streamed request lasts
+# 0.1 to several seconds, so a 5 s time window holds a handful of completions and its throughput
+# jumps by one in five from window to window: the llm-ensemble here (1 s requests) never settled in
+# 5, 15 or 20 s time windows, and did in count windows of 10 (README, "Streaming"). In count
+# windows -p is how long a window waits without a completion: longer than a long generation.
+STREAMING_REQUEST_COUNT = 10
+STREAMING_STALL_MS = 30_000
 
 
 @dataclass(frozen=True)

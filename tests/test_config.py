@@ -195,3 +195,41 @@ def test_a_recorded_configuration_builds_the_same_configuration():
     again = config_from_record(config.to_dict())
     assert again == config and again.to_dict() == config.to_dict()
     assert config_from_record({"model_name": "m"}).target.request_timeout_ms is None  # an older record: not recorded
+
+
+# --streaming: its options, and its window defaults
+
+def _windows(options: dict) -> tuple:
+    w = build_config(options).windows
+    return w.mode, w.interval_ms, w.request_count, w.stability_pct, w.max_trials
+
+
+def test_streaming_takes_count_windows_unless_the_windows_are_given():
+    assert _windows({}) == ("time_windows", 5000, 50, 10.0, 10)
+    assert _windows({"streaming": True}) == ("count_windows", 30_000, 10, 10.0, 10)
+    # -p alone asks for time windows of that length, as without --streaming
+    assert _windows({"streaming": True, "measurement-interval": 8000}) == ("time_windows", 8000, 10, 10.0, 10)
+    assert _windows({"streaming": True, "measurement-mode": "time_windows"}) == ("time_windows", 5000, 10, 10.0, 10)
+    assert _windows({"streaming": True, "measurement-mode": "count_windows", "measurement-interval": 2000,
+                     "measurement-request-count": 25, "stability-percentage": 20, "max-trials": 6}) == \
+        ("count_windows", 2000, 25, 20.0, 6)  # fmt: skip
+
+
+def test_streaming_options_in_the_config_and_its_record(tmp_path):
+    path = tmp_path / "stream.yaml"
+    path.write_text("streaming: true\ntoken-output: output_ids\ngoodput_ttft_ms: 200\ngoodput-itl-ms: 20.5\n")
+    config = build_config(load_config_file(path))
+    assert (config.target.streaming, config.target.token_output) == (True, "output_ids")
+    assert (config.gates.goodput_ttft_ms, config.gates.goodput_itl_ms) == (200.0, 20.5)
+    record = config.to_dict()
+    assert {key: record[key] for key in ("streaming", "token_output", "goodput_ttft_ms", "goodput_itl_ms")} == \
+        {"streaming": True, "token_output": "output_ids", "goodput_ttft_ms": 200.0, "goodput_itl_ms": 20.5}
+    assert config_from_record(record) == config
+    assert not build_config({}).target.streaming and build_config({}).gates.goodput_ttft_ms is None
+
+
+def test_sla_goodput_takes_any_goodput_bound():
+    config = build_config({"streaming": True, "goodput-ttft-ms": 100, "sla": ["goodput>5"]})
+    assert config.gates.goodput_bounded
+    with pytest.raises(UsageError, match="--sla goodput needs --goodput-latency-ms"):
+        build_config({"streaming": True, "sla": ["goodput>5"]})

@@ -14,7 +14,7 @@ import pytest
 from loadgen.engine import DEADLINE_GRACE_S, DRAIN_WITHOUT_DEADLINE_S, LoadEngine, drain_bound_s
 from loadgen.load import LocalLoad
 from loadgen.measurement import measure_level
-from loadgen.outcome import InferOutcome, http_status, timeout, unanswered
+from loadgen.outcome import InferOutcome, StreamOutcome, http_status, timeout, unanswered
 from loadgen.samples import SampleRecorder, WindowSamples
 from loadgen.schedule import ConcurrencySchedule, RateSchedule
 from loadgen.server_stats import ModelTree, parse_statistics
@@ -225,3 +225,75 @@ def test_checking_a_response_is_not_part_of_its_latency():
     window = asyncio.run(go())
     assert window.latency_ns.size >= 3
     assert (window.latency_ns >= 10_000_000).all() and np.median(window.latency_ns) < 25_000_000
+
+
+class Streams(FakeTransport):
+    """Streams `responses` responses to each request: the first `first_s` after it came, then one every
+    `gap_s`; with `timeout_ms`, it ends a request at that deadline itself, as the real transports do,
+    keeping the responses so far."""
+
+    def __init__(self, responses: int, first_s: float, gap_s: float, timeout_ms: float | None = None) -> None:
+        self.responses, self.first_s, self.gap_s, self.timeout_ms = responses, first_s, gap_s, timeout_ms
+        self.cancelled = 0
+
+    async def infer(self, prepared, number=None) -> InferOutcome:
+        raise AssertionError("a streaming engine streams")
+
+    async def stream(self, prepared, number=None) -> StreamOutcome:
+        started, times = time.monotonic(), []
+        try:
+            for i in range(self.responses):
+                due = started + self.first_s + i * self.gap_s
+                if self.timeout_ms is not None and due > started + self.timeout_ms / 1e3:
+                    await asyncio.sleep(started + self.timeout_ms / 1e3 - time.monotonic())
+                    return StreamOutcome(1_000, 2_000, tuple(times), (1,) * len(times), timeout(self.timeout_ms))
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                times.append(monotonic_ns())
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return StreamOutcome(1_000, 2_000, tuple(times), (1,) * len(times))
+
+
+def _streamed_window(transport: Streams, schedule, seconds: float, **engine_options) -> tuple[WindowSamples, LoadEngine]:
+    async def go():
+        engine = LoadEngine(transport, [object()], streaming=True, **engine_options)
+        recorder = SampleRecorder(monotonic_ns())
+        engine.start(schedule, recorder)
+        await asyncio.sleep(seconds)
+        await engine.stop()
+        return recorder.close_window(monotonic_ns()), engine
+
+    return asyncio.run(go())
+
+
+def test_a_streaming_engine_records_every_response_of_each_request():
+    window, engine = _streamed_window(Streams(4, first_s=0.03, gap_s=0.01), ConcurrencySchedule(2), 0.5)
+    count = window.success_count
+    assert count >= 6 and engine.completed == engine.succeeded == count
+    assert window.ttft_ns.size == count and window.response_count == 4 * count and window.token_count == 4 * count
+    assert window.itl_ns.size == 3 * count
+    assert 0.03e9 <= np.median(window.ttft_ns) < 0.045e9 and 0.01e9 <= np.median(window.itl_ns) < 0.02e9
+    # The latency runs to the stream's end, after its last response (due 60 ms after the send; asyncio may
+    # wake a millisecond early).
+    assert (window.latency_ns > window.ttft_ns).all() and (window.latency_ns >= 0.059e9).all()
+
+
+def test_a_streamed_request_meets_the_transports_deadline_not_the_engines():
+    """The engine would cancel a request at its deadline and lose its responses: for a stream it leaves
+    the deadline to the transport, whose timeout keeps them (a failure; not in the figures)."""
+    transport = Streams(10, first_s=0.02, gap_s=0.02, timeout_ms=90)
+    window, engine = _streamed_window(transport, ConcurrencySchedule(2), 0.5, request_timeout_ms=60)
+    assert transport.cancelled == 0
+    assert window.success_count == 0 and window.error_count >= 4 and window.errors == Counter({timeout(90): window.error_count})
+    assert (window.error_latency_ns >= 0.09e9).all()  # the transport's deadline (90 ms), not the engine's 60 ms
+
+
+def test_in_open_loop_a_streams_times_run_from_its_intended_send():
+    """One request out at a time (--max-inflight 1) at 50/s, each taking 40 ms: requests wait for the slot
+    and leave later and later, which their first response's time from the intended send shows."""
+    window, _ = _streamed_window(Streams(2, first_s=0.03, gap_s=0.01), RateSchedule(50), 0.6, max_inflight=1)
+    assert window.success_count >= 8 and window.held_back > 0
+    assert np.median(window.sent_latency_ns) < 0.06e9  # from the actual send: the stream's own 40 ms
+    assert window.ttft_ns.max() > 0.1e9 and window.ttft_ns.max() > window.latency_ns.min()
+    assert (window.ttft_ns < window.latency_ns).all() and (np.diff(window.ttft_ns[:8]) > 0).all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from results import (
 
 from loadgen.options import build_config, config_from_record
 from loadgen.errors import UsageError
+from loadgen.histogram import LatencyHistogram
 from loadgen.measurement import CountCheck, DrainFigures, WindowFigures
 from loadgen.metrics import CPU_MEMORY_USED, CPU_UTILIZATION, GPU_POWER, GPU_UTILIZATION, Scrape
 from loadgen.report.html_report import render_html
@@ -35,6 +37,7 @@ from loadgen.report.render import load_summary
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.runner import run as run_sweep
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
+from loadgen.stream_stats import StreamedRequest, StreamStats
 from loadgen.timeline import RequestTimeline, TimelineSpan
 
 
@@ -178,6 +181,18 @@ def tracings(draw) -> LevelTracing:
 
 
 @st.composite
+def streams(draw) -> StreamStats:
+    """A level's streaming figures (any figures: only the shape is read)."""
+    keys = st.just(("avg", "p50", "p90", "p99", "max")) | st.just(("avg", "p50", "p90", "p99", "max", "p95"))
+    distribution = keys.flatmap(lambda ks: st.fixed_dictionaries({key: figures for key in ks}))
+    values = st.lists(st.integers(0, 10**9), max_size=30).map(lambda ns: LatencyHistogram.of(np.array(ns, np.int64)))
+    examples = st.lists(st.builds(StreamedRequest, figures, st.lists(figures, max_size=4).map(tuple)), max_size=5).map(tuple)
+    return StreamStats(draw(counts), draw(counts), draw(figures), draw(distribution), draw(maybe(distribution)),
+                       draw(maybe(counts)), draw(maybe(figures)), draw(values), draw(maybe(values)), draw(examples),
+                       draw(maybe(figures)))  # fmt: skip
+
+
+@st.composite
 def levels(draw, origin_ns: int):
     stats = client(
         draw(counts), draw(counts), draw(figures), draw(figures), draw(figures), draw(percentiles),
@@ -206,6 +221,7 @@ def levels(draw, origin_ns: int):
         drain=draw(maybe(st.builds(DrainFigures, counts, figures, figures, counts, counts, counts, figures))),
         incomplete=draw(maybe(names)),
         tracing=draw(maybe(tracings())),
+        streaming=draw(maybe(streams())),
     )  # fmt: skip
 
 

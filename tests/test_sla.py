@@ -11,10 +11,12 @@ import pytest
 from results import client, gpu, level as measured, metrics, open_loop
 
 from loadgen.errors import UsageError
+from loadgen.histogram import LatencyHistogram
 from loadgen.measurement import LevelResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import Sla, Verdict, describe, evaluate, parse_sla
 from loadgen.stats import percentile_of_sorted
+from loadgen.stream_stats import StreamStats
 from loadgen.tail import join, level_tracing
 from loadgen.traces import TraceReader
 
@@ -307,3 +309,65 @@ def test_a_level_read_back_keeps_p50_p90_p99_and_max_of_each_stage():
     assert value("middle.compute_infer_p99_ms<100", read_back) == infer.p99_us / 1000
     assert value("middle.compute_infer_p100_ms<100", read_back) == infer.max_us / 1000
     assert "keeps p50, p90, p99 and p100" in not_measured("middle.compute_infer_p99.9_ms<100", read_back)
+
+
+# Streaming (--streaming): the level's StreamStats
+
+def streamed(itl: bool = True, tokens: bool = True, goodput: float | None = None) -> LevelResult:
+    """A streamed level: 100 requests of 16 responses; TTFT 40..139 ms, ITL 5..9 ms, from real histograms."""
+    ttft_ns = np.arange(100) * 1_000_000 + 40_000_000
+    itl_ns = np.tile(np.arange(5, 10) * 1_000_000, 300)
+    return measured(2, streaming=StreamStats(
+        request_count=100, response_count=1600, responses_per_request=16.0,
+        ttft_us={"avg": 89_500.0, "p50": 90_000.0, "p90": 130_000.0, "p99": 139_000.0, "max": 139_000.0, "p75": 115_000.0},
+        itl_us={"avg": 7_000.0, "p50": 7_000.0, "p90": 9_000.0, "p99": 9_000.0, "max": 9_000.0} if itl else None,
+        output_tokens=6400 if tokens else None, tokens_per_s=2133.3 if tokens else None,
+        ttft_histogram=LatencyHistogram.of(ttft_ns), itl_histogram=LatencyHistogram.of(itl_ns) if itl else None,
+        examples=(), goodput_infer_per_s=goodput,
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ttft_avg_ms<100", 89.5), ("ttft_p50_ms<100", 90.0), ("ttft_p99_ms<150", 139.0), ("ttft_p100_ms<150", 139.0),
+    ("ttft_p75_ms<150", 115.0),  # the run's --percentile: its own figure
+    ("itl_avg_ms<10", 7.0), ("itl_p90_ms<10", 9.0), ("tokens_per_s>1000", 2133.3), ("responses_per_request==16", 16.0),
+])  # fmt: skip
+def test_streaming_figures(text, expected):
+    assert value(text, streamed()) == pytest.approx(expected)
+
+
+def test_a_streaming_percentile_the_run_did_not_report_comes_from_its_histogram():
+    data = streamed()
+    # TTFTs 40..139 ms by 1 ms: p99.9 is the 100th (139 ms), p10 the 11th (50 ms), within a bucket's width
+    assert value("ttft_p99.9_ms<1000", data) == pytest.approx(139.0, rel=1 / 2048)
+    assert value("ttft_p10_ms<1000", data) == pytest.approx(50.0, rel=1 / 2048)
+    assert value("itl_p10_ms<1000", data) == pytest.approx(5.0, rel=1 / 2048)
+
+
+def test_streaming_figures_not_measured():
+    assert "the level was not streamed" in not_measured("ttft_p99_ms<50", level())
+    assert "the level was not streamed" in not_measured("responses_per_request>1", level())
+    assert "no request had two responses" in not_measured("itl_p99_ms<5", streamed(itl=False))
+    assert "no request had two responses" in not_measured("itl_avg_ms<5", streamed(itl=False))
+    assert value("ttft_avg_ms<100", streamed(itl=False)) == 89.5
+    assert "name it with --token-output" in not_measured("tokens_per_s>1", streamed(tokens=False))
+    failed = replace(streamed(), streaming=replace(streamed().streaming, request_count=0))
+    assert not_measured("responses_per_request>1", failed) == "no streamed request succeeded at this level"
+
+
+def test_a_streamed_levels_goodput_meets_every_bound():
+    assert value("goodput>1", streamed(goodput=12.5)) == 12.5  # the streaming figure, --goodput-ttft-ms and -itl-ms too
+    with_latency_bound = replace(streamed(), client=replace(streamed().client, goodput_infer_per_s=30.0))
+    assert value("goodput>1", with_latency_bound) == 30.0  # no streaming bound: the latency bound's goodput
+
+
+@pytest.mark.parametrize("text", ["ttft_p99_ms<50", "itl_p99.9_ms<5", "ttft_avg_ms<=20", "tokens_per_s>=100",
+                                  "responses_per_request==16"])
+def test_streaming_metrics_parse(text):
+    sla = parse_sla(text)
+    assert sla.metric == text.split("<")[0].split(">")[0].split("=")[0]
+
+
+def test_a_streaming_percentile_over_100_is_refused():
+    with pytest.raises(UsageError, match="percentile 101 is over 100"):
+        parse_sla("ttft_p101_ms<5")

@@ -25,6 +25,7 @@ from loadgen.summary_versions import (
     METRICS_OPTIONS,
     OPTIONS_BEFORE_V3,
     STEPS,
+    STREAMING_OPTIONS,
     UNRECORDED_MESSAGES,
     upgrade,
     v1_to_v2,
@@ -36,6 +37,7 @@ from loadgen.summary_versions import (
     v7_to_v8,
     v8_to_v9,
     v9_to_v10,
+    v10_to_v11,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -415,3 +417,21 @@ def test_the_report_of_a_version_9_traced_run_shows_its_traces_without_a_waterfa
     assert "<h2>Traces: where the time goes</h2>" in html and "<h3>Tail attribution</h3>" in html
     assert "Not recorded: summary.json before version 10 kept no request's timeline." in html and "<svg" not in html
     assert (copy / "plots" / "stage_percentiles.png").is_file()
+
+
+def test_v10_to_v11_streamed_nothing():
+    old = raw("v10/traced")
+    new = v10_to_v11(old)
+    assert new["schema_version"] == 11
+    assert {key: new["config"][key] for key in STREAMING_OPTIONS} == STREAMING_OPTIONS == {
+        "streaming": False, "token_output": None, "goodput_ttft_ms": None, "goodput_itl_ms": None, "prompt_tokens": None,
+        "max_tokens": None}
+    assert new["levels"] and all(level["streaming"] is None for level in new["levels"])
+    assert "streaming" not in old["levels"][0] and "streaming" not in old["config"]  # the input is not changed
+    read = load_summary(SUMMARIES / "v10/traced")
+    assert read.upgraded_from == 10 and all(level.streaming is None for level in read.levels)
+    assert not read.config.target.streaming and read.config.target.token_output is None
+    assert read.config.gates.goodput_ttft_ms is None and read.config.gates.goodput_itl_ms is None
+    # What version 10 recorded is kept: each level's slowest traced request, and its goodput bound.
+    assert all(level.tracing.slowest is not None and level.tracing.slowest.spans for level in read.levels)
+    assert read.config.gates.goodput_latency_ms == 50 and all(level.client.goodput_infer_per_s for level in read.levels)

@@ -15,12 +15,14 @@ def open_transport(
 ) -> Transport:
     """The transport for `protocol` ("http" or "grpc") talking to `url` (host:port), over TLS
     with `tls` (for HTTP an https:// URL alone means TLS with the default options). gRPC sends
-    `request_timeout_ms` to the server as each call's deadline; connecting gives up after
-    `connect_timeout_s`."""
+    `request_timeout_ms` to the server as each call's deadline; both enforce it on a streamed
+    request themselves (the engine's own deadline would lose its responses); connecting gives up
+    after `connect_timeout_s`."""
     if protocol == "http":
         from loadgen.transport.http import HttpTransport
 
-        return HttpTransport(url, headers or {}, tls, connect_timeout_s)  # HTTP/1.1 carries no deadline: the engine's alone
+        # HTTP/1.1 carries no deadline: an infer's is the engine's alone, a stream's the transport's timer.
+        return HttpTransport(url, headers or {}, tls, connect_timeout_s, request_timeout_ms)
     if protocol == "grpc":
         from loadgen.transport.grpc import GrpcTransport
 

@@ -163,9 +163,9 @@ class Transport(ABC):
         """Send a prepared streamed request and read its responses until the final one; never
         raises for a failed request (the failure is in `StreamOutcome.error`, with the responses
         read before it). With `number`, it carries the id of that number; a number already in
-        flight on this transport is a caller's bug (ValueError). gRPC enforces the request
-        timeout itself, keeping the responses read before it; over HTTP the caller's cancellation
-        is the deadline (the connection is dropped)."""
+        flight on this transport is a caller's bug (ValueError). The transport enforces the request
+        timeout it was opened with itself, ending the request as a timeout that keeps the responses
+        read before it (the engine sets no deadline of its own on a stream)."""
         raise NotImplementedError(f"{type(self).__name__} does not stream")
 
     @abstractmethod

@@ -52,7 +52,9 @@ Streaming, Triton 2.51's generate extension as seen here (its docs call it provi
   responses before it are kept, later events are read (so the connection stays usable) but not
   counted. An error status is that status's error; a connection that breaks mid-stream is a
   `connection` error and an event that is not JSON a `protocol` one, both keeping the responses
-  read. A cancelled stream (its deadline) drops its connection, which cannot be reused mid-stream.
+  read. A stream past the request timeout (the transport's own timer, from the send) is a
+  `timeout` error that keeps the responses read; it drops its connection, which cannot be reused
+  mid-stream, as does a cancelled stream.
   recv_ns is the time spent reading the answer's bytes as they came, not the waits between them.
 
 Timing (perf_analyzer's meaning): send_ns is from just before the request is written until its
@@ -73,7 +75,7 @@ from urllib.parse import quote
 
 from loadgen.errors import ModelLoadError, ServerError, UsageError
 from loadgen.redact import redact_url
-from loadgen.outcome import InferOutcome, RequestError, StreamOutcome, connection, http_status, protocol
+from loadgen.outcome import InferOutcome, RequestError, StreamOutcome, connection, http_status, protocol, timeout
 from loadgen.protocol.http1 import ProtocolError, Response, ResponseParser
 from loadgen.protocol.sse import EventParser
 from loadgen.transport.base import (
@@ -400,9 +402,12 @@ class HttpTransport(Transport):
         headers: dict[str, str],
         tls: TlsOptions | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        request_timeout_ms: float | None = None,
     ) -> None:
         self.url = redact_url(url)  # as messages show it
         self._connect_timeout_s = connect_timeout_s
+        # A streamed request's deadline (0 or None: none); `infer`'s is the engine's, which cancels it.
+        self._stream_timeout_ms = request_timeout_ms or None
         self._host, self._port = split_host_port(url, 8000)
         if tls is None and url.lower().startswith("https://"):
             tls = TlsOptions()
@@ -557,8 +562,12 @@ class HttpTransport(Transport):
     async def stream(self, prepared: _PreparedStream, number: int | None = None) -> StreamOutcome:
         request = prepared.request if number is None else prepared.ids.wire(number)
         reader = _StreamReader(prepared.token_output)
+        timeout_ms = self._stream_timeout_ms
         try:
-            response, _, t_sent, t0 = await self._exchange(request, True, reader)
+            async with asyncio.timeout(timeout_ms / 1e3 if timeout_ms is not None else None):
+                response, _, t_sent, t0 = await self._exchange(request, True, reader)
+        except TimeoutError:  # the connection was dropped mid-answer; the responses read are kept
+            return reader.outcome(0, timeout(timeout_ms))
         except _ConnectionFailed as exc:
             return reader.outcome(0, protocol(str(exc)) if exc.broken_protocol else connection(str(exc)))
         except OSError as exc:

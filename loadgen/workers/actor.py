@@ -16,7 +16,7 @@ import ray
 from loadgen.config import LoadShape, Target
 from loadgen.load import LocalLoad
 from loadgen.merge import WindowDigest, digest
-from loadgen.samples import WindowSamples
+from loadgen.samples import StreamGoodput, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.transport import InputTensor, Transport, open_transport
 
@@ -37,15 +37,17 @@ class LoadWorker:
 
     async def open(
         self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
-        goodput_latency_ms: float | None, export_requests: bool,
+        goodput_latency_ms: float | None, export_requests: bool, stream_goodput: StreamGoodput | None = None,
     ) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report. With
         `goodput_latency_ms`, each window's digest counts its successes within it; with
-        `export_requests`, it carries its requests (--profile-export-file) on this node's wall clock."""
+        `export_requests`, it carries its requests (--profile-export-file) on this node's wall clock;
+        streamed requests (`target.streaming`) count their goodput within `stream_goodput`."""
         self._transport = open_transport(
             target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
-        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests)
+        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests,
+                                       stream_goodput=stream_goodput)  # fmt: skip
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 

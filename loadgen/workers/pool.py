@@ -31,13 +31,15 @@ from loadgen.merge import (
     pooled_client_stats,
     pooled_latency_histogram,
     pooled_open_loop_stats,
+    pooled_stream_stats,
     worker_figures,
 )
 from loadgen.profile_export import epoch_offset_ns
 from loadgen.redact import redact_url
-from loadgen.samples import WindowRequests
+from loadgen.samples import StreamGoodput, WindowRequests
 from loadgen.schedule.base import Schedule
 from loadgen.stats import ClientStats, OpenLoopStats
+from loadgen.stream_stats import StreamStats
 from loadgen.transport import InputTensor
 from loadgen.workers.actor import LoadWorker
 from loadgen.workers.split import split_count, split_schedule
@@ -96,10 +98,12 @@ class WorkerPool(Load):
 
     def __init__(
         self, actors: list, places: list[tuple[str, int]], started_ray: bool, drain_s: float, goodput_latency_ms: float | None,
-        export_requests: bool = False,
+        export_requests: bool = False, streaming: bool = False, counts_tokens: bool = False, stream_goodput: bool = False,
     ) -> None:
         self._actors = actors
         self._goodput_latency_ms = goodput_latency_ms  # the workers count their successes within it
+        # Streamed requests: whether the workers stream, count their responses' tokens, count goodput within the stream bounds.
+        self._streaming, self._counts_tokens, self._stream_goodput = streaming, counts_tokens, stream_goodput
         # --profile-export-file: the workers send each window's requests; its bounds are the driver's, on the wall clock by this offset.
         self._export_requests = export_requests
         self._epoch_offset_ns = epoch_offset_ns()
@@ -121,19 +125,22 @@ class WorkerPool(Load):
     @classmethod
     async def open(
         cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
-        goodput_latency_ms: float | None, export_requests: bool = False,
+        goodput_latency_ms: float | None, export_requests: bool = False, stream_goodput: StreamGoodput | None = None,
     ) -> WorkerPool:
         """Start `load.workers` workers, each connected to the server with every request prepared,
         counting each window's successes within `goodput_latency_ms` (None: no goodput) and, with
-        `export_requests`, sending each window's requests with its digest."""
+        `export_requests`, sending each window's requests with its digest. With `target.streaming`,
+        the requests are streamed, their goodput within `stream_goodput` (None: no goodput)."""
         started_ray = _connect(load)
         actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
         drain_s = drain_bound_s(target.request_timeout_ms)
-        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_s, goodput_latency_ms, export_requests)
+        pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_s, goodput_latency_ms, export_requests,
+                   target.streaming, target.token_output is not None, stream_goodput is not None)  # fmt: skip
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
             opening = pool._gather(
-                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms, export_requests) for i, actor in enumerate(actors)},
+                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms, export_requests, stream_goodput)
+                 for i, actor in enumerate(actors)},
                 timeout_s=None,
             )
             pool._places = list((await asyncio.wait_for(opening, WORKER_START_S)).values())
@@ -304,6 +311,13 @@ class WorkerPool(Load):
 
     def latency_histogram(self, windows: Sequence[PooledWindow]) -> LatencyHistogram:
         return pooled_latency_histogram(windows)
+
+    def stream_stats(
+        self, windows: Sequence[PooledWindow], batch_size: int, latency_us: dict[int, float], percentiles: Sequence[int] = ()
+    ) -> StreamStats | None:
+        if not self._streaming:
+            return None
+        return pooled_stream_stats(windows, batch_size, latency_us, percentiles, self._counts_tokens, self._stream_goodput)
 
     def window_requests(self, window: PooledWindow) -> WindowRequests | None:
         """The workers' requests one after the other, each worker's in the order they completed."""
