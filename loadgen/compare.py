@@ -16,6 +16,7 @@ from loadgen.measurement import LevelResult, WindowFigures
 from loadgen.result import COMPLETE, RunResult
 from loadgen.significance import mean_standard_error_ns, percentile_standard_error_ns, t_cdf, t_quantile, welch_df, window_standard_error
 from loadgen.stats import ClientStats
+from loadgen.stream_stats import StreamStats
 
 # From A/A runs on a shared 2-core machine (README): at 95%, unchanged pairs were flagged; at 99%, none.
 DEFAULT_CONFIDENCE_PCT = 99.0
@@ -33,6 +34,11 @@ FIGURES = (
 # Compared after throughput when both runs counted goodput within the same --goodput-latency-ms.
 GOODPUT = ("goodput", "goodput_infer_per_s", None, True)
 RATES = ("throughput", "goodput")  # the figures in infer/s; the others are latencies
+# Two streamed runs' (--streaming) own figures, after those: (figure, "ttft" or "itl", its key in StreamStats' figures).
+STREAM_FIGURES = tuple((f"{key} {kind.upper()}", kind, key) for kind in ("ttft", "itl") for key in ("avg", "p50", "p90", "p99"))
+TOKENS = "tokens/s"  # output tokens per second: higher is better, and no noise figure (windows do not record it)
+STREAM_NOISE_NOTE = ("TTFT, ITL: each run's noise is its histogram's sampling error alone (windows do not record them), "
+                     "a floor; tokens/s: judged by the limit alone")
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,70 @@ def _noise(level: LevelResult, figure: str, attribute: str, percentile: int | No
     return Noise(max(spread, sampling_ns / 1e3), len(values) - 1)
 
 
+def _lacking_noise(untested: dict[tuple[str, ...], list[str]], figure: str, noise: tuple[Noise | None, Noise | None]) -> tuple[str, ...]:
+    """The runs without a noise figure for `figure`; noted in `untested` (which runs → the figures)."""
+    lacking = tuple(run for run, n in zip(("baseline", "candidate"), noise) if n is None)
+    if lacking and figure not in untested.setdefault(lacking, []):
+        untested[lacking].append(figure)
+    return lacking
+
+
+def _stream_figures(stream: StreamStats, kind: str) -> dict[str, float] | None:
+    """A streamed level's TTFT or ITL figures (µs); None where not measured (no success, or no request with two responses)."""
+    if not stream.request_count:
+        return None
+    return stream.ttft_us if kind == "ttft" else stream.itl_us
+
+
+def _stream_noise(level: LevelResult, kind: str, key: str) -> Noise | None:
+    """The sampling error of the level's TTFT or ITL histogram, as latency's part (b); None without two reported windows
+    (the degrees of freedom, as latency's) or two samples."""
+    stream = level.streaming
+    histogram = stream.ttft_histogram if kind == "ttft" else stream.itl_histogram
+    windows = len(level.reported_windows)
+    if histogram is None or histogram.count < 2 or windows < 2:
+        return None
+    error_ns = mean_standard_error_ns(histogram) if key == "avg" else percentile_standard_error_ns(histogram, float(key[1:]))
+    return Noise(error_ns / 1e3, windows - 1)
+
+
+def _stream_deltas(
+    base: LevelResult, cand: LevelResult, limit_pct: float, confidence_pct: float, lacking: dict[str, list[str]],
+    untested: dict[tuple[str, ...], list[str]],
+) -> list[FigureDelta]:
+    """TTFT and ITL at each reported percentile, then tokens/s, of two streamed levels: the figures both measured.
+    `lacking` gathers, per figure left out, which runs lacked it; `untested`, the figures without noise, as latency's."""
+    base_stream, cand_stream = base.streaming, cand.streaming
+    deltas = []
+    for figure, kind, key in STREAM_FIGURES:
+        figures = _stream_figures(base_stream, kind), _stream_figures(cand_stream, kind)
+        if None in figures:
+            lacking.setdefault(kind.upper(), []).extend(run for run, f in zip(("baseline", "candidate"), figures) if f is None)
+            continue
+        noise = _stream_noise(base, kind, key), _stream_noise(cand, kind, key)
+        untested_by = _lacking_noise(untested, figure, noise)
+        deltas.append(_delta(figure, figures[0][key], figures[1][key], False, None if untested_by else noise, limit_pct,
+                             confidence_pct))  # fmt: skip
+    rates = base_stream.tokens_per_s, cand_stream.tokens_per_s
+    if None in rates:
+        lacking.setdefault(TOKENS, []).extend(run for run, rate in zip(("baseline", "candidate"), rates) if rate is None)
+    else:
+        deltas.append(_delta(TOKENS, rates[0], rates[1], True, None, limit_pct, confidence_pct))
+    return deltas
+
+
+def _stream_notes(baseline: RunResult, candidate: RunResult, compared: bool, lacking: dict[str, list[str]]) -> tuple[str, ...]:
+    """Why streaming figures were left out, or how they were judged."""
+    streamed = [any(level.streaming is not None for level in run.levels) for run in (baseline, candidate)]
+    if streamed[0] != streamed[1]:
+        only = "baseline" if streamed[0] else "candidate"
+        return (f"TTFT, ITL, tokens/s: not compared: only the {only} run streamed (--streaming)",)
+    why = {"TTFT": "had no success", "ITL": "had no request with two responses", TOKENS: "counted no tokens"}
+    notes = [f"{figure}: not compared at some levels, where the {' and '.join(sorted(set(runs)))} {why[figure]}"
+             for figure, runs in lacking.items()]
+    return ((STREAM_NOISE_NOTE,) if compared else ()) + tuple(notes)
+
+
 def _one_sided(distance: float, standard_error: float, df: float) -> float:
     """P(the true value exceeds the limit) for an estimate `distance` above it."""
     if standard_error == 0.0:
@@ -240,18 +310,21 @@ def compare_runs(
     figures, goodput_notes = _figures(baseline, candidate)
     levels = []
     untested: dict[tuple[str, ...], list[str]] = {}  # which runs lack noise figures → the figures
+    stream_lacking: dict[str, list[str]] = {}  # a streaming figure left out somewhere → the runs that lacked it
+    stream_compared = False
     for key in common:
         base, cand = base_levels[key], cand_levels[key]
         deltas = []
         for figure, attribute, percentile, higher_is_better in figures:
             noise = _noise(base, figure, attribute, percentile), _noise(cand, figure, attribute, percentile)
-            lacking = tuple(run for run, n in zip(("baseline", "candidate"), noise) if n is None)
-            if lacking and figure not in untested.setdefault(lacking, []):
-                untested[lacking].append(figure)
+            lacking = _lacking_noise(untested, figure, noise)
             values = _at(base.client, attribute, percentile), _at(cand.client, attribute, percentile)
             deltas.append(
                 _delta(figure, float(values[0]), float(values[1]), higher_is_better, None if lacking else noise, limit_pct, confidence_pct)
             )
+        if base.streaming is not None and cand.streaming is not None:
+            deltas += _stream_deltas(base, cand, limit_pct, confidence_pct, stream_lacking, untested)
+            stream_compared = True
         stable = base.stable and cand.stable
         complete = not base.incomplete and not cand.incomplete
         levels.append(LevelComparison(key[0], key[1], stable, complete, tuple(deltas)))
@@ -261,11 +334,14 @@ def compare_runs(
         levels=tuple(levels),
         baseline=_state(baseline, [_name(lv) for k, lv in cand_levels.items() if k not in base_levels]),
         candidate=_state(candidate, [_name(lv) for k, lv in base_levels.items() if k not in cand_levels]),
-        notes=goodput_notes + tuple(_untested_note(names, list(runs)) for runs, names in untested.items()),
+        notes=goodput_notes + tuple(_untested_note(names, list(runs)) for runs, names in untested.items())
+        + _stream_notes(baseline, candidate, stream_compared, stream_lacking),
     )
 
 
 def _show(figure: str, value: float) -> str:
+    if figure == TOKENS:
+        return f"{value:,.1f} tokens/s"
     return f"{value:,.1f} infer/s" if figure in RATES else f"{value / 1e3:,.2f} ms"
 
 

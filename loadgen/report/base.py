@@ -1,10 +1,16 @@
-"""What the report modules share: a rendered plot, and writing a file atomically."""
+"""What the report modules share: a rendered plot, writing a file atomically, and which streaming
+figures a run reports."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from loadgen.config import Gates
+
+# The percentiles a streamed level's TTFT and ITL have (loadgen.stream_stats.distribution_us), before --percentile's.
+STREAM_PERCENTILES = (50, 90, 99)
 
 
 @dataclass(frozen=True)
@@ -23,3 +29,17 @@ def write_atomic(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def stream_percentile_keys(percentile: int | None) -> list[str]:
+    """The keys of a streamed level's TTFT and ITL percentiles, in order: p50, p90, p99 and --percentile's."""
+    return [f"p{p}" for p in sorted({*STREAM_PERCENTILES, *([percentile] if percentile is not None else [])})]
+
+
+def stream_goodput_bounds(gates: Gates) -> list[tuple[str, float]]:
+    """(figure, ms) of each bound a streamed run's goodput meets, when it has one of its own (--goodput-ttft-ms,
+    --goodput-itl-ms); empty without, when its goodput is the latency's alone (or there is none)."""
+    if gates.goodput_ttft_ms is None and gates.goodput_itl_ms is None:
+        return []
+    bounds = (("latency", gates.goodput_latency_ms), ("TTFT", gates.goodput_ttft_ms), ("ITL", gates.goodput_itl_ms))
+    return [(figure, ms) for figure, ms in bounds if ms is not None]

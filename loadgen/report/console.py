@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TextIO
 
 from loadgen.capacity import CapacityPlan
-from loadgen.config import RunConfig
+from loadgen.config import Gates, RunConfig
 from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
+from loadgen.report.base import stream_goodput_bounds, stream_percentile_keys
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
@@ -21,6 +22,7 @@ from loadgen.stats import (
     ClientStats,
     OpenLoopStats,
 )
+from loadgen.stream_stats import StreamStats
 from loadgen.windows import COUNT_WINDOWS
 
 
@@ -68,6 +70,10 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append("  Using binary search")
     if gates.goodput_latency_ms is not None:
         lines.append(f"  Goodput: successful requests within {gates.goodput_latency_ms:g} msec")
+    if config.target.streaming:
+        lines.append("  Streaming: every response timed")
+    if stream_goodput_bounds(gates):
+        lines.append(f"  Streaming goodput: successful requests with {stream_goodput_text(gates)}")
     lines += [f"  SLA: {sla.expression}" for sla in gates.slas]
     if load.workers is not None:
         where = redact_url(load.ray_address) if load.ray_address is not None else "local"
@@ -176,7 +182,10 @@ def _level_title(level: LevelResult) -> str:
     return f"Request {level.label.lower()}: {_num(level.value)}"
 
 
-def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodput_latency_ms: float | None) -> list[str]:
+def level_lines(
+    level: LevelResult, protocol: str, percentile: int | None, goodput_latency_ms: float | None, stream_goodput: str | None = None
+) -> list[str]:
+    """A level's block; `stream_goodput` names the bounds of a streamed level's goodput (None: no --goodput-ttft/itl-ms)."""
     client, server = level.client, level.server
     lines = [_level_title(level)]
     if level.incomplete:
@@ -206,6 +215,8 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodp
             f"    Avg HTTP time: {_us(client.avg_latency_us)} (send/recv {_us(client.avg_send_us + client.avg_recv_us)} "
             f"+ response wait {_us(client.avg_response_wait_us)})"
         )
+    if level.streaming is not None:
+        lines += stream_lines(level.streaming, percentile, stream_goodput)
     if level.tracing is not None:
         lines.append(f"    {tracing_line(level.tracing)}")
     for kind in client.error_kinds:
@@ -233,6 +244,35 @@ def level_lines(level: LevelResult, protocol: str, percentile: int | None, goodp
             f"{check.client_success}: other traffic reached the model during the measurement"
         )
     lines += _server_block(server, depth=1)
+    return lines
+
+
+def stream_goodput_text(gates: Gates) -> str:
+    """"latency within 50 msec, TTFT within 20 msec and ITL within 5 msec": the bounds a streamed request's goodput meets."""
+    bounds = [f"{figure} within {ms:g} msec" for figure, ms in stream_goodput_bounds(gates)]
+    return " and ".join(filter(None, [", ".join(bounds[:-1]), bounds[-1]]))
+
+
+def _stream_figures(figures: dict[str, float], percentile: int | None) -> str:
+    """"avg 40123 usec, p50 40100 usec, p90 ..., p99 ...": the average and the reported percentiles."""
+    keys = ["avg", *stream_percentile_keys(percentile)]
+    return ", ".join(f"{key} {_us(figures[key])}" for key in keys)
+
+
+def stream_lines(stream: StreamStats, percentile: int | None, goodput: str | None) -> list[str]:
+    """A streamed level's figures, under its request latency: time to first response, between responses, tokens."""
+    if not stream.request_count:
+        return ["    Streaming: no streamed request succeeded"]
+    lines = [f"    Time to first response (TTFT): {_stream_figures(stream.ttft_us, percentile)}"]
+    if stream.itl_us is not None:
+        lines.append(f"    Inter-response latency (ITL): {_stream_figures(stream.itl_us, percentile)}")
+    else:
+        lines.append("    Inter-response latency (ITL): none, no request had two responses")
+    lines.append(f"    Responses per request: {_num(stream.responses_per_request)} ({stream.response_count} responses)")
+    if stream.tokens_per_s is not None:
+        lines.append(f"    Output tokens: {stream.output_tokens} ({_num(stream.tokens_per_s)} tokens/sec)")
+    if goodput is not None and stream.goodput_infer_per_s is not None:
+        lines.append(f"    Streaming goodput: {_num(stream.goodput_infer_per_s)} infer/sec ({goodput})")
     return lines
 
 
@@ -292,10 +332,11 @@ def _error_lines(client: ClientStats) -> list[str]:
     latency = client.error_latency_us
     kinds = ", ".join(f"{kind.kind} {kind.count}" for kind in client.error_kinds)
     per_s = client.error_count / client.duration_s if client.duration_s > 0 else 0.0
-    return [
-        f"    Errors: {client.error_count} (error rate {client.error_rate:.2%}, {_num(per_s)}/sec): {kinds}",
-        f"    Error latency: avg {_us(latency['avg'])}, p50 {_us(latency['p50'])}, p99 {_us(latency['p99'])}, max {_us(latency['max'])}",
-    ]
+    lines = [f"    Errors: {client.error_count} (error rate {client.error_rate:.2%}, {_num(per_s)}/sec): {kinds}"]
+    if latency:  # a summary.json before version 3 did not record it
+        lines.append(f"    Error latency: avg {_us(latency['avg'])}, p50 {_us(latency['p50'])}, p99 {_us(latency['p99'])}, "
+                     f"max {_us(latency['max'])}")
+    return lines
 
 
 def summary_lines(result: RunResult) -> list[str]:
@@ -306,8 +347,9 @@ def summary_lines(result: RunResult) -> list[str]:
     for level in result.levels:
         lines.append(
             f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
-            + (f"goodput: {_num(level.client.goodput_infer_per_s)} infer/sec, " if level.client.goodput_infer_per_s is not None else "")
+            + (f"goodput: {_num(goodput)} infer/sec, " if (goodput := _goodput(level)) is not None else "")
             + f"latency {_us(level.client.latency_us(percentile))}"
+            + (_stream_summary(level.streaming, percentile) if level.streaming is not None else "")
             + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
             + (f", INCOMPLETE: {level.incomplete}" if level.incomplete else "")
         )
@@ -319,6 +361,27 @@ def summary_lines(result: RunResult) -> list[str]:
     elif result.config.gates.binary_search or result.config.gates.target_throughput is not None:
         lines.append("Capacity: no level met every bound")
     return lines
+
+
+def _goodput(level: LevelResult) -> float | None:
+    """The level's goodput, as the goodput SLA judges it: a streamed level's meets every bound, --goodput-ttft/itl-ms too."""
+    stream = level.streaming
+    if stream is not None and stream.goodput_infer_per_s is not None:
+        return stream.goodput_infer_per_s
+    return level.client.goodput_infer_per_s
+
+
+def _stream_summary(stream: StreamStats, percentile: int | None) -> str:
+    """The closing table's streaming figures, of the kind its latency is: the average, or --percentile's."""
+    if not stream.request_count:
+        return ""
+    key = "avg" if percentile is None else f"p{percentile}"
+    text = f", TTFT {_us(stream.ttft_us[key])}"
+    if stream.itl_us is not None:
+        text += f", ITL {_us(stream.itl_us[key])}"
+    if stream.tokens_per_s is not None:
+        text += f", {_num(stream.tokens_per_s)} tokens/sec"
+    return text
 
 
 def gate_lines(result: RunResult) -> list[str]:
@@ -361,6 +424,7 @@ class ConsoleReport(RunListener):
         self._protocol = protocol
         self._percentile: int | None = None
         self._goodput_latency_ms: float | None = None
+        self._stream_goodput: str | None = None
         self._collect_metrics = False
 
     def _print(self, lines: list[str]) -> None:
@@ -371,11 +435,12 @@ class ConsoleReport(RunListener):
         self._protocol = config.target.protocol
         self._percentile = config.windows.percentile
         self._goodput_latency_ms = config.gates.goodput_latency_ms
+        self._stream_goodput = stream_goodput_text(config.gates) if stream_goodput_bounds(config.gates) else None
         self._collect_metrics = config.outputs.collect_metrics
         self._print(settings_lines(config) + [""])
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
-        lines = level_lines(level, self._protocol, self._percentile, self._goodput_latency_ms)
+        lines = level_lines(level, self._protocol, self._percentile, self._goodput_latency_ms, self._stream_goodput)
         if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
             lines += metrics_lines(level.metrics)
         if level.workers:

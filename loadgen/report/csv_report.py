@@ -10,10 +10,15 @@ from loadgen.config import RunConfig
 from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
-from loadgen.report.base import write_atomic
+from loadgen.report.base import (
+    stream_goodput_bounds,
+    stream_percentile_keys,
+    write_atomic,
+)
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import REPORTED_PERCENTILES
+from loadgen.stream_stats import StreamStats
 
 BASE_COLUMNS = [
     "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
@@ -21,6 +26,10 @@ BASE_COLUMNS = [
 ]  # fmt: skip
 METRICS_COLUMNS = ["Avg GPU Utilization", "Avg GPU Power Usage", "Max GPU Memory Usage", "Total GPU Memory"]
 GOODPUT_COLUMN = "Goodput Inferences/Second"  # with --goodput-latency-ms only, so perf_analyzer's shape stays without it
+# A streamed run's (--streaming) own columns, after perf_analyzer's; units in the names, as perf_analyzer has none for these.
+STREAM_COUNT_COLUMNS = ["Responses/Request", "Output Tokens", "Output Tokens/s"]
+# With --goodput-ttft-ms or --goodput-itl-ms: the requests meeting every --goodput-*-ms bound, per second.
+STREAM_GOODPUT_COLUMN = "Streaming Goodput Inferences/Second"
 
 
 def _percentiles(percentile: int | None) -> list[int]:
@@ -37,9 +46,34 @@ def header(label: str, config: RunConfig) -> list[str]:
             columns += METRICS_COLUMNS
     if config.gates.goodput_latency_ms is not None:  # loadgen's own, after all of perf_analyzer's
         columns.append(GOODPUT_COLUMN)
+    if config.target.streaming:
+        columns += stream_columns(percentile)
+        if stream_goodput_bounds(config.gates):
+            columns.append(STREAM_GOODPUT_COLUMN)
     if config.gates.slas:
         columns.append("SLA")
     return columns
+
+
+def stream_columns(percentile: int | None) -> list[str]:
+    """A streamed run's figures: TTFT and ITL in µs (the average, p50, p90, p99 and --percentile's), responses and tokens."""
+    keys = ["avg", *stream_percentile_keys(percentile)]
+    return [*(f"TTFT {key} (us)" for key in keys), *(f"ITL {key} (us)" for key in keys), *STREAM_COUNT_COLUMNS]
+
+
+def stream_cells(stream: StreamStats | None, percentile: int | None) -> list:
+    """stream_columns' cells; empty where not measured (no request had two responses, no token output, no success)."""
+    keys = ["avg", *stream_percentile_keys(percentile)]
+    if stream is None or not stream.request_count:
+        return [""] * (2 * len(keys) + len(STREAM_COUNT_COLUMNS))
+    itl = stream.itl_us
+    return [
+        *(int(stream.ttft_us[key]) for key in keys),
+        *((int(itl[key]) for key in keys) if itl is not None else [""] * len(keys)),
+        f"{stream.responses_per_request:g}",
+        stream.output_tokens if stream.output_tokens is not None else "",
+        f"{stream.tokens_per_s:g}" if stream.tokens_per_s is not None else "",
+    ]
 
 
 def gpu_cells(metrics: MetricsFigures | None) -> list[str]:
@@ -76,6 +110,12 @@ def row(level: LevelResult, config: RunConfig) -> list:
     if config.gates.goodput_latency_ms is not None:
         goodput = client.goodput_infer_per_s
         cells.append(f"{goodput:g}" if goodput is not None else "")
+    if config.target.streaming:
+        stream = level.streaming
+        cells += stream_cells(stream, config.windows.percentile)
+        if stream_goodput_bounds(config.gates):
+            goodput = stream.goodput_infer_per_s if stream is not None else None
+            cells.append(f"{goodput:g}" if goodput is not None else "")
     if config.gates.slas:
         failed = [f"{v.expression} ({v.reason})" for v in level.sla if not v.passed]
         cells.append("fail: " + "; ".join(failed) if failed else "pass")

@@ -51,7 +51,7 @@ figure h3 { margin-top: 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-weight: 600; }
-svg.waterfall { display: block; max-width: 100%; height: auto; margin: 4px 0 12px; }
+svg.waterfall, svg.timeline { display: block; max-width: 100%; height: auto; margin: 4px 0 12px; }
 pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 13px; border-radius: 6px; }
 """
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
-from loadgen.report.base import Plot, write_atomic
+from loadgen.report.base import Plot, stream_goodput_bounds, stream_percentile_keys, write_atomic
 from loadgen.report.html_page import FAIL, MISSING, PASS, WARN, model_configs, num, page, percent, plots_section, table, when
+from loadgen.report.response_timeline import response_timeline_svg
 from loadgen.report.waterfall import waterfall_svg
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.server_stats import ServerFigures
@@ -33,6 +34,7 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
         f"<h1>loadgen report: {escape(model)}</h1>",
         _header(result),
         _levels(levels, bool(result.config.gates.slas), result.config.gates.goodput_latency_ms),
+        _streaming(result),
         plots_section(plots),
         _breakdown(levels),
         _open_loop(levels),
@@ -214,6 +216,43 @@ def _verdict_mark(verdict: Verdict, level: LevelResult) -> str:
     if not level.stable:
         return (mark if not verdict.passed else WARN + "PASS") + f", {UNSTABLE_NOTE}"
     return mark
+
+
+def _streaming(result: RunResult) -> str:
+    """Per streamed level: time to first response and between responses, responses and tokens, and a timeline
+    of its example requests' responses."""
+    streamed = [level for level in result.levels if level.streaming is not None]
+    if not streamed:
+        return ""
+    keys = ["avg", *stream_percentile_keys(result.config.windows.percentile)]
+    bounds = ", ".join(f"{figure} ≤ {ms:g} ms" for figure, ms in stream_goodput_bounds(result.config.gates))
+    head = ["Level", "Requests", "Responses/request", *(f"TTFT {key} (ms)" for key in keys),
+            *(f"ITL {key} (ms)" for key in keys), "Output tokens", "Output tokens/s",
+            *([f"Goodput, {bounds} (infer/s)"] if bounds else [])]
+    rows, timelines = [], []
+    for level in streamed:
+        stream = level.streaming
+        ttft = stream.ttft_us if stream.request_count else {}  # 0s without a success: not measured
+        itl = stream.itl_us or {}
+        rows.append([
+            _level_name(level), num(stream.request_count, 0), num(stream.responses_per_request, 2),
+            *(_ms(ttft.get(key)) for key in keys), *(_ms(itl.get(key)) for key in keys),
+            num(stream.output_tokens, 0), num(stream.tokens_per_s),
+            *([num(stream.goodput_infer_per_s)] if bounds else []),
+        ])
+        count = len(stream.examples)
+        title = f"{_level_name(level)}: the responses of {count} example request{'' if count == 1 else 's'}"
+        caption = (f"TTFT p50 {_ms(ttft.get('p50'))} ms, ITL p50 {_ms(itl.get('p50'))} ms, "
+                   f"{stream.responses_per_request:,.2f} responses per request")
+        timelines.append(f"<details open><summary>{escape(title)}</summary>"
+                         + (response_timeline_svg(stream.examples, caption) if count else "<p>No request succeeded.</p>")
+                         + "</details>")
+    return ("<h2>Streaming</h2><p>Each streamed request's time to its first response (TTFT) and between its "
+            "consecutive responses (ITL), over the level's reported windows; a dash where no request had two "
+            "responses, or no output carried tokens. In open loop both run from the request's intended send time.</p>"
+            + table(head, rows) + "<h3>Responses over time</h3><p>A few requests of each level: the ones nearest its "
+            "median, p90 and p99 latency, its slowest and its first. A green tick per response that carried outputs, "
+            "a black one at the final response.</p>" + "".join(timelines))
 
 
 def _breakdown(levels: Sequence[LevelResult]) -> str:

@@ -138,9 +138,16 @@ def _figures(level: LevelResult) -> str:
         return NOT_MEASURED if us is None else f"{us / 1000:.2f} ms"
 
     goodput = f"goodput {client.goodput_infer_per_s:.1f} infer/s, " if client.goodput_infer_per_s is not None else ""
-    return (f"throughput {client.throughput_infer_per_s:.1f} infer/s, {goodput}"
-            f"latency avg {ms(client.avg_latency_us)}, p50 {ms(percentiles.get(50))}, p99 {ms(percentiles.get(99))}, "
-            f"error rate {client.error_rate * 100:.2f} %, stable {'yes' if level.stable else 'no'}")
+    figures = (f"throughput {client.throughput_infer_per_s:.1f} infer/s, {goodput}"
+               f"latency avg {ms(client.avg_latency_us)}, p50 {ms(percentiles.get(50))}, p99 {ms(percentiles.get(99))}, "
+               f"error rate {client.error_rate * 100:.2f} %, stable {'yes' if level.stable else 'no'}")
+    stream = level.streaming
+    if stream is None or not stream.request_count:
+        return figures
+    itl = stream.itl_us or {}
+    tokens = f", {stream.tokens_per_s:.1f} tokens/s" if stream.tokens_per_s is not None else ""
+    return (f"{figures}; streamed: TTFT p50 {ms(stream.ttft_us['p50'])}, p99 {ms(stream.ttft_us['p99'])}, "
+            f"ITL p50 {ms(itl.get('p50'))}, p99 {ms(itl.get('p99'))}, {stream.responses_per_request:.1f} responses/request{tokens}")
 
 
 def _run_error(model: str, stop_reason: str) -> ET.Element:

@@ -17,10 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from loadgen.histogram import LatencyHistogram
 from loadgen.measurement import LevelResult
 from loadgen.report.base import Plot
 from loadgen.result import RunResult, series_columns
 from loadgen.server_stats import ServerFigures
+from loadgen.stats import CURVE_PERCENTILES
 
 DPI = 100
 SIZE = (9.0, 5.0)  # inches: 900 x 500 px at DPI
@@ -225,6 +227,15 @@ def latency_distribution(result: RunResult) -> Figure | None:
         return None
     fig = new_figure()
     ax = fig.add_subplot()
+    _percentile_curves(ax, curves)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title("Latency by percentile, per level")
+    ax.set_ylabel("latency (ms, log scale)")
+    return fig
+
+
+def _percentile_curves(ax, curves: list[tuple[LevelResult, np.ndarray]]) -> None:
+    """Each level's (percentile, µs) points as a line on HdrHistogram's tail axis, in ms on a log scale."""
     # Sequential colours: the load order stays visible and neighbouring levels distinct.
     colors = colormaps["viridis"](np.linspace(0, 0.9, len(curves)))
     for (level, points), color in zip(curves, colors):
@@ -241,11 +252,40 @@ def latency_distribution(result: RunResult) -> Figure | None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ticker.LogFormatter())
     ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("Latency by percentile, per level")
     ax.set_xlabel("percentile (%)")
-    ax.set_ylabel("latency (ms, log scale)")
     ax.grid(alpha=0.3)
+
+
+def _histogram_curve(histogram: LatencyHistogram | None) -> np.ndarray | None:
+    """(percentile, µs) points of a histogram (ns) below p100, which sits at infinity on a tail axis; None when empty."""
+    if histogram is None or not histogram.count:
+        return None
+    return np.array([(p, histogram.percentile(p) / 1e3) for p in CURVE_PERCENTILES if p < 100], dtype=float)
+
+
+def stream_distribution(result: RunResult) -> Figure | None:
+    """Per streamed level, its time to first response and its inter-response latency by percentile, from their histograms."""
+    panels = []
+    for title, histogram_of in (("Time to first response (TTFT)", lambda s: s.ttft_histogram),
+                                ("Inter-response latency (ITL)", lambda s: s.itl_histogram)):  # fmt: skip
+        curves = [(level, curve) for level in result.levels if level.streaming is not None
+                  and (curve := _histogram_curve(histogram_of(level.streaming))) is not None]  # fmt: skip
+        panels.append((title, curves))
+    if not any(curves for _, curves in panels):
+        return None
+    fig = new_figure(height=SIZE[1] * 1.6)
+    axes = fig.subplots(2, 1, squeeze=False)[:, 0]
+    for ax, (title, curves) in zip(axes, panels):
+        ax.set_title(title, loc="left", fontsize=10)
+        if not curves:  # no request of any level had two responses
+            ax.text(0.5, 0.5, "not measured: no request had two responses", transform=ax.transAxes, ha="center",
+                    va="center", color="grey")
+            ax.set_axis_off()
+            continue
+        _percentile_curves(ax, curves)
+        ax.set_ylabel("ms, log scale")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    fig.suptitle("Streaming: time to first response and between responses, by percentile, per level")
     return fig
 
 
@@ -364,6 +404,7 @@ CHARTS: tuple[tuple[str, str, Callable[[RunResult], Figure | None]], ...] = (
     ("latency_breakdown", "Latency breakdown", latency_breakdown),
     ("composing_breakdown", "Composing models breakdown", composing_breakdown),
     ("latency_distribution", "Latency distribution", latency_distribution),
+    ("stream_distribution", "Streaming: time to first response and inter-response latency", stream_distribution),
     ("stage_percentiles", "Per-stage latency percentiles (traces)", stage_percentiles),
     ("resources", "Server resources", resources),
 )
