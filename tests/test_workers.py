@@ -180,3 +180,17 @@ def test_an_unreachable_ray_cluster_is_one_line(loadgen, tmp_path):
     assert run.returncode == 3, err
     (line,) = error_lines(err)
     assert "Ray cluster" in line and "Traceback" not in err, err
+
+
+def test_ray_that_does_not_start_in_time_is_a_server_error(monkeypatch):
+    from loadgen.errors import ServerError
+    from loadgen.options import build_config
+    from loadgen.workers import pool
+
+    def timed_out(**_):
+        raise Exception("The current node timed out during startup.")  # what Ray raises, a bare Exception
+
+    monkeypatch.setattr(pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(pool.ray, "init", timed_out)
+    with pytest.raises(ServerError, match=r"cannot reach a Ray cluster at this machine \(The current node timed out"):
+        pool._connect(build_config({"workers": 2}).load)

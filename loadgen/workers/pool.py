@@ -68,7 +68,7 @@ def _connect(load: LoadShape) -> bool:
         with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it all
             warnings.simplefilter("ignore")
             _init(load, quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # Ray raises a bare Exception when its node does not start in time
         where = redact_url(load.ray_address) if load.ray_address else "this machine"
         # With Ray's token authentication (on by default in local clusters), a client without the token times out.
         token = " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN here)" if load.ray_address else ""
