@@ -55,7 +55,7 @@ def test_constant_arrivals_well_below_capacity_do_not_queue(queueing_triton, tmp
     assert level["client"]["percentile_latency_us"]["p90"] < 1.5 * SERVICE_US
 
 
-@pytest.mark.parametrize(("utilization", "window_ms"), [(0.5, 5000), (0.8, 12_000)])
+@pytest.mark.parametrize(("utilization", "window_ms"), [(0.5, 5000), pytest.param(0.8, 12_000, marks=pytest.mark.slow)])
 def test_poisson_arrivals_wait_as_the_md1_formula_predicts(queueing_triton, tmp_path, utilization, window_ms):
     # Waits at 0.8 are correlated over seconds: 36 s (~2600 requests) for the mean to settle.
     rate = utilization / NOMINAL_SERVICE_S

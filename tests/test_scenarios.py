@@ -27,6 +27,7 @@ def test_each_scenario_is_a_valid_run(name):
         assert load.open_loop and len(load.load_range.values()) >= 5 and load.max_inflight
 
 
+@pytest.mark.slow
 def test_the_sla_check_gate_passes_on_the_shipped_ensemble(triton, tmp_path, capsys):
     """As shipped, windows and all: its Poisson load stabilizes, so the gate's verdict stands (--require-stable)."""
     junit = tmp_path / "gate.xml"

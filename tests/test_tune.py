@@ -130,9 +130,10 @@ def test_the_table_ranks_by_mean_throughput_and_marks_the_default_and_the_best()
 # --- end to end -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_guided_search_finds_3x_the_default_and_its_repository_reproduces_it(tmp_path):
     tune_dir = tmp_path / "tune"
-    done = loadgen("tune", *LOAD, "--max-candidates", "6", "--remeasure", "1", "--report-dir", str(tune_dir))
+    done = loadgen("tune", *LOAD, "--max-candidates", "6", "--remeasure", "2", "--report-dir", str(tune_dir))
     assert done.returncode == 0, done.stderr
     result = json.loads((tune_dir / "tune.json").read_text())
     assert result["status"] == "complete" and result["search"] == "guided"
@@ -143,7 +144,7 @@ def test_guided_search_finds_3x_the_default_and_its_repository_reproduces_it(tmp
     candidates = result["candidates"]
     assert [c["index"] for c in candidates] == list(range(len(candidates))) and len(candidates) <= 6
     assert all((tune_dir / c["run_dir"] / "summary.json").exists() for c in candidates if c["outcome"] != "failed to load")
-    assert sum(1 for c in candidates if c["remeasured_infer_per_s"]) == 1
+    assert sum(1 for c in candidates if c["remeasured_infer_per_s"]) == 2
     assert "Best: [" in done.stdout and "*  0" in done.stdout
     assert (tune_dir / "tune.html").stat().st_size and (tune_dir / "plots" / "tune.png").stat().st_size
     # The deployable repository reproduces the best figure at its level (loosely: the machine drifts).
@@ -156,6 +157,7 @@ def test_guided_search_finds_3x_the_default_and_its_repository_reproduces_it(tmp
     assert throughput == pytest.approx(best["throughput"], rel=0.35)
 
 
+@pytest.mark.slow
 def test_grid_search_is_ordered_bounded_and_resumes_without_measuring_again(tmp_path):
     knobs = tmp_path / "knobs.yaml"
     knobs.write_text("batcher: {instances: 1, dynamic_batching: [false, true], max_queue_delay_us: 0}\n"
