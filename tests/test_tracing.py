@@ -205,7 +205,8 @@ class LateTraceServer:
         return written
 
 
-def test_a_trace_that_ends_after_the_first_write_is_waited_for(tmp_path):
+def three_requests_traced(tmp_path):
+    """A tracer reading a LateTraceServer that holds the traces of three requests, their records and their level."""
     from types import SimpleNamespace
 
     from loadgen.request_log import RequestLog
@@ -220,8 +221,24 @@ def test_a_trace_that_ends_after_the_first_write_is_waited_for(tmp_path):
     server = LateTraceServer([synthetic(request_id(tracer.prefix, number)).trace for number in range(1, 4)])
     tracer._reader = server
     level = SimpleNamespace(reported_windows=[SimpleNamespace(start_ns=0, end_ns=10_000)], client=SimpleNamespace(request_count=3))
-    traces, requests = asyncio.run(tracer._read_files(server, log.records(), level))
+    return tracer, server, log.records(), level
+
+
+def test_a_trace_that_ends_after_the_first_write_is_waited_for(tmp_path):
+    tracer, server, records, level = three_requests_traced(tmp_path)
+    traces, requests = asyncio.run(tracer._read_files(server, records, level))
     assert (len(traces), len(requests), server.told) == (3, 3, 2)
+
+
+def test_a_trace_that_never_comes_is_waited_for_within_the_bound(tmp_path):
+    from loadgen.tracing import READ_BOUND_S
+
+    tracer, server, records, level = three_requests_traced(tmp_path)
+    server.batches.pop()  # Triton never writes the third request's trace
+    started = time.monotonic()
+    traces, requests = asyncio.run(tracer._read_files(server, records, level))
+    assert READ_BOUND_S <= time.monotonic() - started < READ_BOUND_S + 1
+    assert (len(traces), len(requests)) == (2, 2) and server.told > 2
 
 
 class EndlessCollector:
