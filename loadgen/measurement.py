@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic_ns
 
@@ -172,15 +172,16 @@ OnWindow = Callable[[Schedule, int, WindowFigures], None]
 OnRequests = Callable[[Schedule, WindowRequests], None]
 
 
-async def _window_end(policy: WindowPolicy, load: Load, window_start_ns: int, driving: asyncio.Future) -> None:
-    """Wait until the current window should close; raise if the load itself has failed.
+async def _window_end(policy: WindowPolicy, loads: Sequence[Load], window_start_ns: int, driving: Sequence[asyncio.Future]) -> None:
+    """Wait until the current window should close; raise if a load itself has failed.
 
-    A count window also closes when no request has succeeded for a whole stall bound while
-    requests were out: a server that stopped answering must not hold it open for ever, nor a
-    trickle of timeouts for the count's worth of deadlines.
+    Several loads (a mix of models) close their windows together: a count window closes once each
+    has its count. A count window also closes when no request has succeeded for a whole stall
+    bound while requests were out: a server that stopped answering must not hold it open for ever,
+    nor a trickle of timeouts for the count's worth of deadlines.
     """
     if policy.mode == COUNT_WINDOWS:
-        waiter = asyncio.ensure_future(load.window_full())
+        waiter = asyncio.ensure_future(asyncio.gather(*(load.window_full() for load in loads)))
         stall_s = count_window_stall_s(policy)
     else:
         remaining_s = policy.interval_ms / 1e3 - (monotonic_ns() - window_start_ns) / 1e9
@@ -188,24 +189,76 @@ async def _window_end(policy: WindowPolicy, load: Load, window_start_ns: int, dr
         stall_s = None
     try:
         while True:
-            succeeded = load.succeeded
-            done, _ = await asyncio.wait({waiter, driving}, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED)
-            if done or (load.succeeded == succeeded and load.in_flight > 0):
+            succeeded = sum(load.succeeded for load in loads)
+            done, _ = await asyncio.wait({waiter, *driving}, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED)
+            if done or (sum(load.succeeded for load in loads) == succeeded and any(load.in_flight > 0 for load in loads)):
                 break
     finally:
         if not waiter.done():
             waiter.cancel()
     if waiter in done:
         waiter.result()  # a worker lost while the window filled
-    if driving in done:
-        driving.result()  # re-raises the load's failure
-        raise ServerError("the load stopped before the measurement ended")
+    for ended in driving:
+        if ended in done:
+            ended.result()  # re-raises the load's failure
+            raise ServerError("the load stopped before the measurement ended")
 
 
 def count_window_stall_s(policy: WindowPolicy) -> float:
     """How long a count window waits with requests out and none succeeding: -p, at least 1 s
     (with --workers, the driver learns of completions once a second)."""
     return max(policy.interval_ms / 1e3, 1.0)
+
+
+@dataclass(frozen=True)
+class LevelPart:
+    """One model's load at a level of a run: alone, or in a mix measured on one clock with others."""
+
+    load: Load
+    schedule: Schedule
+    tree: ModelTree
+    batch_size: int
+    on_window: OnWindow | None = None
+    on_requests: OnRequests | None = None
+
+
+class _PartWindows:
+    """A part's windows as they close: only those a level can merge are kept, so a long level stays small."""
+
+    def __init__(self, part: LevelPart, policy: WindowPolicy) -> None:
+        self.part = part
+        self.policy = policy
+        self.percentiles = [policy.percentile] if policy.percentile is not None else []
+        self.windows: deque = deque(maxlen=STABLE_WINDOW_COUNT)
+        self.figures: list[WindowFigures] = []
+
+    def add(self, window) -> None:
+        part, policy = self.part, self.policy
+        if part.on_requests is not None and (requests := part.load.window_requests(window)) is not None:
+            part.on_requests(part.schedule, requests)
+        self.windows.append(window)
+        stats = part.load.client_stats([window], part.batch_size, self.percentiles)
+        self.figures.append(
+            WindowFigures(
+                start_ns=window.start_ns,
+                end_ns=window.end_ns,
+                duration_s=stats.duration_s,
+                request_count=stats.request_count,
+                throughput_infer_per_s=stats.throughput_infer_per_s,
+                latency_us=stats.latency_us(policy.percentile),
+                avg_latency_us=stats.avg_latency_us if stats.request_count else None,
+                percentile_latency_us=stats.percentile_latency_us if stats.request_count else None,
+                error_count=stats.error_count,
+                outstanding=window.outstanding,
+                oldest_outstanding_s=window.oldest_outstanding_ns / 1e9,
+                goodput_infer_per_s=stats.goodput_infer_per_s,
+            )
+        )
+
+    @property
+    def stable(self) -> bool:
+        figures = self.figures
+        return is_stable([f.throughput_infer_per_s for f in figures], [f.latency_us for f in figures], self.policy.stability_pct)
 
 
 async def measure_level(
@@ -227,75 +280,82 @@ async def measure_level(
     `on_requests` gets each window's requests (every window's, not only the reported ones; not
     those before the first window or after the last), as perf_analyzer's profile export has them.
     """
-    count_target = policy.request_count if policy.mode == COUNT_WINDOWS else None
-    driving = await load.start(schedule, count_target)
-    percentiles = [policy.percentile] if policy.percentile is not None else []
-    # Only the windows (and boundary snapshots) a level can merge are kept: a long level stays small.
-    windows: deque = deque(maxlen=STABLE_WINDOW_COUNT)
-    figures: list[WindowFigures] = []
+    part = LevelPart(load, schedule, tree, batch_size, on_window, on_requests)
+    (level,) = await measure_levels([part], policy, snapshot, scraper)
+    return level
+
+
+async def measure_levels(
+    parts: Sequence[LevelPart],
+    policy: WindowPolicy,
+    snapshot: Callable[[int], Awaitable[Snapshot]],
+    scraper: MetricsScraper | None = None,
+) -> list[LevelResult]:
+    """measure_level for several loads at once (a mix of models), on one clock: their windows
+    open and close together, at the same boundaries, where one snapshot of the server is taken,
+    so the server's figures and metrics of every part describe the same interval. The level is
+    stable when every part is."""
+    loads = [part.load for part in parts]
+    driving = [await part.load.start(part.schedule, policy.request_count if policy.mode == COUNT_WINDOWS else None)
+               for part in parts]  # fmt: skip
+    measured = [_PartWindows(part, policy) for part in parts]
     snapshots: deque[Snapshot] = deque(maxlen=STABLE_WINDOW_COUNT + 1)
     stable, incomplete = False, None
 
-    async def close_window() -> None:
+    async def close_windows() -> None:
         nonlocal boundary_ns
         boundary_ns = monotonic_ns()
         # Both at once: with workers, closing their windows takes a round trip, and the snapshot should fall within it.
-        # The close is awaited directly, not through gather: in process it then runs at once, before any
+        # Each close is awaited directly, not through gather: in process it then runs at once, before any
         # other request can end after the boundary and still be counted in the window it closes.
         snapshotting = asyncio.ensure_future(snapshot(boundary_ns))
         try:
-            window = await load.close_window(boundary_ns)
+            windows = [await load.close_window(boundary_ns) for load in loads]
         except BaseException:
             snapshotting.cancel()
             raise
-        boundary_snapshot = await snapshotting
-        if on_requests is not None and (requests := load.window_requests(window)) is not None:
-            on_requests(schedule, requests)
-        windows.append(window)
-        snapshots.append(boundary_snapshot)
-        stats = load.client_stats([window], batch_size, percentiles)
-        figures.append(
-            WindowFigures(
-                start_ns=window.start_ns,
-                end_ns=window.end_ns,
-                duration_s=stats.duration_s,
-                request_count=stats.request_count,
-                throughput_infer_per_s=stats.throughput_infer_per_s,
-                latency_us=stats.latency_us(policy.percentile),
-                avg_latency_us=stats.avg_latency_us if stats.request_count else None,
-                percentile_latency_us=stats.percentile_latency_us if stats.request_count else None,
-                error_count=stats.error_count,
-                outstanding=window.outstanding,
-                oldest_outstanding_s=window.oldest_outstanding_ns / 1e9,
-                goodput_infer_per_s=stats.goodput_infer_per_s,
-            )
-        )
+        snapshots.append(await snapshotting)
+        for part_windows, window in zip(measured, windows):
+            part_windows.add(window)
 
     try:
         boundary_ns = monotonic_ns()
-        await load.close_window(boundary_ns)  # what completed before the first snapshot belongs to no window
+        for load in loads:  # what completed before the first snapshot belongs to no window
+            await load.close_window(boundary_ns)
         snapshots.append(await snapshot(boundary_ns))
-        while len(figures) < policy.max_trials and not stable:
-            await _window_end(policy, load, boundary_ns, driving)
-            await close_window()
-            stable = is_stable(
-                [f.throughput_infer_per_s for f in figures], [f.latency_us for f in figures], policy.stability_pct
-            )
-            if on_window is not None:
-                on_window(schedule, len(figures), figures[-1])
+        while len(measured[0].figures) < policy.max_trials and not stable:
+            await _window_end(policy, loads, boundary_ns, driving)
+            await close_windows()
+            stable = all(part_windows.stable for part_windows in measured)
+            for part_windows in measured:
+                if part_windows.part.on_window is not None:
+                    part_windows.part.on_window(part_windows.part.schedule, len(part_windows.figures), part_windows.figures[-1])
     except WorkerLost as lost:  # the others' window so far is kept; the level ends here, unstable
         incomplete = str(lost)
         stable = False
-        await close_window()
-        await load.abandon()
+        await close_windows()
+        for load in loads:
+            await load.abandon()
     except BaseException:  # a dead server, an interruption: what is in flight is abandoned
-        await load.abandon()
+        for load in loads:
+            await load.abandon()
         raise
     else:
-        drain = await load.stop()
-    merged = list(windows)
+        drains = await asyncio.gather(*(load.stop() for load in loads))
+    return [
+        _level(part_windows, stable, list(snapshots), scraper, incomplete, drain)
+        for part_windows, drain in zip(measured, drains if not incomplete else [None] * len(parts))
+    ]
+
+
+def _level(measured: _PartWindows, stable: bool, snapshots: list[Snapshot], scraper: MetricsScraper | None,
+           incomplete: str | None, drain) -> LevelResult:  # fmt: skip
+    """One part's level from its windows and the boundary snapshots (and its drain, unless cut short)."""
+    part = measured.part
+    load, schedule, batch_size, percentiles = part.load, part.schedule, part.batch_size, measured.percentiles
+    merged = list(measured.windows)
     drain_figures = None
-    if not incomplete:
+    if drain is not None:
         drain_stats = load.client_stats([drain], batch_size)
         drain_figures = DrainFigures(
             in_flight=merged[-1].outstanding,
@@ -306,8 +366,8 @@ async def measure_level(
             unanswered=drain.outstanding,
             unanswered_age_s=drain.oldest_outstanding_ns / 1e9,
         )
-    client = load.client_stats(merged, batch_size, percentiles, None if incomplete else drain)
-    server = server_figures(tree, snapshots[-len(merged) - 1], snapshots[-1])
+    client = load.client_stats(merged, batch_size, percentiles, drain)
+    server = server_figures(part.tree, snapshots[-len(merged) - 1], snapshots[-1])
     # Requests in flight at either outer boundary may fall on either side of it; with workers, so
     # may those completing while the boundary reaches them.
     requests_per_s = (client.request_count + client.error_count) / client.duration_s if client.duration_s > 0 else 0.0
@@ -319,7 +379,7 @@ async def measure_level(
         label=schedule.label,
         value=schedule.value,
         stable=stable,
-        windows=tuple(figures),
+        windows=tuple(measured.figures),
         client=client,
         server=server,
         count_check=CountCheck(client.request_count, server.success_count, tolerance, client.error_count),
