@@ -9,11 +9,15 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadgen import __version__
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.config import RunConfig
-from loadgen.options import BY_NAME, add_run_arguments, build_config, load_config_file
+from loadgen.options import BY_NAME, add_run_arguments, build_config, load_config_file, read_scenario
+
+if TYPE_CHECKING:
+    from loadgen.mix import MixConfig
 
 EXIT_BREACHED = 1  # an SLA, or a regression in compare
 EXIT_INTERRUPTED = 130
@@ -114,16 +118,32 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return build_config(options)
 
 
+def _mix_or_run_config(args: argparse.Namespace) -> RunConfig | MixConfig:
+    """`run`'s options: one model's, or with a scenario's `models:` list, a mix of models at once."""
+    scenario = read_scenario(Path(args.config)) if args.config else None
+    if scenario is None or scenario.models is None:
+        return _run_config(args)
+    from loadgen.mix import build_mix
+
+    flags = {name: value for name, value in vars(args).items() if value is not None and name in BY_NAME}
+    return build_mix(scenario.options, flags, scenario.models, Path(args.config))
+
+
 def _run(args: argparse.Namespace) -> int:
+    from loadgen.mix import MixConfig
     from loadgen.progress import Progress
     from loadgen.report.console import ConsoleReport
     from loadgen.runner import default_report_dir, run
 
-    config = _run_config(args)
-    report_dir = config.outputs.report_dir or default_report_dir(config.target.model_name)
-    config = replace(config, outputs=replace(config.outputs, report_dir=report_dir))
+    config = _mix_or_run_config(args)
+    first = config.first if isinstance(config, MixConfig) else config
+    report_dir = first.outputs.report_dir or default_report_dir("+".join(config.names) if isinstance(config, MixConfig)
+                                                                 else first.target.model_name)  # fmt: skip
+    runs = config.runs if isinstance(config, MixConfig) else (config,)
+    runs = tuple(replace(each, outputs=replace(each.outputs, report_dir=report_dir)) for each in runs)
+    config = MixConfig(runs) if isinstance(config, MixConfig) else runs[0]
     try:
-        result = run(config, [ConsoleReport(sys.stdout), Progress(sys.stderr, config.windows.max_trials)])
+        result = run(config, [ConsoleReport(sys.stdout), Progress(sys.stderr, first.windows.max_trials)])
     finally:
         if (report_dir / "summary.json").exists():  # also the finished levels of a failed run
             print(f"\nReport: {report_dir}", file=sys.stderr)

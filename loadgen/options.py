@@ -271,8 +271,29 @@ class _ConfigLoader(yaml.SafeLoader):
         return tag
 
 
+MODELS_KEY = "models"  # a scenario's list of models driven at once (loadgen.mix)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A YAML scenario: its top-level options and, for several models at once, each model's own."""
+
+    options: dict[str, Any]
+    models: tuple[dict[str, Any], ...] | None  # None: one model, the top-level options'
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML scenario; keys are the long flag names (dashes or underscores)."""
+    """Read a YAML scenario of one model; keys are the long flag names (dashes or underscores)."""
+    scenario = read_scenario(path)
+    if scenario.models is not None:
+        raise UsageError(f"config file {path} lists {MODELS_KEY}: several models at once are for loadgen run; "
+                         "tune one model's scenario")
+    return scenario.options
+
+
+def read_scenario(path: Path) -> Scenario:
+    """Read a YAML scenario: options by their long flag names (dashes or underscores), and perhaps
+    a `models:` list of mappings of the same keys, one per model driven at once."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -286,23 +307,37 @@ def load_config_file(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise UsageError(f"config file {path} is not valid YAML{where}: fix its syntax") from None
     if data is None:
-        return {}
+        return Scenario({}, None)
     if not isinstance(data, Mapping):
         raise UsageError(f"config file {path} must be a mapping of option: value, e.g. 'concurrency-range: 1:4'")
+    data = dict(data)
+    items = data.pop(MODELS_KEY, None)
+    if items is None:
+        return Scenario(_file_options(path, data), None)
+    if not isinstance(items, list) or not items or not all(isinstance(item, Mapping) for item in items):
+        raise UsageError(f"config file {path}: {MODELS_KEY} must be a list of mappings, one per model, "
+                         "e.g. models: [{model-name: a}, {model-name: b}]")
+    models = tuple(_file_options(path, item, f"{MODELS_KEY}[{index}]") for index, item in enumerate(items))
+    return Scenario(_file_options(path, data), models)
+
+
+def _file_options(path: Path, data: Mapping, where: str = "") -> dict[str, Any]:
+    """A scenario mapping's options by long flag name, each key known and each value of its kind's shape."""
+    at = f" {where}" if where else ""
     options: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("_", "-")
         if name not in BY_NAME:
             close = difflib.get_close_matches(name, BY_NAME, n=1)
             fix = f"did you mean {close[0]}?" if close else "keys are the long flag names of loadgen run --help"
-            raise UsageError(f"config file {path} has unknown key {key!r}: {fix}")
+            raise UsageError(f"config file {path}{at} has unknown key {key!r}: {fix}")
         kind = BY_NAME[name].kind
         if kind is list and not isinstance(value, list):
             value = [value]
         if kind is list and not all(_is_scalar(item) for item in value):
-            raise UsageError(f"config file {path}: {key} must be a value or a list of values, e.g. {key}: [A, B]")
+            raise UsageError(f"config file {path}{at}: {key} must be a value or a list of values, e.g. {key}: [A, B]")
         if kind is bool and not isinstance(value, bool):
-            raise UsageError(f"config file {path}: {key} must be true or false, got {value!r}")
+            raise UsageError(f"config file {path}{at}: {key} must be true or false, got {value!r}")
         options[name] = value
     return options
 

@@ -40,7 +40,7 @@ from loadgen.stream_stats import StreamedRequest, StreamStats
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
 from loadgen.timeline import RequestTimeline, TimelineSpan
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -64,11 +64,21 @@ class RunResult:
     capacity: CapacityPlan | None = None
     loadgen_version: str = __version__  # the loadgen that measured the run
     upgraded_from: int | None = None  # read from an older summary.json: the version it was written in
+    # Several models at once: each model's run (its config, model and levels) on the run's clock; the
+    # top level then has no levels of its own. Empty for one model.
+    mix: tuple[RunResult, ...] = ()
+
+    @property
+    def parts(self) -> tuple[RunResult, ...]:
+        """What the reports show one by one: each model of a mix, or the run itself."""
+        return self.mix or (self,)
 
     @property
     def sla_passed(self) -> bool:
         """Every bound met: with --binary-search, some level met them all; else every level met every
         SLA and, with --require-stable, was stable."""
+        if self.mix:
+            return all(part.sla_passed for part in self.mix)
         gates = self.config.gates
         if gates.binary_search:
             return self.capacity is not None
@@ -125,6 +135,7 @@ class RunResult:
             "sla": [sla.expression for sla in self.config.gates.slas],
             "sla_passed": self.sla_passed,
             "capacity": _record(self.capacity) if self.capacity is not None else None,
+            "mix": [_part_dict(part) for part in self.mix] if self.mix else None,
         }
 
     @classmethod
@@ -148,7 +159,24 @@ class RunResult:
             capacity=_fields(CapacityPlan, data["capacity"]) if data["capacity"] is not None else None,
             loadgen_version=data["loadgen_version"],
             upgraded_from=data.get("upgraded_from"),
+            mix=tuple(_part(data, part) for part in data["mix"] or ()),
         )
+
+
+def _part_dict(part: RunResult) -> dict[str, Any]:
+    """One model of a mix in summary.json: what is its own (the run's status, clock, server and
+    metrics are the top level's)."""
+    whole = part.to_dict()
+    return {key: whole[key] for key in PART_KEYS}
+
+
+# The keys of a mix's model: the rest of a model's run is the top level's.
+PART_KEYS = ("config", "model", "model_configs", "levels", "sla", "sla_passed", "capacity")
+
+
+def _part(top: dict[str, Any], part: dict[str, Any]) -> RunResult:
+    """A model of a mix, read back with what it shares from the top level."""
+    return RunResult.from_dict({**top, **{key: part[key] for key in PART_KEYS}, "warnings": [], "mix": None})
 
 
 # --- helpers: dataclasses to JSON-ready dicts and back ------------------------------------------

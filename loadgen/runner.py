@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import signal
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import uvloop
 
-from loadgen.config import RunConfig, prepare
+from loadgen.config import RunConfig, Target, prepare
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.health import ServerWatch
 from loadgen.listener import Listeners, RunListener
 from loadgen.live_metrics import LiveMetrics
+from loadgen.mix import MixConfig
+from loadgen.mix_sweep import MixSweep
 from loadgen.profile_export import ProfileExport
 from loadgen.otlp_collector import listen as listen_for_traces
 from loadgen.redact import redact_url
@@ -29,7 +33,7 @@ from loadgen.report.render import SUMMARY, HtmlReport
 from loadgen.report.workers_csv import WorkersCsvReport
 from loadgen.result import COMPLETE, FAILED, INTERRUPTED, RunResult
 from loadgen.scraper import metrics_url, server_metrics_url
-from loadgen.server import EmbeddedServer
+from loadgen.server import EmbeddedServer, Endpoints
 from loadgen.sweep import Sweep
 from loadgen.tracing import TRACE_FILE, Tracer, clear_trace_files
 from loadgen.transport import Transport, open_transport
@@ -90,6 +94,12 @@ class Interrupts:
             signal.signal(signum, handler)
 
 
+def served(config: RunConfig, endpoints: Endpoints, repository: Path) -> RunConfig:
+    """`config` pointed at the embedded server's endpoint for its protocol."""
+    url = endpoints.http if config.target.protocol == "http" else endpoints.grpc
+    return replace(config, target=replace(config.target, url=url, model_repository=repository))
+
+
 def check_writable(directory: Path, flag: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +136,20 @@ async def sweep_over(
     hears of whatever ended the run (a failure, an interruption, a server gone) with the levels that
     finished. What ended the run is raised after that; else a failure of `listener` to finish.
     """
-    sweep = await Sweep.open(config, transport, tracer)
+    return await drive(await Sweep.open(config, transport, tracer), transport, listener, metrics_at, server_exit, interrupts)
+
+
+async def drive(
+    sweep: Sweep | MixSweep,
+    transport: Transport,
+    listener: RunListener,
+    metrics_at: str | None = None,
+    server_exit: Callable[[], str | None] | None = None,
+    interrupts: Interrupts | None = None,
+) -> RunResult:
+    """An opened sweep (one model's, or a mix's) from its first level to its last report; `transport`
+    is the one whose server is watched. As `sweep_over`."""
+    config = sweep.config
     try:
         # What exists now (libraries, prepared requests) lives all run: keep it out of the collector's
         # full passes, which otherwise pause the load for tens of milliseconds.
@@ -164,8 +187,13 @@ async def sweep_over(
     return result
 
 
+def _open(target: Target) -> AbstractAsyncContextManager[Transport]:
+    return open_transport(target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms,
+                          target.connect_timeout_s)  # fmt: skip
+
+
 async def _sweep(
-    config: RunConfig,
+    config: RunConfig | MixConfig,
     metrics_at: str | None,
     listener: RunListener,
     interrupts: Interrupts,
@@ -173,15 +201,17 @@ async def _sweep(
     tracer: Tracer | None,
 ) -> RunResult:
     interrupts.task = asyncio.current_task()
-    target = config.target
-    async with open_transport(
-        target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
-    ) as transport:
-        return await sweep_over(config, transport, listener, metrics_at, server_exit, interrupts, tracer)
+    if isinstance(config, RunConfig):
+        async with _open(config.target) as transport:
+            return await sweep_over(config, transport, listener, metrics_at, server_exit, interrupts, tracer)
+    async with contextlib.AsyncExitStack() as stack:  # each model over its own transport (its own protocol)
+        transports = [await stack.enter_async_context(_open(run.target)) for run in config.runs]
+        return await drive(await MixSweep.open(config, transports), transports[0], listener, metrics_at, server_exit, interrupts)
 
 
-def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
-    """Run a sweep, starting the embedded server when no URL is given, and write the report folder.
+def run(config: RunConfig | MixConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
+    """Run a sweep (of one model, or of a mix of models at once), starting the embedded server when
+    no URL is given, and write the report folder.
 
     The folder holds summary.json, the CSVs, the metrics time series (with --collect-metrics),
     the plots, report.html and (embedded server) the server's log; a run that fails or is
@@ -192,8 +222,11 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
     `listeners` (the console, progress) hear of the run after the report files are written and
     before report.html is.
     """
-    config = prepare(config)  # files read and TLS checked now, before any server starts
+    # Files read and TLS checked now, before any server starts.
+    mix = MixConfig(tuple(prepare(each) for each in config.runs)) if isinstance(config, MixConfig) else None
+    config = mix.first if mix is not None else prepare(config)
     target, outputs = config.target, config.outputs
+    models = tuple(mix.names) if mix is not None else (target.model_name,)
     report_dir = outputs.report_dir or default_report_dir(target.model_name)
     # The files first: a level is on disk before the console and the progress line show it.
     everyone: list[RunListener] = [
@@ -237,20 +270,21 @@ def run(config: RunConfig, listeners: Sequence[RunListener] = ()) -> RunResult:
                 live.serve(outputs.export_metrics_port)
             if target.url is None:
                 repository = target.model_repository or default_model_repository()
-                check_model_in_repository(repository, target.model_name)
-                # Only the model measured loads (an ensemble with its steps): the others' start-up is not the run's.
-                server = EmbeddedServer(repository, report_dir / SERVER_LOG, trace_file=trace_file,
-                                        explicit_models=(target.model_name,))  # fmt: skip
+                for model in models:
+                    check_model_in_repository(repository, model)
+                # Only the models measured load (an ensemble with its steps): the others' start-up is not the run's.
+                server = EmbeddedServer(repository, report_dir / SERVER_LOG, trace_file=trace_file, explicit_models=models)
                 endpoints = server.start()
-                url = endpoints.http if target.protocol == "http" else endpoints.grpc
-                config = replace(config, target=replace(target, url=url, model_repository=repository))
+                config = served(config, endpoints, repository)
+                if mix is not None:
+                    mix = MixConfig(tuple(served(each, endpoints, repository) for each in mix.runs))
                 if outputs.collect_metrics and metrics_at is None:
                     metrics_at = endpoints.metrics_url
             elif outputs.collect_metrics and metrics_at is None:
                 metrics_at = server_metrics_url(target.url)
             server_exit = server.exit_status if server is not None else None
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(_sweep(config, metrics_at, listening, interrupts, server_exit, tracer))
+                return runner.run(_sweep(mix or config, metrics_at, listening, interrupts, server_exit, tracer))
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise Interrupted(f"interrupted by {interrupts.signal_name or 'SIGINT'}") from None
         finally:

@@ -250,10 +250,18 @@ def v10_to_v11(old: Summary) -> Summary:
     return data
 
 
+def v11_to_v12(old: Summary) -> Summary:
+    """Version 12 added several models at once (`mix`): runs before it drove one model."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 12
+    data["mix"] = None
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
     1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
-    9: v9_to_v10, 10: v10_to_v11,
+    9: v9_to_v10, 10: v10_to_v11, 11: v11_to_v12,
 }  # fmt: skip
 
 

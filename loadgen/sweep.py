@@ -20,7 +20,7 @@ from loadgen.errors import UsageError, WorkerLost
 from loadgen.inputs import build_request_inputs, model_inputs
 from loadgen.listener import RunListener
 from loadgen.load import Load, LocalLoad
-from loadgen.measurement import LevelResult, measure_level
+from loadgen.measurement import LevelPart, LevelResult, measure_levels
 from loadgen.result import COMPLETE, RUNNING, RunResult
 from loadgen.samples import StreamGoodput
 from loadgen.schedule import (
@@ -163,14 +163,14 @@ class Sweep:
                     "the metrics cover the scrapes that succeeded"
                 )
 
-    async def _snapshot(self, boundary_ns: int):
+    async def snapshot(self, boundary_ns: int):
         """The statistics at a window boundary, and the metrics page read at the same moment."""
         if self.scraper is None:
             return parse_statistics(await self._transport.model_statistics())
         statistics, _ = await asyncio.gather(self._transport.model_statistics(), self.scraper.scrape(at_ns=boundary_ns))
         return parse_statistics(statistics)
 
-    def _schedule(self, value: float) -> Schedule:
+    def schedule(self, value: float) -> Schedule:
         load = self.config.load
         if load.intervals_us is not None:
             return IntervalSchedule(list(load.intervals_us))
@@ -178,7 +178,7 @@ class Sweep:
             return RateSchedule(value, load.request_distribution, load.seed)
         return ConcurrencySchedule(int(value))
 
-    def _latency_breach(self, level: LevelResult) -> str | None:
+    def latency_breach(self, level: LevelResult) -> str | None:
         threshold_ms = self.config.gates.latency_threshold_ms
         latency_us = level.client.latency_us(self.config.windows.percentile)
         if threshold_ms is not None and latency_us > threshold_ms * 1e3:
@@ -192,21 +192,27 @@ class Sweep:
     def _bound_breach(self, level: LevelResult) -> str | None:
         """Why `level` is out of bounds (-l, --sla, or unstable in a search), or None."""
         unstable = "no stable measurement" if self.config.gates.binary_search and not level.stable else None
-        return self._latency_breach(level) or self._sla_breach(level) or unstable
+        return self.latency_breach(level) or self._sla_breach(level) or unstable
 
-    async def _measure(self, value: float, listener: RunListener) -> LevelResult:
-        config = self.config
-        schedule = self._schedule(value)
-        self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
-        listener.level_started(schedule, self.load)
-        level = await measure_level(
-            self.load, schedule, config.windows, self._snapshot, self.tree, config.inputs.batch_size, listener.window_closed,
-            self.scraper, listener.window_requests,
-        )
-        if self.tracer is not None:
-            level = await self._traced(level, listener)
+    def part(self, schedule: Schedule, listener: RunListener) -> LevelPart:
+        """This model's load at a level of `schedule`, telling `listener` of its windows."""
+        return LevelPart(self.load, schedule, self.tree, self.config.inputs.batch_size, listener.window_closed,
+                         listener.window_requests)  # fmt: skip
+
+    def judged(self, level: LevelResult) -> LevelResult:
+        """`level` with its SLA verdicts, kept as measured."""
         level = replace(level, sla=tuple(evaluate(self.config.gates.slas, level)))
         self.levels.append(level)
+        return level
+
+    async def _measure(self, value: float, listener: RunListener) -> LevelResult:
+        schedule = self.schedule(value)
+        self.measuring = f"{schedule.label.lower()} {schedule.value:g}"
+        listener.level_started(schedule, self.load)
+        (level,) = await measure_levels([self.part(schedule, listener)], self.config.windows, self.snapshot, self.scraper)
+        if self.tracer is not None:
+            level = await self._traced(level, listener)
+        level = self.judged(level)
         self.measuring = None
         listener.level_finished(level, self.result(RUNNING))
         if level.incomplete is not None:  # the remaining levels would run on fewer workers than asked for
@@ -240,7 +246,7 @@ class Sweep:
         for value in _values(load):
             level = await self._measure(value, listener)
             open_ended = load.load_range.end == 0
-            breach = self._latency_breach(level) or (self._sla_breach(level) if open_ended else None)
+            breach = self.latency_breach(level) or (self._sla_breach(level) if open_ended else None)
             if breach is not None:
                 self.stop_reason = f"{breach} at {level.label.lower()} {level.value:g}"
                 return

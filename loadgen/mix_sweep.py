@@ -1,0 +1,116 @@
+"""A sweep of several models at once: each model's Sweep, driven level by level on one clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from time import monotonic_ns
+
+from loadgen.errors import WorkerLost
+from loadgen.listener import RunListener
+from loadgen.measurement import measure_levels
+from loadgen.mix import MixConfig
+from loadgen.result import COMPLETE, RUNNING, RunResult
+from loadgen.sweep import Sweep, _now, environment
+from loadgen.transport.base import Transport
+
+
+class MixSweep:
+    """The models of a mix, each with its Sweep (its prepared requests, its levels); the run's levels
+    step every model's range together, and each level's windows close together for all of them, so
+    the server's statistics and metrics describe the same interval for each model.
+
+    It offers what the runner asks of a Sweep: `result()` at any time holds the levels finished.
+    """
+
+    def __init__(self, mix: MixConfig, sweeps: Sequence[Sweep]) -> None:
+        self.config = mix.first
+        self.mix = mix
+        self.sweeps = tuple(sweeps)
+        self.stop_reason: str | None = None
+        self.measuring: str | None = None
+        self.warnings: list[str] = []
+        self.started_at = _now()
+        self.started_ns = monotonic_ns()
+        for sweep in self.sweeps:  # one clock: every model's times count from the run's start
+            sweep.started_at, sweep.started_ns = self.started_at, self.started_ns
+
+    @classmethod
+    async def open(cls, mix: MixConfig, transports: Sequence[Transport]) -> MixSweep:
+        """Read each model and build every request it will send, over its own transport."""
+        return cls(mix, [await Sweep.open(run, transport) for run, transport in zip(mix.runs, transports)])
+
+    @property
+    def levels(self) -> list:
+        """The run's finished levels (each model has measured as many)."""
+        return self.sweeps[0].levels
+
+    async def start_metrics(self, url: str, listener: RunListener) -> None:
+        """One scraper for the server, shared by every model's levels."""
+        first = self.sweeps[0]
+        first.model_configs = {name: config for sweep in self.sweeps for name, config in sweep.model_configs.items()}
+        await first.start_metrics(url, listener)
+        for sweep in self.sweeps[1:]:
+            sweep.scraper = first.scraper
+
+    async def stop_metrics(self) -> None:
+        first = self.sweeps[0]
+        await first.stop_metrics()
+        self.warnings += first.warnings
+        first.warnings.clear()
+
+    async def start_tracing(self, listener: RunListener) -> None:
+        """A mix is not traced (loadgen.mix refuses the options)."""
+
+    async def stop_tracing(self, listener: RunListener) -> None:
+        """A mix is not traced."""
+
+    async def close(self) -> None:
+        for sweep in self.sweeps:
+            await sweep.close()
+
+    async def run(self, listener: RunListener) -> None:
+        """Measure every level of the mix, each model at its value of the level; stop after the first
+        level where a model's latency is over its -l."""
+        first = self.sweeps[0]
+        for index in range(self.mix.level_count):
+            schedules = [sweep.schedule(value) for sweep, value in zip(self.sweeps, self.mix.values(index))]
+            self.measuring = f"level {index + 1} (" + ", ".join(
+                f"{sweep.config.target.model_name} at {schedule.label.lower()} {schedule.value:g}"
+                for sweep, schedule in zip(self.sweeps, schedules)) + ")"  # fmt: skip
+            for sweep, schedule in zip(self.sweeps, schedules):
+                listener.level_started(schedule, sweep.load)
+            parts = [sweep.part(schedule, listener) for sweep, schedule in zip(self.sweeps, schedules)]
+            measured = await measure_levels(parts, self.config.windows, first.snapshot, first.scraper)
+            levels = [sweep.judged(level) for sweep, level in zip(self.sweeps, measured)]
+            during, self.measuring = self.measuring, None
+            so_far = self.result(RUNNING)
+            for level in levels:
+                listener.level_finished(level, so_far)
+            if levels[0].incomplete is not None:
+                raise WorkerLost(f"{levels[0].incomplete} during {during}: the level is kept, marked incomplete")
+            for sweep, level in zip(self.sweeps, levels):
+                if (breach := sweep.latency_breach(level)) is not None:
+                    self.stop_reason = f"{sweep.config.target.model_name}: {breach} at level {index + 1}"
+                    return
+
+    def result(self, status: str = COMPLETE) -> RunResult:
+        """The run: each model's part (its config, model and levels) in `mix`; the top level holds what
+        they share (the first model's config and model stand for the run's options)."""
+        parts = tuple(sweep.result(status) for sweep in self.sweeps)
+        first = parts[0]
+        return RunResult(
+            config=self.config,
+            model=first.model,
+            server_metadata=first.server_metadata,
+            model_configs={name: config for part in parts for name, config in part.model_configs.items()},
+            levels=(),
+            started_at=self.started_at,
+            finished_at=_now(),
+            started_ns=self.started_ns,
+            stop_reason=self.stop_reason,
+            status=status,
+            warnings=tuple(self.warnings),
+            environment=environment(),
+            metrics_series=first.metrics_series,
+            mix=parts,
+        )
