@@ -36,8 +36,17 @@ class MixSweep:
 
     @classmethod
     async def open(cls, mix: MixConfig, transports: Sequence[Transport]) -> MixSweep:
-        """Read each model and build every request it will send, over its own transport."""
-        return cls(mix, [await Sweep.open(run, transport) for run, transport in zip(mix.runs, transports)])
+        """Read each model and build every request it will send, over its own transport. With
+        --workers, each model's load is split over N workers of its own, each asking Ray for 1/M of
+        a CPU (M models): the mix takes the N CPUs one model's workers would."""
+        sweeps: list[Sweep] = []
+        try:
+            for run, transport in zip(mix.runs, transports):
+                sweeps.append(await Sweep.open(run, transport, worker_cpus=1 / len(mix.runs)))
+        except BaseException:
+            await cls._close(sweeps)
+            raise
+        return cls(mix, sweeps)
 
     @property
     def levels(self) -> list:
@@ -65,7 +74,12 @@ class MixSweep:
         """A mix is not traced."""
 
     async def close(self) -> None:
-        for sweep in self.sweeps:
+        await self._close(self.sweeps)
+
+    @staticmethod
+    async def _close(sweeps: Sequence[Sweep]) -> None:
+        """The last opened first: the first model's workers started Ray (with --workers), and stop it."""
+        for sweep in reversed(sweeps):
             await sweep.close()
 
     async def run(self, listener: RunListener) -> None:

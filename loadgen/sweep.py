@@ -86,9 +86,9 @@ class Sweep:
         self.tracer = tracer
 
     @classmethod
-    async def open(cls, config: RunConfig, transport: Transport, tracer: Tracer | None = None) -> Sweep:
+    async def open(cls, config: RunConfig, transport: Transport, tracer: Tracer | None = None, worker_cpus: float = 1.0) -> Sweep:
         """Read the server and the model, and build every request the sweep will send (each with
-        an id of the `tracer`'s, with one)."""
+        an id of the `tracer`'s, with one); with --workers, each worker asks Ray for `worker_cpus`."""
         server_metadata = await transport.server_metadata()
         configs: dict[str, dict[str, Any]] = {}
 
@@ -125,7 +125,8 @@ class Sweep:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
-            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests, stream_goodput)
+            load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests, stream_goodput,
+                                         worker_cpus)  # fmt: skip
         return cls(config, server_metadata, configs, tree, load, transport, tracer)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:

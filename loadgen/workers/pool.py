@@ -126,13 +126,15 @@ class WorkerPool(Load):
     async def open(
         cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None, export_requests: bool = False, stream_goodput: StreamGoodput | None = None,
+        cpus: float = 1.0,
     ) -> WorkerPool:
         """Start `load.workers` workers, each connected to the server with every request prepared,
         counting each window's successes within `goodput_latency_ms` (None: no goodput) and, with
         `export_requests`, sending each window's requests with its digest. With `target.streaming`,
-        the requests are streamed, their goodput within `stream_goodput` (None: no goodput)."""
+        the requests are streamed, their goodput within `stream_goodput` (None: no goodput). Each
+        worker asks Ray for `cpus` (a mix of M models: 1/M each, so M models' workers share N CPUs)."""
         started_ray = _connect(load)
-        actors = [LoadWorker.options(num_cpus=1, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
+        actors = [LoadWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
         drain_s = drain_bound_s(target.request_timeout_ms)
         pool = cls(actors, [("?", 0)] * len(actors), started_ray, drain_s, goodput_latency_ms, export_requests,
                    target.streaming, target.token_output is not None, stream_goodput is not None)  # fmt: skip
