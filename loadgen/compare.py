@@ -1,4 +1,5 @@
 """Two runs compared level by level: each figure's change, the noise around it, and which ones regressed.
+Two mixes of models are compared model by model, matched by name.
 
 A figure regressed when it got worse by more than the limit, and the runs' own noise makes it
 `confidence_pct` sure that it did (README, "Re-rendering and comparing runs"). Each run's noise in
@@ -126,6 +127,24 @@ class Comparison:
         """The smallest --max-regression this comparison passes: of two runs of the same build, the drift between them."""
         bounds = [d.surely_worse_pct for level in self.levels for d in level.deltas if d.surely_worse_pct is not None]
         return max([0.0, *bounds])
+
+
+@dataclass(frozen=True)
+class MixComparison:
+    """Two mixes of models compared model by model (matched by name)."""
+
+    models: tuple[tuple[str, Comparison], ...]
+    only: tuple[str, ...]  # a line for each model in one run only, not compared
+    baseline: RunState
+    candidate: RunState
+
+    @property
+    def regressions(self) -> list[tuple[str, LevelComparison, FigureDelta]]:
+        return [(name, level, delta) for name, comparison in self.models for level, delta in comparison.regressions]
+
+    @property
+    def complete(self) -> bool:
+        return self.baseline.complete and self.candidate.complete
 
 
 def _at(figures: ClientStats | WindowFigures, attribute: str, percentile: int | None) -> float | None:
@@ -339,6 +358,33 @@ def compare_runs(
     )
 
 
+def compare(
+    baseline: RunResult, candidate: RunResult, limit_pct: float, confidence_pct: float = DEFAULT_CONFIDENCE_PCT
+) -> Comparison | MixComparison:
+    """compare_runs, or model by model for two mixes; a mix against one model's run is refused."""
+    if bool(baseline.mix) != bool(candidate.mix):
+        mix, single = ("baseline", "candidate") if baseline.mix else ("candidate", "baseline")
+        raise UsageError(f"the {mix} run measured several models at once and the {single} run one: "
+                         "compare two mixes, or two runs of one model")
+    if not baseline.mix:
+        return compare_runs(baseline, candidate, limit_pct, confidence_pct)
+    base = {part.config.target.model_name: part for part in baseline.mix}
+    cand = {part.config.target.model_name: part for part in candidate.mix}
+    common = [name for name in base if name in cand]
+    if not common:
+        raise UsageError(f"the two mixes have no model in common (baseline: {', '.join(base)}; candidate: {', '.join(cand)}): "
+                         "compare runs of the same models")
+    models = []
+    for name in common:
+        try:
+            models.append((name, compare_runs(base[name], cand[name], limit_pct, confidence_pct)))
+        except UsageError as exc:
+            raise UsageError(f"model {name}: {exc}") from None
+    only = [f"Model {name}: only in the baseline run, not compared." for name in base if name not in cand]
+    only += [f"Model {name}: only in the candidate run, not compared." for name in cand if name not in base]
+    return MixComparison(tuple(models), tuple(only), _state(baseline, []), _state(candidate, []))
+
+
 def _show(figure: str, value: float) -> str:
     if figure == TOKENS:
         return f"{value:,.1f} tokens/s"
@@ -373,8 +419,11 @@ def _run_line(role: str, state: RunState) -> str:
     return f"The {role} run is {state.status}{reason}{lacks}."
 
 
-def comparison_lines(comparison: Comparison) -> list[str]:
-    """A table of every compared figure with its noise and confidence, regressions marked, and a closing verdict."""
+def comparison_lines(comparison: Comparison | MixComparison) -> list[str]:
+    """A table of every compared figure with its noise and confidence, regressions marked, and a closing verdict;
+    for two mixes, each model's under its name, then the models in one run only and the verdict over all."""
+    if isinstance(comparison, MixComparison):
+        return _mix_lines(comparison)
     limit, confidence = f"{comparison.limit_pct:g}%", f"{comparison.confidence_pct:g}%"
     lines = [f"A REGRESSION is worse by more than {limit} with {confidence} confidence, given each run's own noise."]
     rows = [("Level", "Figure", "Baseline", "Candidate", "Change", f"±{confidence}", f"Sure >{limit} worse", "")]
@@ -404,4 +453,17 @@ def comparison_lines(comparison: Comparison) -> list[str]:
         lines.append(f"Result: {count} regression{'s' if count != 1 else ''} beyond {limit}{within}")
     else:
         lines.append(f"Result: no regression beyond {limit}{within}")
+    return lines
+
+
+def _mix_lines(comparison: MixComparison) -> list[str]:
+    lines = []
+    for name, each in comparison.models:
+        lines += [f"Model {name}:", *(f"  {line}" for line in comparison_lines(each)), ""]
+    lines += list(comparison.only)
+    regressed = [name for name, each in comparison.models if each.regressions]
+    if regressed:
+        lines.append(f"Result: {', '.join(regressed)} regressed ({len(comparison.regressions)} regressions in all)")
+    else:
+        lines.append(f"Result: no model regressed ({len(comparison.models)} compared)")
     return lines

@@ -1,13 +1,22 @@
-"""What the report modules share: a rendered plot, writing a file atomically, and which streaming
-figures a run reports."""
+"""What the report modules share: a rendered plot, writing a file atomically, which streaming
+figures a run reports, and finding a mix's models (each model's file names, a level's model)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadgen.config import Gates
+
+if TYPE_CHECKING:
+    from loadgen.measurement import LevelResult
+    from loadgen.result import RunResult
+
+# What a file name may hold of a model's name; anything else becomes "_".
+NOT_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 # The percentiles a streamed level's TTFT and ITL have (loadgen.stream_stats.distribution_us), before --percentile's.
 STREAM_PERCENTILES = (50, 90, 99)
@@ -43,3 +52,26 @@ def stream_goodput_bounds(gates: Gates) -> list[tuple[str, float]]:
         return []
     bounds = (("latency", gates.goodput_latency_ms), ("TTFT", gates.goodput_ttft_ms), ("ITL", gates.goodput_itl_ms))
     return [(figure, ms) for figure, ms in bounds if ms is not None]
+
+
+def model_name(part: RunResult) -> str:
+    """The model a run (or a mix's part) measured."""
+    return part.model.name or part.config.target.model_name
+
+
+def file_safe(name: str) -> str:
+    """`name` as a file name's part: a model's name with a path separator or space cannot escape the folder."""
+    return NOT_IN_FILE_NAME.sub("_", name) or "_"
+
+
+def part_path(path: Path, part: RunResult) -> Path:
+    """A mix's model's file beside `path`: results.csv -> results.MODEL.csv."""
+    return path.with_name(f"{path.stem}.{file_safe(model_name(part))}{path.suffix}")
+
+
+def part_of(level: LevelResult, so_far: RunResult) -> tuple[int, RunResult]:
+    """Which of `so_far.parts` measured `level` (the same object), and its index."""
+    for index, part in enumerate(so_far.parts):
+        if any(measured is level for measured in part.levels):
+            return index, part
+    raise ValueError(f"level {level.label} {level.value:g} is not one of the run's")

@@ -1,7 +1,9 @@
-"""perf_analyzer's console report, so its users can read ours without relearning."""
+"""perf_analyzer's console report, so its users can read ours without relearning. For a mix of models,
+each model's settings, levels and closing table under its name, and the server's metrics once a level."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TextIO
 
 from loadgen.capacity import CapacityPlan
@@ -11,7 +13,7 @@ from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
-from loadgen.report.base import stream_goodput_bounds, stream_percentile_keys
+from loadgen.report.base import model_name, part_of, stream_goodput_bounds, stream_percentile_keys
 from loadgen.result import RunResult
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
@@ -35,14 +37,14 @@ def _us(value: float) -> str:
     return f"{int(value)} usec"
 
 
-def settings_lines(config: RunConfig) -> list[str]:
-    """perf_analyzer 2.51's settings header."""
-    policy, load, gates = config.windows, config.load, config.gates
+def settings_lines(config: RunConfig, mix: Sequence[RunConfig] = ()) -> list[str]:
+    """perf_analyzer 2.51's settings header; for a `mix`, each model's own settings under its name and load."""
+    policy = config.windows
     latency = "average latency" if policy.percentile is None else f"p{policy.percentile} latency"
-    limit = load.load_range.end or load.load_range.start
-    lines = [
-        "*** Measurement Settings ***",
-        f"  Batch size: {config.inputs.batch_size}",
+    lines = ["*** Measurement Settings ***"]
+    if not mix:
+        lines.append(f"  Batch size: {config.inputs.batch_size}")
+    lines += [
         "  Service Kind: TRITON",
         f'  Using "{policy.mode}" mode for stabilization',
         f"  Stabilizing using {latency} and throughput",
@@ -51,6 +53,34 @@ def settings_lines(config: RunConfig) -> list[str]:
         lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
     else:
         lines.append(f"  Measurement window: {policy.interval_ms} msec")
+    if not mix:
+        lines += _model_settings(config)
+    for each in mix:
+        lines.append(f"  Model: {each.target.model_name} ({_load_text(each)}, {each.target.protocol})")
+        lines += ["  " + line for line in [f"  Batch size: {each.inputs.batch_size}", *_model_settings(each)]]
+    load = config.load
+    if load.workers is not None:
+        where = redact_url(load.ray_address) if load.ray_address is not None else "local"
+        lines.append(f"  Load from {load.workers} worker{'s' if load.workers != 1 else ''} on Ray ({where})")
+    lines.append("  Using asynchronous calls for inference")
+    return lines
+
+
+def _load_text(config: RunConfig) -> str:
+    """A model's load in a mix: "request rate 10:50:10", "concurrency 4", "request intervals from FILE"."""
+    load = config.load
+    if load.request_intervals is not None:
+        return f"request intervals from {load.request_intervals}"
+    shown = load.load_range
+    values = f"{shown.start:g}" if shown.end == shown.start else str(shown)
+    return f"{'request rate' if load.request_rate_range is not None else 'concurrency'} {values}"
+
+
+def _model_settings(config: RunConfig) -> list[str]:
+    """The settings that are a model's own: its load's limits, its goodput, streaming and SLAs."""
+    load, gates = config.load, config.gates
+    limit = load.load_range.end or load.load_range.start
+    lines = []
     if load.request_intervals is not None:
         lines.append(f"  Using request intervals from {load.request_intervals}")
     elif load.open_loop:
@@ -75,10 +105,6 @@ def settings_lines(config: RunConfig) -> list[str]:
     if stream_goodput_bounds(gates):
         lines.append(f"  Streaming goodput: successful requests with {stream_goodput_text(gates)}")
     lines += [f"  SLA: {sla.expression}" for sla in gates.slas]
-    if load.workers is not None:
-        where = redact_url(load.ray_address) if load.ray_address is not None else "local"
-        lines.append(f"  Load from {load.workers} worker{'s' if load.workers != 1 else ''} on Ray ({where})")
-    lines.append("  Using asynchronous calls for inference")
     return lines
 
 
@@ -127,20 +153,55 @@ def metrics_lines(metrics: MetricsFigures | None) -> list[str]:
     """perf_analyzer's "Server Prometheus Metrics" block, then what it leaves out: CPU, energy, pending, failures."""
     lines = ["  Server Prometheus Metrics: "]
     if metrics is None:
-        return lines + ["    No metrics: no scrape succeeded during this level (see the warning)"]
-    lines += _gpu_lines("Avg GPU Utilization", metrics, "avg_utilization", "%")
+        return lines + [NO_METRICS]
+    return lines + _gpu_block(metrics) + _energy_lines(metrics) + _cpu_lines(metrics) + _pending_lines(metrics)
+
+
+NO_METRICS = "    No metrics: no scrape succeeded during this level (see the warning)"
+
+
+def server_metrics_lines(metrics: MetricsFigures | None) -> list[str]:
+    """A mix's level: the server's own figures once (GPUs, CPU), the same interval for every model."""
+    lines = ["  Server Prometheus Metrics (all models): "]
+    if metrics is None:
+        return lines + [NO_METRICS]
+    return lines + _gpu_block(metrics) + _cpu_lines(metrics)
+
+
+def model_metrics_lines(metrics: MetricsFigures | None) -> list[str]:
+    """A mix's model at a level: its own figures in the metrics (energy per inference, pending, failures)."""
+    if metrics is None:
+        return []
+    return ["  Model Prometheus Metrics: "] + _energy_lines(metrics) + _pending_lines(metrics)
+
+
+def _gpu_block(metrics: MetricsFigures) -> list[str]:
+    lines = _gpu_lines("Avg GPU Utilization", metrics, "avg_utilization", "%")
     lines += _gpu_lines("Avg GPU Power Usage", metrics, "avg_power_w", "watts")
     lines += _gpu_lines("Max GPU Memory Usage", metrics, "max_memory_used_bytes", "bytes")
     lines += _gpu_lines("Total GPU Memory", metrics, "total_memory_bytes", "bytes")
     if not metrics.gpus:
         lines.append("    GPU metrics: none, the server exposes no GPU metrics")
-    if metrics.energy_per_inference_j is not None:
-        lines.append(f"    Energy per inference: {_num(metrics.energy_per_inference_j)} joules")
+    return lines
+
+
+def _energy_lines(metrics: MetricsFigures) -> list[str]:
+    if metrics.energy_per_inference_j is None:
+        return []
+    return [f"    Energy per inference: {_num(metrics.energy_per_inference_j)} joules"]
+
+
+def _cpu_lines(metrics: MetricsFigures) -> list[str]:
+    lines = []
     if metrics.avg_cpu_utilization is not None:
         lines.append(f"    Avg CPU Utilization: {_num(metrics.avg_cpu_utilization * 100)}%")
     if metrics.max_cpu_memory_used_bytes is not None:
         lines.append(f"    Max CPU Memory Usage: {int(metrics.max_cpu_memory_used_bytes)} bytes")
-    lines.append("    Max pending requests: " + ", ".join(f"{m.name} {m.max_pending}" for m in metrics.models))
+    return lines
+
+
+def _pending_lines(metrics: MetricsFigures) -> list[str]:
+    lines = ["    Max pending requests: " + ", ".join(f"{m.name} {m.max_pending}" for m in metrics.models)]
     for model in metrics.models:
         failed = {reason: count for reason, count in model.failure.items() if count}
         if failed:
@@ -340,6 +401,16 @@ def _error_lines(client: ClientStats) -> list[str]:
 
 
 def summary_lines(result: RunResult) -> list[str]:
+    """The closing table, the stop and the verdicts; for a mix, each model's table and verdicts under its name."""
+    if not result.mix:
+        return _table_lines(result) + _stop_lines(result) + _verdict_lines(result)
+    lines = []
+    for part in result.mix:
+        lines += [*([""] if lines else []), f"Model: {model_name(part)}", *_table_lines(part), *_verdict_lines(part)]
+    return lines + _stop_lines(result)
+
+
+def _table_lines(result: RunResult) -> list[str]:
     percentile = result.config.windows.percentile
     name = "Average" if percentile is None else f"p{percentile}"
     lines = [f"Inferences/Second vs. Client {name} Batch Latency"]
@@ -353,9 +424,15 @@ def summary_lines(result: RunResult) -> list[str]:
             + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
             + (f", INCOMPLETE: {level.incomplete}" if level.incomplete else "")
         )
-    if result.stop_reason:
-        lines.append(f"Stopped: {result.stop_reason}")
-    lines += gate_lines(result)
+    return lines
+
+
+def _stop_lines(result: RunResult) -> list[str]:
+    return [f"Stopped: {result.stop_reason}"] if result.stop_reason else []
+
+
+def _verdict_lines(result: RunResult) -> list[str]:
+    lines = gate_lines(result)
     if result.capacity is not None:
         lines += capacity_lines(result.capacity)
     elif result.config.gates.binary_search or result.config.gates.target_throughput is not None:
@@ -417,15 +494,14 @@ def capacity_lines(plan: CapacityPlan) -> list[str]:
 
 
 class ConsoleReport(RunListener):
-    """Prints the settings, each level as it is measured, and the closing table."""
+    """Prints the settings, each level as it is measured, and the closing table. `mix`: the models of a
+    mix (the run's start hears of the first one's config only)."""
 
-    def __init__(self, stream: TextIO, protocol: str = "http") -> None:
+    def __init__(self, stream: TextIO, protocol: str = "http", mix: Sequence[RunConfig] = ()) -> None:
         self._stream = stream
         self._protocol = protocol
-        self._percentile: int | None = None
-        self._goodput_latency_ms: float | None = None
-        self._stream_goodput: str | None = None
-        self._collect_metrics = False
+        self._mix = tuple(mix)
+        self._config: RunConfig | None = None
 
     def _print(self, lines: list[str]) -> None:
         self._stream.write("\n".join(lines) + "\n")
@@ -433,18 +509,24 @@ class ConsoleReport(RunListener):
 
     def run_started(self, config: RunConfig) -> None:
         self._protocol = config.target.protocol
-        self._percentile = config.windows.percentile
-        self._goodput_latency_ms = config.gates.goodput_latency_ms
-        self._stream_goodput = stream_goodput_text(config.gates) if stream_goodput_bounds(config.gates) else None
-        self._collect_metrics = config.outputs.collect_metrics
-        self._print(settings_lines(config) + [""])
+        self._config = config
+        self._print(settings_lines(config, self._mix) + [""])
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
-        lines = level_lines(level, self._protocol, self._percentile, self._goodput_latency_ms, self._stream_goodput)
-        if self._collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
-            lines += metrics_lines(level.metrics)
+        # A mix's models each have their own protocol, percentile and goodput.
+        index, part = part_of(level, so_far) if so_far.mix else (0, so_far)
+        config = part.config if so_far.mix or self._config is None else self._config
+        gates, collect_metrics = config.gates, config.outputs.collect_metrics
+        protocol = config.target.protocol if so_far.mix else self._protocol
+        lines = [f"Model: {model_name(part)}"] if so_far.mix else []
+        lines += level_lines(level, protocol, config.windows.percentile, gates.goodput_latency_ms,
+                             stream_goodput_text(gates) if stream_goodput_bounds(gates) else None)  # fmt: skip
+        if collect_metrics:  # perf_analyzer prints it right after the server block, no blank line after
+            lines += model_metrics_lines(level.metrics) if so_far.mix else metrics_lines(level.metrics)
         if level.workers:
             lines += worker_lines(level.workers)
+        if collect_metrics and so_far.mix and index == len(so_far.mix) - 1:  # the level's last model: once for all of them
+            lines += ["", *server_metrics_lines(level.metrics)]
         self._print(lines)
 
     def run_finished(self, result: RunResult) -> None:

@@ -1,4 +1,5 @@
-"""perf_analyzer's CSV (-f), plus one CSV per composing model beside it, in perf_analyzer's own form."""
+"""perf_analyzer's CSV (-f), plus one CSV per composing model beside it, in perf_analyzer's own form; for a
+mix of models, each model's as results.MODEL.csv."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
 from loadgen.metrics import MetricsFigures
 from loadgen.report.base import (
+    part_path,
     stream_goodput_bounds,
     stream_percentile_keys,
     write_atomic,
@@ -161,12 +163,20 @@ def csv_text(rows) -> str:
     return text.getvalue()
 
 
+def write_csvs(path: Path, result: RunResult) -> None:
+    """The run's CSV at `path`; for a mix, each model's beside it instead (results.MODEL.csv), with its composing models'."""
+    if not result.mix:
+        write_csv(path, result)
+    for part in result.mix:
+        write_csv(part_path(path, part), part)
+
+
 class CsvReport(RunListener):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
-        write_csv(self.path, so_far)
+        write_csvs(self.path, so_far)
 
     def run_finished(self, result: RunResult) -> None:
-        write_csv(self.path, result)
+        write_csvs(self.path, result)

@@ -16,7 +16,7 @@ from typing import Any
 
 from loadgen.measurement import LevelResult, drain_text, outstanding_text
 from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
-from loadgen.report.base import Plot, stream_goodput_bounds, stream_percentile_keys, write_atomic
+from loadgen.report.base import Plot, file_safe, model_name, stream_goodput_bounds, stream_percentile_keys, write_atomic
 from loadgen.report.html_page import FAIL, MISSING, PASS, WARN, model_configs, num, page, percent, plots_section, table, when
 from loadgen.report.response_timeline import response_timeline_svg
 from loadgen.report.waterfall import waterfall_svg
@@ -26,13 +26,33 @@ from loadgen.sla import UNSTABLE_NOTE, Verdict, format_value
 from loadgen.tail import MIN_TRACES, LevelTracing, TailAttribution, tail_line
 
 
-def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
-    """Write the run's report page at `path`, atomically (a reader never sees half a page)."""
-    model = result.model.name or MISSING
-    levels = result.levels
+def render_html(result: RunResult, plots: Sequence[Plot], path: Path, mix_plots: Sequence[Sequence[Plot]] = ()) -> None:
+    """Write the run's report page at `path`, atomically (a reader never sees half a page). For a mix,
+    `mix_plots` are each model's, in the mix's order, and each model's sections come under its name."""
+    model = " + ".join(model_name(part) for part in result.mix) if result.mix else result.model.name or MISSING
+    if result.mix:
+        sections = [_part_html(part, part_plots) for part, part_plots in zip(result.mix, mix_plots or [()] * len(result.mix))]
+        shared = [_metrics(result)]
+    else:
+        sections, shared = [_sections(result, plots), _metrics(result), *_configuration(result)], []
     body = [
         f"<h1>loadgen report: {escape(model)}</h1>",
         _header(result),
+        *sections,
+        *shared,
+        "<h2>Environment</h2>", _key_values(result.environment),
+        "<h2>Server</h2>", _key_values(result.server_metadata),
+    ]
+    if not result.mix:
+        body.append(model_configs(result.model_configs or {}))
+    title = f"loadgen: {model}, {when(result.started_at)}"
+    write_atomic(path, page(title, body))
+
+
+def _sections(result: RunResult, plots: Sequence[Plot]) -> str:
+    """One model's figures: its levels, streaming, plots, breakdowns, load, workers, composing models, traces."""
+    levels = result.levels
+    return "".join([
         _levels(levels, bool(result.config.gates.slas), result.config.gates.goodput_latency_ms),
         _streaming(result),
         plots_section(plots),
@@ -41,14 +61,31 @@ def render_html(result: RunResult, plots: Sequence[Plot], path: Path) -> None:
         _workers(levels),
         _composing(levels),
         _traces(levels),
-        _metrics(result),
-        "<h2>Configuration</h2>", _key_values(result.config.to_dict()),
-        "<h2>Environment</h2>", _key_values(result.environment),
-        "<h2>Server</h2>", _key_values(result.server_metadata),
-        model_configs(result.model_configs or {}),
-    ]
-    title = f"loadgen: {model}, {when(result.started_at)}"
-    write_atomic(path, page(title, body))
+    ])  # fmt: skip
+
+
+def _configuration(result: RunResult) -> list[str]:
+    return ["<h2>Configuration</h2>", _key_values(result.config.to_dict())]
+
+
+def _part_html(part: RunResult, plots: Sequence[Plot]) -> str:
+    """A mix's model: its verdict, sections, configuration and model configurations under a heading naming it,
+    their headings a rank lower (h2 → h3, h3 → h4) so the page's outline nests them."""
+    name = model_name(part)
+    inner = "".join([f'<p class="verdict{"" if part.sla_passed else " fail"}">{escape(_part_verdict(part))}</p>',
+                     _sections(part, plots), *_configuration(part), model_configs(part.model_configs or {})])
+    for rank in (3, 2):
+        inner = inner.replace(f"<h{rank}", f"<h{rank + 1}").replace(f"</h{rank}>", f"</h{rank + 1}>")
+    return f'<section id="model-{escape(file_safe(name))}"><h2>Model: {escape(name)}</h2>{inner}</section>'
+
+
+def _part_verdict(part: RunResult) -> str:
+    """A mix's model in one line: its levels, unstable ones, and SLA verdict."""
+    levels = part.levels
+    line = f"{_count(len(levels))} measured, {len(part.unstable_levels)} unstable."
+    if part.config.gates.slas:
+        line += " " + _sla_line(len(levels), sum(not _sla_met(level) for level in levels))
+    return line
 
 
 def _ms(us: float | None, digits: int = 2) -> str:
@@ -66,7 +103,10 @@ def _level_name(level: LevelResult) -> str:
 
 
 def _header(result: RunResult) -> str:
-    levels, gates = result.levels, result.config.gates
+    """The run's status, warnings and verdict; for a mix, over every model's levels, and each model's in a line."""
+    levels = [level for part in result.parts for level in part.levels]
+    gates = result.config.gates
+    with_slas = any(part.config.gates.slas for part in result.parts)
     started, finished = result.started_at, result.finished_at
     meta = f"Started {when(started)}, finished {when(finished)}"
     if started and finished:
@@ -76,7 +116,7 @@ def _header(result: RunResult) -> str:
     if result.upgraded_from:  # read from an older file: figures it did not record show as a dash
         meta += f" · summary.json upgraded from schema version {result.upgraded_from} to {SCHEMA_VERSION}"
 
-    unstable = len(result.unstable_levels)
+    unstable = sum(len(part.unstable_levels) for part in result.parts)
     incomplete = sum(bool(level.incomplete) for level in levels)
     mismatched = sum(level.count_check.mismatch for level in levels)
     stop_reason, warnings = result.stop_reason, result.warnings
@@ -87,8 +127,9 @@ def _header(result: RunResult) -> str:
     if mismatched:
         verdict += f", {mismatched} with a count cross-check mismatch"
     lines = [verdict + "."]
+    lines += [f"{model_name(part)}: {_part_verdict(part)}" for part in result.mix]
     breached = sum(not _sla_met(level) for level in levels)
-    if gates.slas:
+    if with_slas:
         lines.append(_sla_line(len(levels), breached))
         if unstable and not gates.binary_search:
             lines.append(f"{_count(unstable)} never stabilized: {'its' if unstable == 1 else 'their'} verdicts rest on figures "
@@ -395,22 +436,30 @@ def _metrics(result: RunResult) -> str:
     html = "<h2>Server metrics</h2>"
     if result.metrics_series is None:
         return html + "<p>Metrics were not collected: the run did not use --collect-metrics.</p>"
-    measured = [(_level_name(level), level.metrics) for level in result.levels if level.metrics]
-    missed = [_level_name(level) for level in result.levels if not level.metrics]
+    together = _levels_together(result)
+    # The server's figures are the first model's: a mix's models share each level's interval, so its scrapes.
+    measured = [(name, levels[0].metrics, levels) for name, levels in together if levels[0].metrics]
+    missed = [name for name, levels in together if not levels[0].metrics]
     if missed:
         html += f"<p>No metrics scrape succeeded during {escape(', '.join(missed))}.</p>"
     if not measured:
         return html
 
+    def energy(levels: Sequence[LevelResult]) -> str:
+        if not result.mix:
+            return num(levels[0].metrics.energy_per_inference_j, 3)
+        return ", ".join(f"{model_name(part)} {num(level.metrics.energy_per_inference_j, 3)}"
+                         for part, level in zip(result.mix, levels) if level.metrics)  # fmt: skip
+
     html += table(["Level", "Scrapes", "CPU utilization", "Max CPU memory", "Total CPU memory",
                    "Energy/inference (J)"],
                   [[name, m.scrape_count, percent(m.avg_cpu_utilization),
                     _bytes(m.max_cpu_memory_used_bytes), _bytes(m.cpu_memory_total_bytes),
-                    num(m.energy_per_inference_j, 3)] for name, m in measured])
+                    energy(levels)] for name, m, levels in measured])
 
     gpus = [[name, gpu.uuid, percent(gpu.avg_utilization), num(gpu.avg_power_w),
              _bytes(gpu.max_memory_used_bytes), _bytes(gpu.total_memory_bytes), num(gpu.energy_j)]
-            for name, m in measured for gpu in m.gpus]
+            for name, m, _ in measured for gpu in m.gpus]
     html += "<h3>GPUs</h3>"
     html += (table(["Level", "GPU", "Utilization", "Power (W)", "Max memory used", "Total memory", "Energy (J)"], gpus,
                    text_columns=(0, 1))
@@ -421,12 +470,21 @@ def _metrics(result: RunResult) -> str:
                ", ".join(f"{reason} {count}" for reason, count in model.failure.items() if count) or "0",
                num(model.statistics_success, 0),
                WARN + "mismatch" if model.mismatch else "ok"]
-              for name, m in measured for model in m.models]
+              for name, _, levels in measured for level in levels if level.metrics for model in level.metrics.models]
     if models:
         html += "<h3>Models</h3>" + table(
             ["Level", "Model", "Max pending", "Successes", "Failures", "Statistics API successes", "Cross-check"],
             models, text_columns=(0, 1))
     return html
+
+
+def _levels_together(result: RunResult) -> list[tuple[str, tuple[LevelResult, ...]]]:
+    """Each level's name and what was measured in it: the run's level, or a mix's models' (they step together)."""
+    if not result.mix:
+        return [(_level_name(level), (level,)) for level in result.levels]
+    count = min(len(part.levels) for part in result.mix)
+    return [(f"level {index + 1} (" + ", ".join(f"{model_name(part)} {_level_name(part.levels[index])}" for part in result.mix) + ")",
+             tuple(part.levels[index] for part in result.mix)) for index in range(count)]  # fmt: skip
 
 
 def _value(key: str, value: Any) -> str:

@@ -1,6 +1,6 @@
 """JUnit XML from a run's result, so CI systems (GitLab, Jenkins, GitHub) show a run as tests.
 
-One test suite for the model; a test case per level and SLA verdict, failing with the verdict's reason,
+One test suite for the model (for a mix of models, one per model, named for it); a test case per level and SLA verdict, failing with the verdict's reason,
 and a `level completed` case per level when the run defined no SLA or the level is incomplete (a
 worker was lost), failing with the reason it is. With --require-stable, a `level stable` case per
 level fails when the level never stabilized; without it, a verdict on such a level says so in its
@@ -18,7 +18,7 @@ from typing import Any
 
 from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
-from loadgen.report.base import write_atomic
+from loadgen.report.base import model_name, write_atomic
 from loadgen.result import RunResult
 
 # XML 1.0 cannot hold most control characters, even escaped; server error messages may contain them.
@@ -40,10 +40,11 @@ class JunitReport(RunListener):
 def write_junit(path: Path, result: RunResult) -> None:
     """Write the run's JUnit XML at `path`, atomically (a CI job never reads half a file)."""
     root = ET.Element("testsuites", name="loadgen")
-    suite = _suite(result)
-    root.append(suite)
-    for count in ("tests", "failures", "errors", "time"):
-        root.set(count, suite.get(count))  # type: ignore[arg-type]
+    suites = [_suite(part, result.stop_reason) for part in result.parts]  # a failed mix fails each model's suite
+    root.extend(suites)
+    for count in ("tests", "failures", "errors"):
+        root.set(count, str(sum(int(suite.get(count)) for suite in suites)))  # type: ignore[arg-type]
+    root.set("time", suites[0].get("time"))  # type: ignore[arg-type]  # the models ran at once
     ET.indent(root)
     write_atomic(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
 
@@ -52,10 +53,11 @@ def _text(value: Any) -> str:
     return NOT_XML.sub("\ufffd", str(value))
 
 
-def _suite(result: RunResult) -> ET.Element:
-    model = result.model.name or result.config.target.model_name or "model"
+def _suite(result: RunResult, stop_reason: str | None) -> ET.Element:
+    """One model's suite; `stop_reason` is the run's (a mix's models share it)."""
+    model = model_name(result) or "model"
     cases = [case for level in result.levels for case in _level_cases(model, level, result.config.gates.require_stable)]
-    stop_reason = result.stop_reason or ""
+    stop_reason = stop_reason or ""
     if stop_reason.startswith("failed:"):
         cases.append(_run_error(model, stop_reason))
 

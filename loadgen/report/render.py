@@ -10,6 +10,7 @@ from typing import Any
 
 from loadgen.errors import UsageError
 from loadgen.listener import RunListener
+from loadgen.report.base import file_safe, model_name
 from loadgen.report.html_report import render_html
 from loadgen.report.plots import render_plots
 from loadgen.result import RunResult
@@ -56,10 +57,16 @@ def load_tune(path: Path) -> TuneResult:
 
 
 def render_report(result: RunResult, run_dir: Path) -> Path:
-    """Draw the plots and write report.html into `run_dir`; returns the HTML's path."""
-    plots = render_plots(result, Path(run_dir) / PLOTS_DIR)
+    """Draw the plots and write report.html into `run_dir`; returns the HTML's path. A mix's models'
+    plots go in plots/MODEL/."""
+    plots_dir = Path(run_dir) / PLOTS_DIR
+    if result.mix:
+        mix_plots = [render_plots(part, plots_dir / file_safe(model_name(part))) for part in result.mix]
+        plots = []
+    else:
+        mix_plots, plots = [], render_plots(result, plots_dir)
     path = Path(run_dir) / HTML
-    render_html(result, plots, path)
+    render_html(result, plots, path, mix_plots)
     return path
 
 

@@ -1,4 +1,5 @@
-"""workers.csv: with --workers, each worker's part of each level, one row per level and worker."""
+"""workers.csv: with --workers, each worker's part of each level, one row per level and worker; for a mix
+of models, each model's as workers.MODEL.csv."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from loadgen.listener import RunListener
 from loadgen.measurement import LevelResult
-from loadgen.report.base import write_atomic
+from loadgen.report.base import part_path, write_atomic
 from loadgen.report.csv_report import csv_text
 from loadgen.result import RunResult
 
@@ -40,5 +41,6 @@ class WorkersCsvReport(RunListener):
         self.run_finished(so_far)
 
     def run_finished(self, result: RunResult) -> None:
-        if any(level.workers for level in result.levels):
-            write_workers_csv(self.path, result)
+        for part in result.parts:
+            if any(level.workers for level in part.levels):
+                write_workers_csv(part_path(self.path, part) if result.mix else self.path, part)
