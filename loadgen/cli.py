@@ -99,6 +99,17 @@ def _compare_parser(sub) -> None:
     p.add_argument("--require-complete", action="store_true", help="exit 2 when either run is not complete (failed, interrupted)")
 
 
+def _export_schedule_parser(sub) -> None:
+    p = sub.add_parser(
+        "export-schedule",
+        help="turn a run's --profile-export-file into a --schedule-file that replays its sends",
+        description="Write a schedule file (JSON lines) to stdout: one line per request of the run's export, at its "
+        "intended time (open loop) or send time (closed loop) from the first.",
+    )
+    p.add_argument("source", metavar="RUN_DIR_OR_EXPORT.json",
+                   help="a report folder whose run wrote --profile-export-file, or the export file itself")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="loadgen", description="Load-testing harness for NVIDIA Triton Inference Server.")
     p.add_argument("--version", action=_Version)
@@ -108,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     _tune_parser(sub)
     _report_parser(sub)
     _compare_parser(sub)
+    _export_schedule_parser(sub)
     return p
 
 
@@ -143,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     runs = tuple(replace(each, outputs=replace(each.outputs, report_dir=report_dir)) for each in runs)
     config = MixConfig(runs) if isinstance(config, MixConfig) else runs[0]
     try:
-        result = run(config, [ConsoleReport(sys.stdout), Progress(sys.stderr, first.windows.max_trials)])
+        console = ConsoleReport(sys.stdout, mix=config.runs if isinstance(config, MixConfig) else ())
+        result = run(config, [console, Progress(sys.stderr, first.windows.max_trials)])
     finally:
         if (report_dir / "summary.json").exists():  # also the finished levels of a failed run
             print(f"\nReport: {report_dir}", file=sys.stderr)
@@ -192,19 +205,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from loadgen.compare import DEFAULT_CONFIDENCE_PCT, compare_runs, comparison_lines
+    from loadgen.compare import DEFAULT_CONFIDENCE_PCT, compare, comparison_lines
     from loadgen.config import parse_percent
     from loadgen.report.render import load_summary
 
     limit_pct = parse_percent(args.max_regression, "--max-regression")
     confidence_pct = DEFAULT_CONFIDENCE_PCT if args.confidence is None else parse_percent(args.confidence, "--confidence")
-    comparison = compare_runs(load_summary(Path(args.baseline)), load_summary(Path(args.candidate)), limit_pct, confidence_pct)
+    comparison = compare(load_summary(Path(args.baseline)), load_summary(Path(args.candidate)), limit_pct, confidence_pct)
     print("\n".join(comparison_lines(comparison)))
     if args.require_complete and not comparison.complete:
         runs = [f"the {role} run is {state.status}" for role, state in (("baseline", comparison.baseline), ("candidate", comparison.candidate))
                 if not state.complete]  # fmt: skip
         raise UsageError(f"--require-complete: {' and '.join(runs)}; compare complete runs")
     return EXIT_BREACHED if comparison.regressions else 0
+
+
+def _export_schedule(args: argparse.Namespace) -> int:
+    from loadgen.schedule_export import export_schedule
+
+    lines = export_schedule(Path(args.source))
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -233,7 +254,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "tune": _tune, "serve": _serve, "report": _report, "compare": _compare}
+COMMANDS = {"run": _run, "tune": _tune, "serve": _serve, "report": _report, "compare": _compare,
+            "export-schedule": _export_schedule}  # fmt: skip
 
 
 def _interrupt_on_termination() -> None:

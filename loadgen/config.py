@@ -3,7 +3,8 @@ the windows (loadgen.windows.WindowPolicy), bounds and gates (Gates), what reque
 and what the run writes (Outputs). Each part of loadgen receives only its own section.
 
 Building a configuration (loadgen.options.build_config) reads no file and opens nothing; `prepare`
-does, once, before anything starts: it reads --request-intervals and checks and loads the TLS files.
+does, once, before anything starts: it reads --request-intervals and --schedule-file and checks and
+loads the TLS files.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from loadgen.errors import UsageError
 from loadgen.prompts import MAX_PROMPT_TOKENS
 from loadgen.redact import redact_headers, redact_url
+from loadgen.replay import ReplayPlan, check_duration, check_models, read_schedule, replay_batch_size
 from loadgen.schedule.open_loop import read_intervals
 from loadgen.sla import Sla
 from loadgen.transport.base import split_host_port
@@ -257,8 +259,8 @@ class Target:
 
 @dataclass(frozen=True)
 class LoadShape:
-    """How requests are sent: closed loop over concurrency levels, or open loop at request rates or
-    given intervals; from this process or from Ray workers."""
+    """How requests are sent: closed loop over concurrency levels, or open loop at request rates,
+    given intervals or a recording's times; from this process or from Ray workers."""
 
     concurrency_range: Range
     request_rate_range: Range | None  # open loop at these rates, instead of the concurrency range
@@ -268,7 +270,11 @@ class LoadShape:
     seed: int | None  # of the Poisson arrivals
     workers: int | None  # the load comes from this many worker processes on Ray; None: this process
     ray_address: str | None  # an existing Ray cluster ("auto", "ray://host:10001"); None: Ray starts locally
+    schedule_file: Path | None = None  # open loop replaying this recording (loadgen.replay), one level
+    replay_speed: float = 1.0  # the recording's times divided by this
+    replay_loop: bool = False  # the recording repeats until the level ends; else the level ends with it
     intervals_us: tuple[int, ...] | None = None  # request_intervals' gaps, once `prepare` has read them
+    replay: ReplayPlan | None = None  # schedule_file's requests, once `prepare` has read them
 
     def __post_init__(self) -> None:
         if self.request_distribution not in ("constant", "poisson"):
@@ -279,6 +285,8 @@ class LoadShape:
             raise UsageError(f"--seed must be 0 or more, got {self.seed}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if not self.replay_speed > 0:  # finite: loadgen.options reads it so
+            raise UsageError(f"--replay-speed must be above 0, got {self.replay_speed:g}: 2 replays the recording twice as fast")
         if self.ray_address is not None and self.workers is None:
             raise UsageError("--ray-address runs the load on Ray workers: add --workers N")
         if self.ray_address not in (None, "auto"):
@@ -290,7 +298,12 @@ class LoadShape:
 
     @property
     def open_loop(self) -> bool:
-        return self.request_rate_range is not None or self.request_intervals is not None
+        return self.request_rate_range is not None or self.single_level
+
+    @property
+    def single_level(self) -> bool:
+        """Whether the load is one level: given intervals, or a recording."""
+        return self.request_intervals is not None or self.schedule_file is not None
 
     @property
     def load_range(self) -> Range:
@@ -354,7 +367,7 @@ class Gates:
 class Inputs:
     """What each request carries."""
 
-    batch_size: int
+    batch_size: int | None  # None only before `prepare` with --schedule-file and no -b: the file's, else 1
     shapes: dict[str, tuple[int, ...]]
     input_data: str | None  # zero, random, a perf_analyzer JSON file or a directory; None: random (photographs for image models)
     string_length: int
@@ -365,7 +378,7 @@ class Inputs:
     max_tokens: int | None = None  # sent in the model's max-tokens input (loadgen.inputs.MAX_TOKENS_INPUTS)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}: fix -b")
         if self.prompt_tokens is not None and not 1 <= self.prompt_tokens <= MAX_PROMPT_TOKENS:
             raise UsageError(f"--prompt-tokens must be from 1 to {MAX_PROMPT_TOKENS}, got {self.prompt_tokens}")
@@ -442,10 +455,11 @@ class RunConfig:
         if load.load_range.end == 0 and not gates.bounded:
             raise UsageError(f"an open-ended {load.range_flag} (end 0) needs -l/--latency-threshold or --sla to stop it")
         if gates.binary_search:
+            if load.single_level:
+                flag = "--request-intervals" if load.request_intervals is not None else "--schedule-file"
+                raise UsageError(f"--binary-search searches a range: it does not apply to {flag}")
             if load.load_range.end == 0 or load.load_range.end <= load.load_range.start:
                 raise UsageError(f"--binary-search needs {load.range_flag} start:end with end above start, e.g. 1:64")
-            if load.request_intervals is not None:
-                raise UsageError("--binary-search searches a range: it does not apply to --request-intervals")
         if load.workers is not None and self.outputs.export_metrics_port is not None:
             raise UsageError("--export-metrics-port counts requests in this process: it does not apply to --workers")
         if load.workers is not None and self.outputs.tracing:
@@ -469,7 +483,7 @@ class RunConfig:
         data: dict[str, Any] = {}
         for section in (self.target, self.load, self.gates, self.inputs, self.outputs):
             data.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
-        del data["intervals_us"]  # the file's own contents
+        del data["intervals_us"], data["replay"]  # the files' own contents
         collector = self.outputs.trace_collector
         data["trace_collector"] = f"{collector[0]}:{collector[1]}" if collector is not None else None
         data["windows"] = dataclasses.asdict(self.windows)
@@ -491,9 +505,10 @@ def _is_https(url: str | None) -> bool:
 
 
 def prepare(config: RunConfig) -> RunConfig:
-    """The one step that reads files: --request-intervals (its gaps carried in `load.intervals_us`)
-    and the TLS files (checked, and each TLS context built, which the transports then reuse). Runs
-    before the embedded server starts, so that a mistake fails at once."""
+    """The one step that reads files: --request-intervals (its gaps carried in `load.intervals_us`),
+    --schedule-file (its plan in `load.replay`, checked against the run's model, its batch size the
+    run's) and the TLS files (checked, and each TLS context built, which the transports then reuse).
+    Runs before the embedded server starts, so that a mistake fails at once."""
     target = config.target
     for flag, path in target.tls_files:
         try:
@@ -508,4 +523,10 @@ def prepare(config: RunConfig) -> RunConfig:
     load = config.load
     if load.request_intervals is not None and load.intervals_us is None:
         config = replace(config, load=replace(load, intervals_us=tuple(read_intervals(load.request_intervals))))
+    if load.schedule_file is not None and load.replay is None:
+        plan = read_schedule(load.schedule_file)
+        check_duration(plan, load.replay_speed)
+        check_models(plan, (target.model_name,))
+        batch_size = replay_batch_size(plan, plan.for_model(target.model_name, only_model=True), config.inputs.batch_size)
+        config = replace(config, load=replace(load, replay=plan), inputs=replace(config.inputs, batch_size=batch_size))
     return config

@@ -29,7 +29,8 @@ def drain_bound_s(request_timeout_ms: float | None) -> float:
 
 
 class LoadEngine:
-    """Runs one schedule at a time over a fixed set of prepared requests, taken round robin."""
+    """Runs one schedule at a time over a fixed set of prepared requests, taken round robin unless
+    the schedule names one by its index (a replay's recorded input)."""
 
     def __init__(
         self,
@@ -85,18 +86,21 @@ class LoadEngine:
             return max(0, now_ns - start_ns)
         return 0
 
-    async def _fire(self, intended_ns: int | None) -> None:
+    async def _fire(self, intended_ns: int | None, index: int | None = None) -> None:
         if self._slots is not None and intended_ns is not None:
             if self._slots.locked():
                 self.recorder.held_back += 1
             async with self._slots:
-                await self._send(intended_ns)
+                await self._send(intended_ns, index)
         else:
-            await self._send(intended_ns)
+            await self._send(intended_ns, index)
 
-    async def _send(self, intended_ns: int | None) -> None:
-        prepared = self._requests[self._next]
-        self._next = (self._next + 1) % len(self._requests)
+    async def _send(self, intended_ns: int | None, index: int | None) -> None:
+        if index is None:
+            prepared = self._requests[self._next]
+            self._next = (self._next + 1) % len(self._requests)
+        else:
+            prepared = self._requests[index]
         sent_ns = monotonic_ns()
         serial = self._serial = self._serial + 1
         self._outstanding[serial] = (sent_ns if intended_ns is None else intended_ns, sent_ns, current_task(self._loop))

@@ -129,11 +129,12 @@ class LevelResult:
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
     tracing: LevelTracing | None = None  # the figures from Triton's traces (--trace-rate); None without them
     streaming: StreamStats | None = None  # the streamed requests' figures (--streaming); None without it
+    merged_windows: int = STABLE_WINDOW_COUNT  # how many of the last windows the figures merge (a replay played once: all)
 
     @property
     def reported_windows(self) -> tuple[WindowFigures, ...]:
         """The windows whose samples the level's figures merge."""
-        return self.windows[-STABLE_WINDOW_COUNT:]
+        return self.windows[-self.merged_windows:]
 
     @property
     def breakdown_us(self) -> dict[str, float]:
@@ -172,14 +173,21 @@ OnWindow = Callable[[Schedule, int, WindowFigures], None]
 OnRequests = Callable[[Schedule, WindowRequests], None]
 
 
-async def _window_end(policy: WindowPolicy, loads: Sequence[Load], window_start_ns: int, driving: Sequence[asyncio.Future]) -> None:
-    """Wait until the current window should close; raise if a load itself has failed.
+async def _window_end(
+    policy: WindowPolicy, loads: Sequence[Load], window_start_ns: int, driving: Sequence[asyncio.Future],
+    finishing: Sequence[asyncio.Future] = (),
+) -> bool:
+    """Wait until the current window should close; raise if a load itself has failed. True when
+    it is the level's last: the `finishing` loads (finite schedules, driven by those futures) have
+    sent and completed all their requests.
 
     Several loads (a mix of models) close their windows together: a count window closes once each
     has its count. A count window also closes when no request has succeeded for a whole stall
     bound while requests were out: a server that stopped answering must not hold it open for ever,
     nor a trickle of timeouts for the count's worth of deadlines.
     """
+    if finishing and all(done.done() for done in finishing):
+        return True
     if policy.mode == COUNT_WINDOWS:
         waiter = asyncio.ensure_future(asyncio.gather(*(load.window_full() for load in loads)))
         stall_s = count_window_stall_s(policy)
@@ -187,10 +195,11 @@ async def _window_end(policy: WindowPolicy, loads: Sequence[Load], window_start_
         remaining_s = policy.interval_ms / 1e3 - (monotonic_ns() - window_start_ns) / 1e9
         waiter = asyncio.ensure_future(asyncio.sleep(max(0.0, remaining_s)))
         stall_s = None
+    ending = [done for done in finishing if not done.done()]
     try:
         while True:
             succeeded = sum(load.succeeded for load in loads)
-            done, _ = await asyncio.wait({waiter, *driving}, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({waiter, *driving, *ending}, timeout=stall_s, return_when=asyncio.FIRST_COMPLETED)
             if done or (sum(load.succeeded for load in loads) == succeeded and any(load.in_flight > 0 for load in loads)):
                 break
     finally:
@@ -202,6 +211,10 @@ async def _window_end(policy: WindowPolicy, loads: Sequence[Load], window_start_
         if ended in done:
             ended.result()  # re-raises the load's failure
             raise ServerError("the load stopped before the measurement ended")
+    for ended in finishing:
+        if ended.done():
+            ended.result()  # a finite schedule's failure
+    return bool(finishing) and all(ended.done() for ended in finishing)
 
 
 def count_window_stall_s(policy: WindowPolicy) -> float:
@@ -223,13 +236,14 @@ class LevelPart:
 
 
 class _PartWindows:
-    """A part's windows as they close: only those a level can merge are kept, so a long level stays small."""
+    """A part's windows as they close: only those a level can merge are kept, so a long level stays
+    small; a finite schedule's level merges every window."""
 
-    def __init__(self, part: LevelPart, policy: WindowPolicy) -> None:
+    def __init__(self, part: LevelPart, policy: WindowPolicy, keep_all: bool) -> None:
         self.part = part
         self.policy = policy
         self.percentiles = [policy.percentile] if policy.percentile is not None else []
-        self.windows: deque = deque(maxlen=STABLE_WINDOW_COUNT)
+        self.windows: deque = deque(maxlen=None if keep_all else STABLE_WINDOW_COUNT)
         self.figures: list[WindowFigures] = []
 
     def add(self, window) -> None:
@@ -257,8 +271,11 @@ class _PartWindows:
 
     @property
     def stable(self) -> bool:
+        """The last windows agree: in latency, and in throughput unless the schedule's need not hold steady."""
         figures = self.figures
-        return is_stable([f.throughput_infer_per_s for f in figures], [f.latency_us for f in figures], self.policy.stability_pct)
+        latencies_us = [f.latency_us for f in figures]
+        throughputs = [f.throughput_infer_per_s for f in figures] if self.part.schedule.steady else latencies_us
+        return is_stable(throughputs, latencies_us, self.policy.stability_pct)
 
 
 async def measure_level(
@@ -298,9 +315,12 @@ async def measure_levels(
     loads = [part.load for part in parts]
     driving = [await part.load.start(part.schedule, policy.request_count if policy.mode == COUNT_WINDOWS else None)
                for part in parts]  # fmt: skip
-    measured = [_PartWindows(part, policy) for part in parts]
-    snapshots: deque[Snapshot] = deque(maxlen=STABLE_WINDOW_COUNT + 1)
-    stable, incomplete = False, None
+    # A finite schedule (a replay played once) is measured over all of it: every window, until it ends.
+    finishing = [future for part, future in zip(parts, driving) if part.schedule.finite]
+    failing = [future for part, future in zip(parts, driving) if not part.schedule.finite]
+    measured = [_PartWindows(part, policy, bool(finishing)) for part in parts]
+    snapshots: deque[Snapshot] = deque(maxlen=None if finishing else STABLE_WINDOW_COUNT + 1)
+    stable, incomplete, last = False, None, False
 
     async def close_windows() -> None:
         nonlocal boundary_ns
@@ -323,10 +343,11 @@ async def measure_levels(
         for load in loads:  # what completed before the first snapshot belongs to no window
             await load.close_window(boundary_ns)
         snapshots.append(await snapshot(boundary_ns))
-        while len(measured[0].figures) < policy.max_trials and not stable:
-            await _window_end(policy, loads, boundary_ns, driving)
+        while not last if finishing else len(measured[0].figures) < policy.max_trials and not stable:
+            last = await _window_end(policy, loads, boundary_ns, failing, finishing)
             await close_windows()
-            stable = all(part_windows.stable for part_windows in measured)
+            # A finite schedule's whole run is its level: there is nothing to settle.
+            stable = last or (not finishing and all(part_windows.stable for part_windows in measured))
             for part_windows in measured:
                 if part_windows.part.on_window is not None:
                     part_windows.part.on_window(part_windows.part.schedule, len(part_windows.figures), part_windows.figures[-1])
@@ -390,4 +411,5 @@ def _level(measured: _PartWindows, stable: bool, snapshots: list[Snapshot], scra
         incomplete=incomplete,
         drain=drain_figures,
         streaming=load.stream_stats(merged, batch_size, client.percentile_latency_us, percentiles),
+        merged_windows=len(merged),
     )

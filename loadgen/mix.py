@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadgen.config import RunConfig
+from loadgen.config import RunConfig, prepare
 from loadgen.errors import UsageError
 from loadgen.options import MODELS_KEY, build_config
+from loadgen.replay import check_duration, check_models, read_schedule, replay_batch_size
 
 # The options a model of a mix may set for itself; every other one is the whole run's (one server,
 # one clock, one report folder), set at the top of the scenario or on the command line.
 PER_MODEL = frozenset({
     "model-name", "model-version", "protocol", "streaming", "token-output", "header", "request-timeout",
-    "concurrency-range", "request-rate-range", "request-distribution", "request-intervals", "max-inflight", "seed",
+    "concurrency-range", "request-rate-range", "request-distribution", "request-intervals", "schedule-file", "replay-speed",
+    "replay-loop", "max-inflight", "seed",
     "latency-threshold", "goodput-latency-ms", "goodput-ttft-ms", "goodput-itl-ms", "sla",
     "batch-size", "shape", "input-data", "prompt-tokens", "max-tokens", "string-length", "validation-rtol", "validation-atol",
 })  # fmt: skip
-LOADS = ("concurrency-range", "request-rate-range", "request-intervals")
+LOADS = ("concurrency-range", "request-rate-range", "request-intervals", "schedule-file")
 # What a mix cannot do yet, and why, said as one line each.
 REFUSED = {
     "binary-search": "bisects one model's range",
@@ -67,8 +69,8 @@ class MixConfig:
 def level_values(run: RunConfig) -> list[float]:
     """A model's levels: its range's values, or the one level of --request-intervals."""
     load = run.load
-    if load.request_intervals is not None:
-        return [0.0]  # the intervals' own rate, known once read
+    if load.single_level:
+        return [0.0]  # the intervals' or the recording's own rate, known once read
     values = load.load_range.values()
     if values is None:
         raise UsageError(f"{run.target.model_name}: an open-ended {load.range_flag} (end 0) does not step with the other "
@@ -141,3 +143,28 @@ def _check_levels(mix: MixConfig) -> None:
     if mix.first.load.workers is not None and any(run.load.request_intervals is not None for run in mix.runs):
         raise UsageError("--request-intervals in a mix of models does not apply to --workers: give a --request-rate-range")
 
+
+
+def prepare_mix(mix: MixConfig) -> MixConfig:
+    """Each model's files read (loadgen.config.prepare), a schedule file once for the models that
+    replay it: when several do, every line names its model, and each replays its own lines."""
+    runs = list(mix.runs)
+    files = {run.load.schedule_file for run in runs if run.load.schedule_file is not None}
+    for path in files:
+        sharing = [index for index, run in enumerate(runs) if run.load.schedule_file == path]
+        names = [runs[index].target.model_name for index in sharing]
+        plan = read_schedule(path)
+        check_models(plan, names)
+        if len(sharing) > 1 and (unnamed := next((entry for entry in plan.entries if entry.model is None), None)) is not None:
+            raise UsageError(f"--schedule-file {plan.source} line {unnamed.line} names no model, and {', '.join(names)} replay "
+                             "the file: give each line its model")  # fmt: skip
+        for index in sharing:
+            run = runs[index]
+            check_duration(plan, run.load.replay_speed)
+            entries = plan.for_model(run.target.model_name, only_model=True)
+            if not entries:
+                raise UsageError(f"--schedule-file {plan.source} has no line for model {run.target.model_name}: give it lines, "
+                                 "or give that model a load of its own")  # fmt: skip
+            batch_size = replay_batch_size(plan, entries, run.inputs.batch_size)
+            runs[index] = replace(run, load=replace(run.load, replay=plan), inputs=replace(run.inputs, batch_size=batch_size))
+    return MixConfig(tuple(prepare(run) for run in runs))

@@ -160,6 +160,12 @@ OPTIONS: tuple[Option, ...] = (
            choices=("constant", "poisson")),
     Option("request-intervals", "load", "request_intervals", str, "open loop: gaps in microseconds, one per line, looped",
            metavar="FILE", parse=_path),
+    Option("schedule-file", "load", "schedule_file", str, "open loop: replay a recording, JSON lines of "
+           "{\"offset_ms\": .., \"model\": .., \"input\": .., \"batch_size\": ..} (one level)", metavar="FILE", parse=_path),
+    Option("replay-speed", "load", "replay_speed", float, "with --schedule-file: play the recording X times as fast",
+           1.0, metavar="X", shown_default="1"),
+    Option("replay-loop", "load", "replay_loop", bool, "with --schedule-file: repeat the recording until the level "
+           "ends, instead of ending the level with it", False),
     Option("max-inflight", "load", "max_inflight", int, "open loop: at most N requests out; later ones wait and are "
            "counted", metavar="N"),
     Option("seed", "load", "seed", int, "seed of the Poisson arrivals", metavar="N", shown_default="a fresh one each run"),
@@ -203,7 +209,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("headroom", "gates", "headroom_pct", str, "capacity plan: spare capacity to keep on each server", "0%",
            metavar="PCT", parse=_headroom),
     # What each request carries.
-    Option("batch-size", "inputs", "batch_size", int, "batch size of each request", 1, short="-b"),
+    Option("batch-size", "inputs", "batch_size", int, "batch size of each request", 1, short="-b",
+           shown_default="1, or --schedule-file's batch_size"),
     Option("shape", "inputs", "shapes", list, "shape of a variable-shape input (repeatable)", metavar="NAME:D1,D2",
            parse=_shapes),
     Option("input-data", "inputs", "input_data", str, "request data: perf_analyzer's forms, or a text model's prompts "
@@ -384,7 +391,10 @@ def build_config(given: Mapping[str, Any]) -> RunConfig:
     for name in ("metrics-url", "metrics-interval"):
         if name in values and not values.get("collect-metrics"):
             raise UsageError(f"--{name} only applies with --collect-metrics: add it, or drop --{name}")
-    loads = [name for name in ("concurrency-range", "request-rate-range", "request-intervals") if name in values]
+    for name in ("replay-speed", "replay-loop"):
+        if name in values and "schedule-file" not in values:
+            raise UsageError(f"--{name} only applies with --schedule-file: add it, or drop --{name}")
+    loads = [name for name in ("concurrency-range", "request-rate-range", "request-intervals", "schedule-file") if name in values]
     if len(loads) > 1:
         raise UsageError(f"{' and '.join('--' + name for name in loads)} are different loads: give only one (flags and --config file together)")
     if "url" in values and "model-name" not in values:
@@ -399,8 +409,11 @@ def build_config(given: Mapping[str, Any]) -> RunConfig:
 
 def _defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     """Each option's default. With --streaming, the windows' are count windows (loadgen.windows,
-    STREAMING_*); every windows option given still wins, and a -p alone keeps time windows of that length."""
+    STREAMING_*); every windows option given still wins, and a -p alone keeps time windows of that length.
+    With --schedule-file, the batch size is left to `loadgen.config.prepare`: the file's, else 1."""
     defaults = {option.name: option.default for option in OPTIONS}
+    if "schedule-file" in values:
+        defaults["batch-size"] = None
     if values.get("streaming"):
         mode = values.get("measurement-mode", TIME_WINDOWS if "measurement-interval" in values else COUNT_WINDOWS)
         defaults["measurement-mode"] = mode
@@ -422,8 +435,7 @@ def config_from_record(data: Mapping[str, Any]) -> RunConfig:
     for option in OPTIONS:
         recorded = windows.get(option.field) if option.section == "windows" else data.get(option.field)
         fields[option.section][option.field] = None if recorded is None else _from_record(option, recorded)
-    if "intervals_us" not in fields["load"]:
-        fields["load"]["intervals_us"] = None
+    fields["load"].update(intervals_us=None, replay=None)  # the files' contents are not recorded
     return _unchecked(RunConfig, **{section: _unchecked(SECTIONS[section], **kwargs) for section, kwargs in fields.items()})
 
 

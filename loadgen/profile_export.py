@@ -73,9 +73,10 @@ def _compact(value: object) -> str:
 
 
 def experiment(schedule: Schedule) -> dict[str, str | int | float]:
-    """perf_analyzer's `experiment`: a concurrency (a whole number) or a request rate (a float)."""
+    """perf_analyzer's `experiment`: a concurrency (a whole number) or a request rate (a float; a
+    replay's is its recording's, not its speed)."""
     if isinstance(schedule, OpenLoopSchedule):
-        return {"mode": "request_rate", "value": float(schedule.value)}
+        return {"mode": "request_rate", "value": float(schedule.target_rate_per_s)}
     return {"mode": "concurrency", "value": int(schedule.value)}
 
 

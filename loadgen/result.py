@@ -93,6 +93,8 @@ class RunResult:
     def level_at(self, t_ns: int) -> int | None:
         """The index of the level being measured at `t_ns`, None between levels. To the µs, as summary.json
         times them, so that a run read back from it places every scrape where the run did."""
+        if self.mix:  # a mix's models measured their levels together: the first model's times are every model's
+            return self.mix[0].level_at(t_ns)
         t_s = self.seconds(t_ns)
         for index, level in enumerate(self.levels):
             if not level.windows:
@@ -323,6 +325,7 @@ def _level_dict(result: RunResult, level: LevelResult) -> dict[str, Any]:
         "label": level.label,
         "value": level.value,
         "stable": level.stable,
+        "merged_windows": level.merged_windows,
         "incomplete": level.incomplete,
         "start_s": start_s,
         "end_s": end_s,

@@ -20,7 +20,7 @@ from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.health import ServerWatch
 from loadgen.listener import Listeners, RunListener
 from loadgen.live_metrics import LiveMetrics
-from loadgen.mix import MixConfig
+from loadgen.mix import MixConfig, prepare_mix
 from loadgen.mix_sweep import MixSweep
 from loadgen.profile_export import ProfileExport
 from loadgen.otlp_collector import listen as listen_for_traces
@@ -223,7 +223,7 @@ def run(config: RunConfig | MixConfig, listeners: Sequence[RunListener] = ()) ->
     before report.html is.
     """
     # Files read and TLS checked now, before any server starts.
-    mix = MixConfig(tuple(prepare(each) for each in config.runs)) if isinstance(config, MixConfig) else None
+    mix = prepare_mix(config) if isinstance(config, MixConfig) else None
     config = mix.first if mix is not None else prepare(config)
     target, outputs = config.target, config.outputs
     models = tuple(mix.names) if mix is not None else (target.model_name,)

@@ -15,6 +15,7 @@ from typing import Any
 from loadgen.errors import UsageError
 from loadgen.measurement import CountCheck, latency_breakdown_us
 from loadgen.result import SCHEMA_VERSION, failures_dict
+from loadgen.windows import STABLE_WINDOW_COUNT
 from loadgen.stats import REPORTED_PERCENTILES, group_errors
 
 Summary = dict[str, Any]
@@ -250,11 +251,20 @@ def v10_to_v11(old: Summary) -> Summary:
     return data
 
 
+# The options that came with version 12's replay, as a run that does not give them records them.
+REPLAY_OPTIONS: dict[str, Any] = {"schedule_file": None, "replay_speed": 1.0, "replay_loop": False}
+
+
 def v11_to_v12(old: Summary) -> Summary:
-    """Version 12 added several models at once (`mix`): runs before it drove one model."""
+    """Version 12 added several models at once (`mix`), replays (--schedule-file, --replay-speed,
+    --replay-loop) and each level's `merged_windows` (a replay played once merges all of its):
+    runs before it drove one model, replayed nothing and merged their last three windows."""
     data = copy.deepcopy(old)
     data["schema_version"] = 12
     data["mix"] = None
+    data["config"].update(REPLAY_OPTIONS)
+    for level in data["levels"]:
+        level["merged_windows"] = min(STABLE_WINDOW_COUNT, len(level["windows"]))
     return data
 
 

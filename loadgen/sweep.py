@@ -29,6 +29,8 @@ from loadgen.schedule import (
     RateSchedule,
     Schedule,
 )
+from loadgen.replay import check_inputs
+from loadgen.schedule.replay import ReplaySchedule
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate
@@ -103,6 +105,8 @@ class Sweep:
         specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
         tensors = build_request_inputs(specs, config.inputs, target.model_repository)  # its tokenizer counts --prompt-tokens
+        if (plan := config.load.replay) is not None:
+            check_inputs(plan, plan.for_model(target.model_name, only_model=True), len(tensors))
         if target.streaming:
             if any(expected_outputs(inputs) is not None for inputs in tensors):
                 raise UsageError("--input-data's validation_data checks a request's one response: it does not apply to "
@@ -173,6 +177,9 @@ class Sweep:
 
     def schedule(self, value: float) -> Schedule:
         load = self.config.load
+        if load.replay is not None:  # in a mix, every line names its model (loadgen.mix checks)
+            entries = load.replay.for_model(self.config.target.model_name, only_model=True)
+            return ReplaySchedule(entries, load.replay.period_ns, load.replay_speed, load.replay_loop)
         if load.intervals_us is not None:
             return IntervalSchedule(list(load.intervals_us))
         if load.request_rate_range is not None:
@@ -251,8 +258,8 @@ class Sweep:
             if breach is not None:
                 self.stop_reason = f"{breach} at {level.label.lower()} {level.value:g}"
                 return
-            if load.request_intervals is not None:
-                return  # one level: the intervals are the load
+            if load.single_level:
+                return  # one level: the intervals or the recording are the load
 
     async def _search(self, listener: RunListener) -> None:
         """perf_analyzer's --binary-search: the highest level in the range that meets every bound."""

@@ -328,9 +328,9 @@ def tune(config: RunConfig, options: TuneOptions, listener: TuneListener = TuneL
     folder as tune.json, with each candidate's run and, when a candidate met the bounds, best/."""
     check_tunable(config)
     load = config.load
-    if load.request_rate_range is None and load.request_intervals is None and load.concurrency_range == Range(1, 1, 1):
+    if load.request_rate_range is None and not load.single_level and load.concurrency_range == Range(1, 1, 1):
         config = replace(config, load=replace(load, concurrency_range=DEFAULT_CONCURRENCY))
-    elif load.request_intervals is not None or not 0 < load.load_range.start < load.load_range.end:
+    elif load.single_level or not 0 < load.load_range.start < load.load_range.end:
         raise UsageError(f"tune searches a range for its highest level within the bounds: give {load.range_flag} "
                          f"START:END with END above START (default --concurrency-range {DEFAULT_CONCURRENCY.start:g}:{DEFAULT_CONCURRENCY.end:g})")  # fmt: skip
     config = prepare(replace(config, gates=replace(config.gates, binary_search=True),

@@ -180,7 +180,7 @@ def test_every_option_is_declared_once_and_sets_one_field():
     assert len(fields) == len(OPTIONS) and len({option.name for option in OPTIONS}) == len(OPTIONS)
     for name, section in SECTIONS.items():
         declared = {field for section_name, field in fields if section_name == name}
-        assert declared == {f.name for f in dataclasses.fields(section)} - {"intervals_us"}, name
+        assert declared == {f.name for f in dataclasses.fields(section)} - {"intervals_us", "replay"}, name
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
     help_text = " ".join(parser.format_help().split())  # unwrapped

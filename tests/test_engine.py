@@ -297,3 +297,30 @@ def test_in_open_loop_a_streams_times_run_from_its_intended_send():
     assert np.median(window.sent_latency_ns) < 0.06e9  # from the actual send: the stream's own 40 ms
     assert window.ttft_ns.max() > 0.1e9 and window.ttft_ns.max() > window.latency_ns.min()
     assert (window.ttft_ns < window.latency_ns).all() and (np.diff(window.ttft_ns[:8]) > 0).all()
+
+
+class Records(FakeTransport):
+    """Answers at once, keeping which prepared request each send carried."""
+
+    def __init__(self) -> None:
+        self.sent = []
+
+    async def infer(self, prepared) -> InferOutcome:
+        self.sent.append(prepared)
+        return InferOutcome(1_000, 1_000)
+
+
+def test_a_replay_names_the_prepared_request_and_the_others_keep_the_round_robin():
+    from loadgen.replay import ReplayEntry
+    from loadgen.schedule import ReplaySchedule
+
+    async def scenario():
+        transport = Records()
+        replayed = LoadEngine(transport, ["a", "b", "c"])
+        inputs = [2, None, None, 0, None]
+        entries = [ReplayEntry(step * 1_000_000, None, index, None, step + 1) for step, index in enumerate(inputs)]
+        await replayed.start(ReplaySchedule(entries, period_ns=5_000_000), SampleRecorder(monotonic_ns()))  # finite: ends by itself
+        return transport.sent, replayed.completed
+
+    sent, completed = asyncio.run(scenario())
+    assert sent == ["c", "a", "b", "a", "c"] and completed == 5

@@ -141,3 +141,38 @@ def test_a_mix_streams_against_a_server_given_with_u(decoupled_triton, tmp_path)
         assert level["streaming"]["responses_per_request"] == pytest.approx(16)
         assert 30_000 < level["streaming"]["ttft_us"]["p50"] < 80_000
     assert all(level["streaming"]["responses_per_request"] == pytest.approx(4) for level in summary["mix"][1]["levels"])
+
+
+def test_a_recording_shared_by_a_mix_names_each_lines_model(tmp_path):
+    from loadgen.mix import prepare_mix
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"offset_ms": 0, "model": "a"}\n{"offset_ms": 5, "model": "b", "batch_size": 2}\n{"offset_ms": 9}\n')
+    both = mix({"schedule-file": str(trace)}, {}, {"model-name": "a"}, {"model-name": "b"})
+    with pytest.raises(UsageError, match=r"line 3 names no model, and a, b replay the file: give each line its model"):
+        prepare_mix(both)
+    trace.write_text('{"offset_ms": 0, "model": "a"}\n{"offset_ms": 5, "model": "a"}\n')
+    with pytest.raises(UsageError, match=r"has no line for model b: give it lines, or give that model a load of its own"):
+        prepare_mix(both)
+    trace.write_text('{"offset_ms": 0, "model": "a"}\n{"offset_ms": 5, "model": "b", "batch_size": 2}\n')
+    a, b = prepare_mix(mix({"schedule-file": str(trace)}, {}, {"model-name": "a"}, {"model-name": "b"},
+                           {"model-name": "c", "concurrency-range": "2"})).runs[:2]  # fmt: skip
+    assert a.load.replay is b.load.replay and (a.inputs.batch_size, b.inputs.batch_size) == (1, 2)
+
+
+def test_a_mix_replays_each_models_lines_on_one_clock(tmp_path):
+    lines = [{"offset_ms": 10 * i, "model": "ident"} for i in range(120)] + [
+        {"offset_ms": 25 * i + 3, "model": "echo_bytes"} for i in range(40)]
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    scenario = tmp_path / "mix.yaml"
+    scenario.write_text(f"schedule-file: {trace}\nmeasurement-interval: 500\nmodels:\n  - {{model-name: ident}}\n"
+                        "  - {model-name: echo_bytes}\n")  # fmt: skip
+    report = tmp_path / "report"
+    run = loadgen("--config", str(scenario), "--model-repository", str(ECHO), "--report-dir", str(report))
+    assert run.returncode == 0, run.stderr
+    ident, echo = (part["levels"] for part in json.loads((report / "summary.json").read_text())["mix"])
+    assert [len(ident), len(echo)] == [1, 1]
+    for (level,), count in ((ident, 120), (echo, 40)):  # every line to its model, the whole recording merged
+        assert level["client"]["request_count"] == level["server"]["success_count"] == count
+        assert level["merged_windows"] == len(level["windows"]) >= 2

@@ -33,7 +33,7 @@ def loadgen_run(server, protocol: str, model: str, report: Path, *options: str) 
 def test_sixteen_responses_forty_ms_then_every_five(decoupled_triton, protocol, tmp_path):
     summary = loadgen_run(decoupled_triton, protocol, "stream16", tmp_path, "--concurrency-range", "2", "-s", "100",
                           "--goodput-ttft-ms", "1000", "--goodput-itl-ms", "1000")  # fmt: skip
-    assert summary["schema_version"] == 11
+    assert summary["schema_version"] == 12
     assert summary["config"]["streaming"] and summary["config"]["token_output"] == "OUT"  # the model's only INT output
     [level] = summary["levels"]
     client, stream = level["client"], level["streaming"]
@@ -103,10 +103,9 @@ def test_a_request_timeout_ends_streams_as_timeouts(decoupled_triton, tmp_path):
     assert level["errors"]["latency_us"]["p50"] >= 60_000 and level["drain"]["unanswered"] == 0
 
 
-def test_two_workers_stream_and_their_figures_merge(decoupled_triton, tmp_path):
-    pytest.importorskip("ray")
-    summary = loadgen_run(decoupled_triton, "grpc", "stream16", tmp_path, "--workers", "2", "--concurrency-range", "4",
-                          "-s", "100", "--goodput-ttft-ms", "1000")  # fmt: skip
+def test_two_workers_stream_and_their_figures_merge(decoupled_triton, ray_cluster, tmp_path):
+    summary = loadgen_run(decoupled_triton, "grpc", "stream16", tmp_path, "--workers", "2", "--ray-address", ray_cluster.address,
+                          "--concurrency-range", "4", "-s", "100", "--goodput-ttft-ms", "1000")  # fmt: skip
     [level] = summary["levels"]
     client, stream, workers = level["client"], level["streaming"], level["workers"]
     assert [w["share"] for w in workers] == [2, 2] and all(w["request_count"] > 0 for w in workers)

@@ -25,6 +25,7 @@ from loadgen.summary_versions import (
     METRICS_OPTIONS,
     OPTIONS_BEFORE_V3,
     STEPS,
+    REPLAY_OPTIONS,
     STREAMING_OPTIONS,
     UNRECORDED_MESSAGES,
     upgrade,
@@ -38,6 +39,7 @@ from loadgen.summary_versions import (
     v8_to_v9,
     v9_to_v10,
     v10_to_v11,
+    v11_to_v12,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -435,3 +437,13 @@ def test_v10_to_v11_streamed_nothing():
     # What version 10 recorded is kept: each level's slowest traced request, and its goodput bound.
     assert all(level.tracing.slowest is not None and level.tracing.slowest.spans for level in read.levels)
     assert read.config.gates.goodput_latency_ms == 50 and all(level.client.goodput_infer_per_s for level in read.levels)
+
+
+def test_v11_to_v12_drove_one_model_replayed_nothing_and_merged_three_windows():
+    old = raw("v11/streaming")
+    new = v11_to_v12(old)
+    assert new["schema_version"] == 12 and new["mix"] is None
+    assert {key: new["config"][key] for key in REPLAY_OPTIONS} == REPLAY_OPTIONS == {
+        "schedule_file": None, "replay_speed": 1.0, "replay_loop": False}
+    assert new["levels"] and all(level["merged_windows"] == min(3, len(level["windows"])) for level in new["levels"])
+    assert "mix" not in old and "merged_windows" not in old["levels"][0]  # the input is not changed

@@ -10,10 +10,10 @@ import os
 import signal
 import struct
 import time
-from pathlib import Path
 
 import grpc
 import pytest
+from conftest import ECHO_REPOSITORY
 from tritonclient.grpc import service_pb2
 
 from loadgen.errors import ServerError, UsageError
@@ -26,7 +26,6 @@ from loadgen.transport.http import HttpTransport
 
 PROTOCOLS = ("http", "grpc")
 
-ECHO_REPOSITORY = Path(__file__).resolve().parent / "model_repos" / "echo"  # ident, echo_bytes
 
 FP32_INPUT = InputTensor("INPUT0", "FP32", (1, 16), struct.pack("<16f", *range(16)))
 BYTES_INPUT = InputTensor("INPUT0", "BYTES", (1, 1), struct.pack("<I", 5) + b"hello")
@@ -37,13 +36,9 @@ def run(coroutine):
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    root = tmp_path_factory.mktemp("triton")
-    server = EmbeddedServer(ECHO_REPOSITORY, root / "server.log")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def triton(echo_triton):
+    """The session's echo server (ident, echo_bytes)."""
+    return echo_triton
 
 
 def url_of(endpoints, protocol: str) -> str:

@@ -1,4 +1,4 @@
-"""Load schedules: when the engine sends requests."""
+"""Load schedules: when the engine sends requests (and, replaying a recording, which)."""
 
 from loadgen.schedule.base import Fire, Schedule
 from loadgen.schedule.concurrency import ConcurrencySchedule
@@ -8,5 +8,9 @@ from loadgen.schedule.open_loop import (
     RateSchedule,
     read_intervals,
 )
+from loadgen.schedule.replay import ReplaySchedule
 
-__all__ = ["ConcurrencySchedule", "Fire", "IntervalSchedule", "OpenLoopSchedule", "RateSchedule", "Schedule", "read_intervals"]
+__all__ = [
+    "ConcurrencySchedule", "Fire", "IntervalSchedule", "OpenLoopSchedule", "RateSchedule", "ReplaySchedule", "Schedule",
+    "read_intervals",
+]  # fmt: skip

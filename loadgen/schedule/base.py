@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Protocol
 
-# Sends one request and records its outcome. The argument is the request's intended start
-# (monotonic ns) for open-loop schedules, None when it starts as soon as it is sent.
-Fire = Callable[[int | None], Awaitable[None]]
+
+class Fire(Protocol):
+    """Sends one request and records its outcome. `intended_ns` is the request's intended start
+    (monotonic ns) for open-loop schedules, None when it starts as soon as it is sent; `index` the
+    prepared request to send (a replay's recorded input), None for the next in round robin."""
+
+    def __call__(self, intended_ns: int | None, index: int | None = None) -> Awaitable[None]: ...
 
 
 class Schedule(ABC):
-    """Drives `fire` until `stop` is set, then returns once its requests have completed."""
+    """Drives `fire` until `stop` is set (a finite schedule: or until it has sent every request),
+    then returns once its requests have completed."""
 
     # The name of the level's value in reports and CSVs ("Concurrency", "Request Rate").
     label: str
+    # A finite schedule's level is measured over all of it, window after window until it ends.
+    finite: bool = False
+    # Whether its throughput should hold steady: a replay's follows its recording, so only its latency is judged.
+    steady: bool = True
 
     @property
     @abstractmethod

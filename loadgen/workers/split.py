@@ -10,6 +10,7 @@ from loadgen.schedule import (
     ConcurrencySchedule,
     IntervalSchedule,
     RateSchedule,
+    ReplaySchedule,
     Schedule,
 )
 
@@ -59,4 +60,8 @@ def split_schedule(schedule: Schedule, workers: int) -> list[Schedule | None]:
         ]
     if isinstance(schedule, IntervalSchedule):
         return [IntervalSchedule(gaps_us, first_us) for first_us, gaps_us in split_intervals(schedule.intervals_us, workers)]
+    if isinstance(schedule, ReplaySchedule):
+        # Dealt round robin, each request at its own time (and the passes at the recording's period): merged, the recording.
+        shares = [schedule.entries[index::workers] for index in range(workers)]
+        return [ReplaySchedule(share, schedule.period_ns, schedule.speed, schedule.loop) if share else None for share in shares]
     raise TypeError(f"no way to split a {type(schedule).__name__} among workers")
