@@ -67,13 +67,21 @@ def settings_lines(config: RunConfig, mix: Sequence[RunConfig] = ()) -> list[str
 
 
 def _load_text(config: RunConfig) -> str:
-    """A model's load in a mix: "request rate 10:50:10", "concurrency 4", "request intervals from FILE"."""
+    """A model's load in a mix: "request rate 10:50:10", "concurrency 4", "request intervals from FILE",
+    "replay of FILE at speed 2, looped"."""
     load = config.load
     if load.request_intervals is not None:
         return f"request intervals from {load.request_intervals}"
+    if load.schedule_file is not None:
+        return _replay_text(config)
     shown = load.load_range
     values = f"{shown.start:g}" if shown.end == shown.start else str(shown)
     return f"{'request rate' if load.request_rate_range is not None else 'concurrency'} {values}"
+
+
+def _replay_text(config: RunConfig) -> str:
+    load = config.load
+    return f"replay of {load.schedule_file} at speed {load.replay_speed:g}{', looped' if load.replay_loop else ', once'}"
 
 
 def _model_settings(config: RunConfig) -> list[str]:
@@ -83,6 +91,8 @@ def _model_settings(config: RunConfig) -> list[str]:
     lines = []
     if load.request_intervals is not None:
         lines.append(f"  Using request intervals from {load.request_intervals}")
+    elif load.schedule_file is not None:
+        lines.append(f"  Using a {_replay_text(config)}")
     elif load.open_loop:
         lines += [
             f"  Latency limit: {gates.latency_threshold_ms or 0:g} msec",
