@@ -59,6 +59,8 @@ def test_a_model_with_one_level_holds_it_at_every_level():
     ({"latency-threshold": 5}, [{"model-name": "a", "concurrency-range": "1:0"}],
      "a: an open-ended --concurrency-range (end 0) does not step with the other models: give it an end"),
     ({}, [{"model-name": "a", "batch-size": 0}], "model a: batch size must be at least 1, got 0: fix -b"),
+    ({"profile-export-file": "e.json"}, [{"model-name": "a"}],
+     "--profile-export-file exports one model's requests: it does not apply to several models at once; drop it or drive one model"),
 ])  # fmt: skip
 def test_a_mix_that_cannot_run_is_one_line(top, models, message):
     with pytest.raises(UsageError) as raised:
