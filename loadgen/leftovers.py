@@ -246,16 +246,7 @@ def _end(processes: list[ProcessId]) -> None:
     """SIGTERM, then SIGKILL to those still there after TERM_GRACE_S; returns once all have exited
     or KILL_WAIT_S later. Each is signalled through a pidfd opened after checking its start time, so
     a process that took a stub's pid meanwhile is never signalled."""
-    handles: dict[int, ProcessId] = {}
-    for process in processes:
-        try:
-            fd = os.pidfd_open(process.pid)
-        except OSError:
-            continue  # gone
-        if _process_id(process.pid) == process:
-            handles[fd] = process
-        else:
-            os.close(fd)
+    handles = _open(processes)
     try:
         for sig, wait_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
             for fd in handles:
@@ -269,6 +260,42 @@ def _end(processes: list[ProcessId]) -> None:
     finally:
         for fd in handles:
             os.close(fd)
+
+
+def _open(processes: list[ProcessId]) -> dict[int, ProcessId]:
+    """A pidfd for each of `processes` still running, opened after checking its start time."""
+    handles: dict[int, ProcessId] = {}
+    for process in processes:
+        try:
+            fd = os.pidfd_open(process.pid)
+        except OSError:
+            continue  # gone
+        if _process_id(process.pid) == process:
+            handles[fd] = process
+        else:
+            os.close(fd)
+    return handles
+
+
+def stubs_of(workspace: Path) -> list[ProcessId]:
+    """The running stubs of the server on `workspace`."""
+    return [process for process, stub in snapshot().stubs.items() if stub.workspace == workspace]
+
+
+def wait_exits(processes: list[ProcessId], wait_s: float) -> bool:
+    """Whether all of `processes` have exited within `wait_s` (a zombie has)."""
+    handles = _open(processes)
+    try:
+        _wait_exits(handles, wait_s)
+        return not handles
+    finally:
+        for fd in handles:
+            os.close(fd)
+
+
+def regions_of(prefix: str) -> set[str]:
+    """The regions in /dev/shm that a server with region prefix `prefix` made."""
+    return {entry.name for entry in os.scandir(SHM) if is_region_of(entry.name, prefix)} if SHM.is_dir() else set()
 
 
 def _wait_exits(handles: dict[int, ProcessId], wait_s: float) -> None:
@@ -304,8 +331,8 @@ def clean_up(workspace: Path, record: Record | None, seen: Snapshot | None = Non
     stubs = {process: stub for process, stub in seen.stubs.items() if stub.workspace == workspace}
     _end(list(stubs))
     names = {stub.region for stub in stubs.values()}
-    if record is not None and SHM.is_dir():
-        names |= {entry.name for entry in os.scandir(SHM) if is_region_of(entry.name, record.region_prefix)}
+    if record is not None:
+        names |= regions_of(record.region_prefix)
     names = _existing_regions(names)
     in_use = _mapped_regions() & names if names else set()
     removed = 0

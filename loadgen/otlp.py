@@ -218,21 +218,25 @@ class SpanRecords:
         for trace_id in list(self._held):
             records += self._take_if_whole(trace_id)
         while self._held_spans > self.max_held_spans:
-            self._drop(next(iter(self._held)))
-            self.counts.incomplete += 1
+            self._drop_incomplete(next(iter(self._held)))
         return records
 
     def finish(self) -> list[dict]:
         """At the end: the records of the requests whole now; the rest will not complete, and is
         counted incomplete and dropped."""
         records = self.take()
-        self.counts.incomplete += len(self._held)
-        self._held.clear()
-        self._held_spans = 0
+        for trace_id in list(self._held):
+            self._drop_incomplete(trace_id)
         return records
 
     def _drop(self, trace_id: bytes) -> None:
         self._held_spans -= len(self._held.pop(trace_id))
+
+    def _drop_incomplete(self, trace_id: bytes) -> None:
+        request_ids = [span.model[2] for span in self._held[trace_id].values() if span.model is not None]
+        self.counts.incomplete += 1
+        self.counts.incomplete_request_ids.append(request_ids[0] if request_ids else "")
+        self._drop(trace_id)
 
     def _take_if_whole(self, trace_id: bytes) -> list[dict]:
         spans = self._held[trace_id]

@@ -42,7 +42,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadgen.errors import ServerError
@@ -147,6 +147,9 @@ class TraceCounts:
     malformed: int = 0  # records and unparsable fragments skipped
     incomplete: int = 0  # request trees still incomplete at finish(), dropped
     orphans: int = 0  # traces never joined to a top-level trace (composing models, lone timestamps), dropped
+    # The client's request id of each incomplete tree ("" when none of its records named one):
+    # whether a level counted that request (loadgen.tracing) says whether a level lost its trace.
+    incomplete_request_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,7 @@ class TraceCollector:
         for root_id in self._roots:
             held.difference_update(self._descendants(root_id))
         self.counts.incomplete += len(self._roots)
+        self.counts.incomplete_request_ids += (self._headers[root_id].request_id for root_id in self._roots)
         self.counts.orphans += len(held)
         self._headers.clear()
         self._stamps.clear()

@@ -17,6 +17,11 @@ for a server in OpenTelemetry mode: the server exports its spans in batches ever
 `bsp_schedule_delay` ms (from its settings), so a level's end waits at least that long after the
 load stopped, then until no body came for QUIET_S, within the delay plus READ_BOUND_S, and parses
 the bodies (loadgen.otlp) into the same trees as the files give.
+
+Traces no level got (late, or incomplete at the end) are a warning only when a level counted
+their request: those of requests drained after a level's last window (their spans may still be
+on their way when the run ends) are no level's. The levels' counted id numbers are kept for
+that, 8 bytes a request.
 """
 
 from __future__ import annotations
@@ -82,10 +87,27 @@ def _exports_to(url: str, port: int) -> bool:
         return False
 
 
-def _lost(counts: TraceCounts, late: int, where: str) -> str | None:
-    if not (late or counts.malformed or counts.incomplete):
+def counted_numbers(records: RequestRecords, start_ns: int, end_ns: int) -> np.ndarray:
+    """The id numbers of the requests a level counts: those that succeeded within [start_ns, end_ns]."""
+    return records.number[~np.isnan(records.latency_us(records.number, start_ns, end_ns))]
+
+
+def levels_lost(prefix: str, request_ids: list[str], counted: np.ndarray) -> int:
+    """How many of `request_ids` (traces no level got: late or incomplete) are of requests a level
+    counted (`counted`: their numbers, sorted). The others are no level's loss: a request drained
+    after a level's last window, or sent before its first, or another client's. An id that never
+    came ("") is counted: nothing says whose request it was."""
+    numbers = [id_number(prefix, request_id) for request_id in request_ids]
+    known = np.array([number for number in numbers if number is not None], dtype=np.int64)
+    at = np.minimum(np.searchsorted(counted, known), max(counted.size - 1, 0))
+    ours = int(np.count_nonzero(counted[at] == known)) if counted.size else 0
+    return ours + sum(1 for request_id in request_ids if not request_id)
+
+
+def _lost_line(counts: TraceCounts, late: int, incomplete: int, where: str) -> str | None:
+    if not (late or counts.malformed or incomplete):
         return None
-    return (f"tracing: {late} traces came after their level's end, {counts.incomplete} were incomplete and "
+    return (f"tracing: {late} traces came after their level's end, {incomplete} were incomplete and "
             f"{counts.malformed} records malformed in {where}: no level counts them")
 
 
@@ -106,6 +128,7 @@ class Tracer:
         self._spans = OtlpReader()
         self._schedule_delay_s = DEFAULT_SCHEDULE_DELAY_MS / 1e3
         self._restore: dict[str, object] | None = None  # a -u server's own settings, put back by `stop`
+        self._counted = np.empty(0, dtype=np.int64)  # the id numbers of the requests the levels counted, sorted
 
     async def start(self, transport: Transport) -> list[str]:
         """Set the server's trace settings; warning lines when the levels will have no figures,
@@ -171,6 +194,8 @@ class Tracer:
         if (self._reader is None and self._collector is None) or records is None or not level.reported_windows:
             return None
         windows = level.reported_windows
+        counted = counted_numbers(records, windows[0].start_ns, windows[-1].end_ns)
+        self._counted = np.union1d(self._counted, counted)
         if self._reader is not None:
             traces, requests = await self._read_files(transport, records, level)
         else:
@@ -236,7 +261,7 @@ class Tracer:
         if collector is not None:
             await collector.close()
             self._spans.add(collector.take())
-            lost = _lost(self._spans.counts, len(self._spans.finish()), f"the spans received on port {collector.port}")
+            lost = self._lost(self._spans.finish(), self._spans.counts, f"the spans received on port {collector.port}")
             notes += [lost] if lost is not None else []
             if collector.dropped or collector.refused:
                 notes.append(f"tracing: the collector on port {collector.port} turned away {collector.dropped} export(s) "
@@ -249,7 +274,12 @@ class Tracer:
         if self._reader is None:
             return None
         try:
-            late = len(self._reader.finish())
+            late = self._reader.finish()
         except ServerError as exc:  # the run is over: said, not raised
             return f"tracing: {exc}"
-        return _lost(self._reader.counts, late, f"{self._reader.path}*")
+        return self._lost(late, self._reader.counts, f"{self._reader.path}*")
+
+    def _lost(self, late: list[RequestTrace], counts: TraceCounts, where: str) -> str | None:
+        """A warning line when traces of the levels' requests were lost (late, cut or malformed)."""
+        late_ours = levels_lost(self.prefix, [trace.request_id for trace in late], self._counted)
+        return _lost_line(counts, late_ours, levels_lost(self.prefix, counts.incomplete_request_ids, self._counted), where)

@@ -301,3 +301,24 @@ def test_the_next_start_removes_what_a_killed_serve_and_its_triton_left(tmp_path
         other.stop()
         _kill_leftovers(triton_pids(repository), prefix)
     assert not triton_pids(other_repository) and not _regions(other_prefix) and not other_workspace.exists()
+
+
+def test_stopping_an_idle_server_is_quick_and_leaves_nothing(tmp_path):
+    # Once its models are unloaded Triton would idle up to 2 s more polling for them; a stop ends it then.
+    repository = _repository(tmp_path, "idle", ["flaky"])  # one instance: its unload takes Triton ~1.1 s
+    server = EmbeddedServer(repository, tmp_path / "idle.log")
+    server.start()
+    try:
+        workspace, prefix = _server_of(server.pid)
+        stubs = triton_pids(repository) - {server.pid}
+        assert len(stubs) == 1 and len(_regions(prefix)) == 1
+        started = time.monotonic()
+        removed = server.stop()
+        stop_s = time.monotonic() - started
+    finally:
+        server.stop()
+        _kill_leftovers(triton_pids(repository), prefix)
+    assert stop_s < 2.0, f"the stop took {stop_s:.1f} s"
+    assert removed == Cleanup(1), "Triton unloaded its models itself: no stub or region was left for the clean-up"
+    assert not triton_pids(repository) and not _regions(prefix) and not workspace.exists()
+    assert "Signal (15) received." in (tmp_path / "idle.log").read_text()  # asked to stop, not killed outright

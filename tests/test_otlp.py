@@ -266,9 +266,11 @@ def test_what_is_held_after_a_take_is_bounded_oldest_request_dropped_first():
     for spans in requests:
         records.add(body(*spans[:3]), PROTOBUF)  # no roots: nothing is whole
     assert records.take() == [] and counts.incomplete == 2  # 12 spans held: r1, then r2 dropped for room
+    assert counts.incomplete_request_ids == ["r1", "r2"]  # named by their model spans
     records.add(body(*(spans[3] for spans in requests)), PROTOBUF)
     assert sorted(trace.request_id for trace in records_to_trees(records.take())) == ["r3", "r4"]
     assert records.finish() == [] and counts.incomplete == 2 + 2  # r1's and r2's roots alone
+    assert counts.incomplete_request_ids == ["r1", "r2", "", ""]  # a root names no request
 
 
 @pytest.mark.parametrize("damage", ["short trace id", "zero span id", "bad parent", "version float", "name int"])

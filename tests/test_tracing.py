@@ -12,24 +12,45 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from conftest import ROOT, STALLING_REPOSITORY
 
 from loadgen.cli import main
+from loadgen.request_log import RequestRecords
 from loadgen.server import EmbeddedServer, free_port
+from loadgen.tracing import counted_numbers, levels_lost
 from loadgen.transport import open_transport
+from loadgen.transport.request_id import request_id, run_prefix
 
 ECHO_REPOSITORY = ROOT / "tests" / "model_repos" / "echo"
 MODEL = ["-m", "stalling-ensemble"]
 WINDOWS = ["--concurrency-range", "2", "-p", "1000", "-r", "4", "-s", "50"]
 EMBEDDED_CRASH = re.compile(r"the embedded Triton server (was killed by SIG(?!TERM)\w+)")
+# What loadgen says of a server that stopped answering: its watch, a window with nothing completed, a gRPC deadline.
+HUNG = re.compile(r"stopped answering|outstanding for [\d.]+ s, none completed|DEADLINE_EXCEEDED")
+INFER_CHECK_S = 5.0
 
 
 def loadgen(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loadgen", "run", *args], capture_output=True, text=True, timeout=600)
+
+
+def infer_fails(http: str) -> str | None:
+    """None when the server answers an inference of the stalling ensemble over HTTP within
+    INFER_CHECK_S, else what went wrong."""
+    body = json.dumps({"inputs": [{"name": "IN", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()
+    request = urllib.request.Request(f"http://{http}/v2/models/stalling-ensemble/infer", data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=INFER_CHECK_S) as response:
+            response.read()
+    except OSError as exc:
+        return f"an inference failed: {exc}"
+    return None
 
 
 def crash_of(status: str | None) -> str | None:
@@ -45,7 +66,8 @@ def once_more_if_triton_crashed(run: Callable[[], subprocess.CompletedProcess],
                                 crashed: Callable[[subprocess.CompletedProcess], str | None]) -> subprocess.CompletedProcess:  # fmt: skip
     """The bundled Triton now and then dies of SIGILL or SIGSEGV tracing every request under load
     over gRPC (README, "Finding the cause of a tail"): Triton's bug, not what the test checks. The
-    run goes once more on a fresh server, said as a warning; a second crash fails the test."""
+    run goes once more on a fresh server, said as a warning; a second crash fails the test. In
+    OpenTelemetry mode it was also seen to stop answering (OtelTriton)."""
     done = run()
     if (status := crashed(done)) is None:
         return done
@@ -157,6 +179,8 @@ def test_a_server_given_with_u_traces_and_gets_its_settings_back(protocol, tmp_p
     # The server did trace the run's requests, each with loadgen's id.
     written = "".join(path.read_text() for path in tmp_path.glob("theirs.json*"))
     assert written.count('"model_name":"stalling-ensemble"') >= 10 and '"request_id":"' in written
+    # A server with a trace file writes it as it exits: its stop waits for that exit, not ending it early.
+    assert "Found 0 live models" in (tmp_path / "server.log").read_text()
 
 
 def test_tracing_does_not_apply_to_workers(capsys):
@@ -263,9 +287,24 @@ def test_collecting_a_levels_spans_ends_at_its_bound_when_bodies_never_stop():
     assert 0.2 + READ_BOUND_S <= time.monotonic() - started < 0.2 + READ_BOUND_S + 2
 
 
+def test_only_the_lost_traces_of_requests_a_level_counted_make_a_warning():
+    # Requests 0-9: 2 and 9 failed, 8 ended after the level's last window (drained), 0 before its first.
+    records = RequestRecords(np.arange(10), np.full(10, -1), np.arange(10) * 100, np.arange(10) * 100 + 50,
+                             np.array([True, True, False, True, True, True, True, True, True, False]))  # fmt: skip
+    counted = counted_numbers(records, 100, 799)
+    assert counted.tolist() == [1, 3, 4, 5, 6, 7]
+    prefix = run_prefix()
+    drained, failed, another_clients = request_id(prefix, 8), request_id(prefix, 2), request_id(run_prefix(), 4)
+    assert levels_lost(prefix, [drained, failed, another_clients], counted) == 0
+    assert levels_lost(prefix, [drained, request_id(prefix, 4), request_id(prefix, 7)], counted) == 2
+    assert levels_lost(prefix, ["", drained], counted) == 1  # an incomplete trace that named no request may be anyone's
+    assert levels_lost(prefix, [request_id(prefix, 4)], np.empty(0, dtype=np.int64)) == 0  # no level counted anything
+
+
 class OtelTriton:
     """The stalling ensemble on a server in OpenTelemetry mode, exporting every 200 ms to `port`,
-    where nothing listens between runs."""
+    where nothing listens between runs. A server that crashed, or stopped answering (seen in CI:
+    README, "Finding the cause of a tail"), is replaced by a fresh one, and the run goes once more."""
 
     def __init__(self, directory):
         self.port = free_port()
@@ -278,15 +317,30 @@ class OtelTriton:
         self.server = EmbeddedServer(STALLING_REPOSITORY, self._directory / "server.log", extra_args=flags)
         self.endpoints = self.server.start()
 
+    def _replace(self):
+        self.server.stop()
+        self._start()
+
+    def fresh_if_hung(self):
+        """A fresh server when this one no longer answers an inference (a warning says so)."""
+        if (failure := infer_fails(self.endpoints.http)) is not None:
+            warnings.warn(f"the bundled Triton in OpenTelemetry mode stopped answering ({failure}); replaced by a fresh server")
+            self._replace()
+
     def run(self, args: Callable[[], list[str]]) -> subprocess.CompletedProcess:
         """`loadgen run` with `args()` (read after a restart: the endpoints change)."""
-        return once_more_if_triton_crashed(lambda: loadgen(args()), self._crashed)
+        self.fresh_if_hung()
+        return once_more_if_triton_crashed(lambda: loadgen(args()), self._failed)
 
-    def _crashed(self, _) -> str | None:
+    def _failed(self, done: subprocess.CompletedProcess) -> str | None:
         if (crash := crash_of(self.server.exit_status())) is not None:
-            self.server.stop()
-            self._start()
-        return crash
+            failure = crash
+        elif HUNG.search(done.stderr) or infer_fails(self.endpoints.http) is not None:
+            failure = "stopped answering"  # its run may exit 1 all the same: an SLA fails a level with no request
+        else:
+            return None
+        self._replace()
+        return failure
 
     def stop(self):
         self.server.stop()  # by its pid
@@ -303,6 +357,7 @@ def otel_triton(tmp_path_factory):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_server_in_opentelemetry_mode_names_the_stalling_stage_through_the_collector(otel_triton, protocol, tmp_path):
+    otel_triton.fresh_if_hung()
     before = asyncio.run(trace_settings(otel_triton.endpoints.http))
     report = tmp_path / "report"
     run = otel_triton.run(lambda: ["-u", getattr(otel_triton.endpoints, protocol), "-i", protocol, *MODEL, *WINDOWS,

@@ -1,7 +1,9 @@
 """--workers: the load from worker processes on a local Ray cluster, against the embedded server.
 
-Each run starts its own Ray (as a user's run does) and its own server on the echo models, so
-what is checked is the whole path: splitting, coordinated windows, merging, and cleanup.
+One run starts its own Ray (as a user's run does) and its own server on the echo models, so
+that the whole path is checked once: splitting, coordinated windows, merging, and cleanup. The
+others join the session's Ray cluster (--ray-address; starting Ray takes ~8 s) and run against
+the session's echo server (-u).
 """
 
 from __future__ import annotations
@@ -14,12 +16,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import ECHO_REPOSITORY
 
 pytest.importorskip("ray")
-
-ECHO = ROOT / "tests" / "model_repos" / "echo"
-WORKER_TITLE = "ray::LoadWorker"
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def loadgen():
     started: list[subprocess.Popen] = []
 
     def start(*args: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "loadgen", "run", "--model-repository", str(ECHO), "-m", "ident", *args]
+        command = [sys.executable, "-m", "loadgen", "run", "-m", "ident", *args]
         started.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         return started[-1]
 
@@ -44,19 +43,26 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("loadgen: ")]
 
 
-def worker_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", WORKER_TITLE], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
-
-
 def ray_left_behind(run_pid: int) -> list[str]:
     """Ray processes of the session that run started (their command lines name the driver's pid)."""
     found = subprocess.run(["pgrep", "-af", f"session_[0-9_-]+_{run_pid}"], capture_output=True, text=True)
     return found.stdout.splitlines()
 
 
+def on_the_cluster(server, cluster) -> list[str]:
+    return ["-u", server.http, "--workers", "2", "--ray-address", cluster.address]
+
+
+def no_workers_left(cluster, wait_s: float = 10.0) -> bool:
+    """Whether the run's workers are gone from the cluster: killed actors' processes exit a moment after."""
+    deadline = time.monotonic() + wait_s
+    while cluster.workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not cluster.workers()
+
+
 def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
-    run = loadgen("--workers", "2", "--concurrency-range", "1:3", "-p", "1000", "-r", "6", "-s", "50",
+    run = loadgen("--model-repository", str(ECHO_REPOSITORY), "--workers", "2", "--concurrency-range", "1:3", "-p", "1000", "-r", "6", "-s", "50",
                   "--goodput-latency-ms", "60000", "--report-dir", str(tmp_path))  # fmt: skip
     out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
@@ -84,8 +90,8 @@ def test_a_sweep_from_two_workers_merges_into_one_report(loadgen, tmp_path):
     assert not ray_left_behind(run.pid)
 
 
-def test_an_open_loop_rate_is_split_and_kept(loadgen, tmp_path):
-    run = loadgen("--workers", "2", "-i", "grpc", "--request-rate-range", "400", "--request-distribution", "poisson",
+def test_an_open_loop_rate_is_split_and_kept(loadgen, echo_triton, ray_cluster, tmp_path):
+    run = loadgen("-u", echo_triton.grpc, "--workers", "2", "--ray-address", ray_cluster.address, "-i", "grpc", "--request-rate-range", "400", "--request-distribution", "poisson",
                   "--seed", "3", "-p", "1500", "-r", "6", "-s", "50", "--goodput-latency-ms", "0.001",
                   "--report-dir", str(tmp_path))  # fmt: skip
     out, err = run.communicate(timeout=300)
@@ -98,11 +104,12 @@ def test_an_open_loop_rate_is_split_and_kept(loadgen, tmp_path):
         assert worker["request_count"] > 0
         assert set(worker["schedule_lag_us"]) == {"p50", "p99", "max"}
     assert not level["count_check"]["mismatch"], level["count_check"]
+    assert no_workers_left(ray_cluster)
 
 
-def test_the_profile_export_of_two_workers_is_one_file(loadgen, tmp_path):
+def test_the_profile_export_of_two_workers_is_one_file(loadgen, echo_triton, ray_cluster, tmp_path):
     path = tmp_path / "export.json"
-    run = loadgen("--workers", "2", "--concurrency-range", "2:4:2", "-p", "1000", "-r", "4", "-s", "50",
+    run = loadgen(*on_the_cluster(echo_triton, ray_cluster), "--concurrency-range", "2:4:2", "-p", "1000", "-r", "4", "-s", "50",
                   "--report-dir", str(tmp_path / "report"), "--profile-export-file", str(path))  # fmt: skip
     _, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
@@ -121,13 +128,13 @@ def test_the_profile_export_of_two_workers_is_one_file(loadgen, tmp_path):
         assert boundaries[0] <= min(ends) and max(ends) <= boundaries[-1] + 10**9
 
 
-def test_a_worker_that_dies_mid_level_is_reported_and_the_level_marked_incomplete(loadgen, tmp_path):
-    run = loadgen("--workers", "2", "--concurrency-range", "2", "-p", "3000", "-r", "10", "-s", "1",
+def test_a_worker_that_dies_mid_level_is_reported_and_the_level_marked_incomplete(loadgen, echo_triton, ray_cluster, tmp_path):
+    run = loadgen(*on_the_cluster(echo_triton, ray_cluster), "--concurrency-range", "2", "-p", "3000", "-r", "10", "-s", "1",
                   "--report-dir", str(tmp_path))  # fmt: skip
     deadline = time.monotonic() + 120
-    while len(worker_pids()) < 2 and time.monotonic() < deadline:
+    while len(ray_cluster.workers()) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    victim = worker_pids()[0]
+    victim = min(ray_cluster.workers())
     time.sleep(5)  # into the level's windows
     os.kill(victim, signal.SIGKILL)
     out, err = run.communicate(timeout=120)
@@ -145,14 +152,14 @@ def test_a_worker_that_dies_mid_level_is_reported_and_the_level_marked_incomplet
     survivor = next(w for w in level["workers"] if not w["lost"])
     assert survivor["request_count"] > 0  # what the other worker measured is kept
     assert "Incomplete" in out or "incomplete" in out
-    assert not ray_left_behind(run.pid)
+    assert no_workers_left(ray_cluster)
 
 
 def test_workers_need_ray_installed(tmp_path, monkeypatch, capsys):
     from loadgen.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    code = main(["run", "--model-repository", str(ECHO), "-m", "ident", "--workers", "2", "--report-dir", str(tmp_path)])
+    code = main(["run", "--model-repository", str(ECHO_REPOSITORY), "-m", "ident", "--workers", "2", "--report-dir", str(tmp_path)])
     assert code == 2
     assert "pip install 'loadgen[ray]'" in capsys.readouterr().err
 
@@ -169,13 +176,13 @@ def test_workers_need_ray_installed(tmp_path, monkeypatch, capsys):
 def test_bad_worker_flags_get_one_line(args, message, tmp_path, capsys):
     from loadgen.cli import main
 
-    code = main(["run", "--model-repository", str(ECHO), "-m", "ident", *args, "--report-dir", str(tmp_path)])
+    code = main(["run", "--model-repository", str(ECHO_REPOSITORY), "-m", "ident", *args, "--report-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_an_unreachable_ray_cluster_is_one_line(loadgen, tmp_path):
-    run = loadgen("--workers", "2", "--ray-address", "127.0.0.1:1", "--report-dir", str(tmp_path))
+def test_an_unreachable_ray_cluster_is_one_line(loadgen, echo_triton, tmp_path):
+    run = loadgen("-u", echo_triton.http, "--workers", "2", "--ray-address", "127.0.0.1:1", "--report-dir", str(tmp_path))
     out, err = run.communicate(timeout=60)
     assert run.returncode == 3, err
     (line,) = error_lines(err)
