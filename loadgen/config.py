@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import UsageError
+from loadgen.sequences import DEFAULT_LENGTH, DEFAULT_VARIATION_PCT, SequencePlan, parse_id_range
 from loadgen.prompts import MAX_PROMPT_TOKENS
 from loadgen.redact import redact_headers, redact_url
 from loadgen.replay import ReplayPlan, check_duration, check_models, read_schedule, replay_batch_size
@@ -275,8 +276,15 @@ class LoadShape:
     replay_loop: bool = False  # the recording repeats until the level ends; else the level ends with it
     intervals_us: tuple[int, ...] | None = None  # request_intervals' gaps, once `prepare` has read them
     replay: ReplayPlan | None = None  # schedule_file's requests, once `prepare` has read them
+    # A sequence model's load (loadgen.sequences); None: perf_analyzer's default.
+    sequence_length: int | None = None
+    sequence_length_variation: float | None = None  # percent either way
+    sequence_id_range: str | None = None  # START[:END], END excluded
+    num_of_sequences: int | None = None  # open loop: sequences at once
+    serial_sequences: bool = False  # open loop: one request of a sequence in flight at a time
 
     def __post_init__(self) -> None:
+        self.sequence_plan()  # the sequence options' own checks, before anything starts
         if self.request_distribution not in ("constant", "poisson"):
             raise UsageError(f"unknown --request-distribution {self.request_distribution!r}: use constant or poisson")
         if self.max_inflight is not None and self.max_inflight < 1:
@@ -304,6 +312,23 @@ class LoadShape:
     def single_level(self) -> bool:
         """Whether the load is one level: given intervals, or a recording."""
         return self.request_intervals is not None or self.schedule_file is not None
+
+    @property
+    def sequence_options(self) -> list[str]:
+        """The sequence options given, as flags."""
+        given = {"sequence-length": self.sequence_length, "sequence-length-variation": self.sequence_length_variation,
+                 "sequence-id-range": self.sequence_id_range, "num-of-sequences": self.num_of_sequences,
+                 "serial-sequences": self.serial_sequences or None}  # fmt: skip
+        return [f"--{name}" for name, value in given.items() if value is not None]
+
+    def sequence_plan(self) -> SequencePlan:
+        """The sequence options as a plan, perf_analyzer's defaults for those not given."""
+        start, end = parse_id_range(self.sequence_id_range) if self.sequence_id_range is not None else (1, None)
+        return SequencePlan(
+            DEFAULT_LENGTH if self.sequence_length is None else self.sequence_length,
+            DEFAULT_VARIATION_PCT if self.sequence_length_variation is None else self.sequence_length_variation,
+            start, end,
+        )
 
     @property
     def load_range(self) -> Range:

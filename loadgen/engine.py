@@ -86,16 +86,16 @@ class LoadEngine:
             return max(0, now_ns - start_ns)
         return 0
 
-    async def _fire(self, intended_ns: int | None, index: int | None = None) -> None:
+    async def _fire(self, intended_ns: int | None, index: int | None = None, sequence: tuple[int, bool, bool] | None = None) -> bool:
         if self._slots is not None and intended_ns is not None:
             if self._slots.locked():
                 self.recorder.held_back += 1
             async with self._slots:
-                await self._send(intended_ns, index)
-        else:
-            await self._send(intended_ns, index)
+                return await self._send(intended_ns, index, sequence)
+        return await self._send(intended_ns, index, sequence)
 
-    async def _send(self, intended_ns: int | None, index: int | None) -> None:
+    async def _send(self, intended_ns: int | None, index: int | None, sequence: tuple[int, bool, bool] | None = None) -> bool:
+        """Sends one request and records its outcome: whether it succeeded."""
         if index is None:
             prepared = self._requests[self._next]
             self._next = (self._next + 1) % len(self._requests)
@@ -110,7 +110,10 @@ class LoadEngine:
             self.recorder.record_send(intended_ns, sent_ns)
         log = self.request_log  # the level's, when tracing: the request carries its serial as its id
         try:
-            outcome = await (self._call(prepared) if log is None else self._call(prepared, serial))
+            if sequence is not None:  # a sequence model's request (tracing's ids are refused with sequences)
+                outcome = await self._call(prepared, None, sequence)
+            else:
+                outcome = await (self._call(prepared) if log is None else self._call(prepared, serial))
         except asyncio.CancelledError:
             if serial in self._expired:  # its deadline passed: a timeout, and this task goes on
                 self._expired.discard(serial)
@@ -132,6 +135,7 @@ class LoadEngine:
             log.add(serial, intended_ns, sent_ns, end_ns, outcome.error is None)
         if self.request_completed is not None:
             self.request_completed(end_ns - (sent_ns if intended_ns is None else intended_ns), outcome.error)
+        return outcome.error is None
 
     async def _expire(self) -> None:
         """Cancels each request at its deadline. One timer for all of them, armed for the oldest

@@ -261,6 +261,9 @@ def _json_entries(
     entries = []
     for index, entry in enumerate(data):
         where = f"--input-data {path}, data[{index}]"
+        if isinstance(entry, list):  # perf_analyzer's sequence data: one list of steps per stream
+            raise UsageError(f"{where} is a stream of steps (perf_analyzer's sequence input data): not supported yet; "
+                             "give one object of input name: value per entry")
         if not isinstance(entry, Mapping):
             raise UsageError(f"{where} is not an object of input name: value")
         unknown = [name for name in entry if name not in known]

@@ -156,16 +156,19 @@ class LocalLoad(Load):
     def prepare(
         cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None = None, export_requests: bool = False, id_prefix: str | None = None,
-        stream_goodput: StreamGoodput | None = None,
+        stream_goodput: StreamGoodput | None = None, sequences: bool = False,
     ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits;
         with `id_prefix` (tracing), each request carries an id and each level keeps its RequestLog.
         With `target.streaming`, streamed requests that count `target.token_output`'s elements, their
-        goodput within `stream_goodput`'s bounds (None: no goodput)."""
+        goodput within `stream_goodput`'s bounds (None: no goodput). With `sequences`, each request
+        carries the sequence parameters its send sets."""
         if target.streaming:
             prepare = partial(transport.prepare_stream, token_output=target.token_output, id_prefix=id_prefix)
         else:
             prepare = transport.prepare if id_prefix is None else partial(transport.prepare, id_prefix=id_prefix)
+            if sequences:  # never with an id prefix: tracing is refused with sequences
+                prepare = partial(transport.prepare, sequences=True)
         requests = [prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
         engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms, streaming=target.streaming)
         return cls(engine, goodput_latency_ms, export_requests, id_prefix is not None, stream_goodput, target.token_output is not None)

@@ -17,6 +17,7 @@ from loadgen.metrics import MetricsFigures, level_metrics
 from loadgen.samples import WindowRequests
 from loadgen.schedule.base import Schedule
 from loadgen.schedule.open_loop import OpenLoopSchedule
+from loadgen.schedule.sequences import SequenceSchedule
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.sla import Verdict
@@ -110,6 +111,18 @@ class DrainFigures:
 
 
 @dataclass(frozen=True)
+class SequenceFigures:
+    """A sequence model's level: the sequences completed (every request answered without error)
+    within the merged windows; over the whole level, those sent to their END with a request failed
+    and those the level's end cut short (their END never sent; Triton frees them once idle)."""
+
+    completed: int
+    completed_per_s: float
+    failed: int
+    cut_short: int
+
+
+@dataclass(frozen=True)
 class LevelResult:
     """One level of a sweep: the merged last windows and how they were obtained."""
 
@@ -129,6 +142,7 @@ class LevelResult:
     incomplete: str | None = None  # why the level ended before it could finish (a worker was lost)
     tracing: LevelTracing | None = None  # the figures from Triton's traces (--trace-rate); None without them
     streaming: StreamStats | None = None  # the streamed requests' figures (--streaming); None without it
+    sequences: SequenceFigures | None = None  # a sequence model's sequences; None for any other model
     merged_windows: int = STABLE_WINDOW_COUNT  # how many of the last windows the figures merge (a replay played once: all)
 
     @property
@@ -412,4 +426,13 @@ def _level(measured: _PartWindows, stable: bool, snapshots: list[Snapshot], scra
         drain=drain_figures,
         streaming=load.stream_stats(merged, batch_size, client.percentile_latency_us, percentiles),
         merged_windows=len(merged),
+        sequences=_sequence_figures(schedule, merged[0].start_ns, merged[-1].end_ns),
     )
+
+
+def _sequence_figures(schedule: Schedule, start_ns: int, end_ns: int) -> SequenceFigures | None:
+    if not isinstance(schedule, SequenceSchedule):
+        return None
+    completed = schedule.completed_between(start_ns, end_ns)
+    window_s = (end_ns - start_ns) / 1e9
+    return SequenceFigures(completed, completed / window_s if window_s > 0 else 0.0, schedule.failed, schedule.cut_short)

@@ -173,6 +173,17 @@ OPTIONS: tuple[Option, ...] = (
            "'loadgen[ray]'); each level is split among them", metavar="N", shown_default="this process"),
     Option("ray-address", "load", "ray_address", str, "with --workers: an existing Ray cluster (auto, ray://host:10001)",
            metavar="ADDRESS", shown_default="start Ray here"),
+    # Sequence models (sequence_batching), driven as perf_analyzer drives them.
+    Option("sequence-length", "load", "sequence_length", int, "sequence model: requests per sequence, varied by "
+           "--sequence-length-variation", metavar="N", shown_default="20"),
+    Option("sequence-length-variation", "load", "sequence_length_variation", float, "sequence model: each sequence's "
+           "length within PCT % of --sequence-length either way (seeded by --seed)", metavar="PCT", shown_default="20"),
+    Option("sequence-id-range", "load", "sequence_id_range", str, "sequence model: correlation ids from START to END "
+           "(excluded)", metavar="START[:END]", shown_default="1, unbounded"),
+    Option("num-of-sequences", "load", "num_of_sequences", int, "sequence model, open loop: sequences at once "
+           "(not yet: refused)", metavar="N"),
+    Option("serial-sequences", "load", "serial_sequences", bool, "sequence model, open loop: one request of a "
+           "sequence in flight at a time (not yet: refused)", False),
     # Measurement windows and stability.
     Option("measurement-interval", "windows", "interval_ms", int, "time window length in ms; in count windows, how "
            f"long one waits without a completed request ({STREAMING_STALL_MS} in --streaming's)", WindowPolicy.interval_ms,

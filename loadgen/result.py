@@ -19,7 +19,7 @@ from loadgen.capacity import CapacityPlan
 from loadgen.config import RunConfig
 from loadgen.options import config_from_record
 from loadgen.histogram import LatencyHistogram
-from loadgen.measurement import CountCheck, DrainFigures, LevelResult, WindowFigures
+from loadgen.measurement import CountCheck, DrainFigures, LevelResult, SequenceFigures, WindowFigures
 from loadgen.merge import WorkerFigures
 from loadgen.metrics import (
     CPU_MEMORY_USED,
@@ -347,6 +347,7 @@ def _level_dict(result: RunResult, level: LevelResult) -> dict[str, Any]:
         "tracing": _tracing_dict(level.tracing) if level.tracing is not None else None,
         "tail_attribution": _tail_attribution_dict(level.tracing),
         "streaming": _streaming_dict(level.streaming) if level.streaming is not None else None,
+        "sequences": _record(level.sequences) if level.sequences is not None else None,
     }
 
 
@@ -366,6 +367,7 @@ def _level(data: dict[str, Any]) -> LevelResult:
         drain=_fields(DrainFigures, drain) if drain is not None else None,
         tracing=_tracing(data["tracing"], data["tail_attribution"]) if data["tracing"] is not None else None,
         streaming=_streaming(data["streaming"]) if data["streaming"] is not None else None,
+        sequences=_fields(SequenceFigures, data["sequences"]) if data["sequences"] is not None else None,
     )  # fmt: skip
 
 

@@ -253,18 +253,23 @@ def v10_to_v11(old: Summary) -> Summary:
 
 # The options that came with version 12's replay, as a run that does not give them records them.
 REPLAY_OPTIONS: dict[str, Any] = {"schedule_file": None, "replay_speed": 1.0, "replay_loop": False}
+# And sequence models: none was driven as sequences.
+SEQUENCE_OPTIONS: dict[str, Any] = {"sequence_length": None, "sequence_length_variation": None, "sequence_id_range": None,
+                                    "num_of_sequences": None, "serial_sequences": None}  # fmt: skip
 
 
 def v11_to_v12(old: Summary) -> Summary:
     """Version 12 added several models at once (`mix`), replays (--schedule-file, --replay-speed,
-    --replay-loop) and each level's `merged_windows` (a replay played once merges all of its):
-    runs before it drove one model, replayed nothing and merged their last three windows."""
+    --replay-loop), each level's `merged_windows` (a replay played once merges all of its) and
+    sequence models (the sequence options, each level's `sequences`): runs before it drove one
+    model, replayed nothing, merged their last three windows and drove no sequences."""
     data = copy.deepcopy(old)
     data["schema_version"] = 12
     data["mix"] = None
-    data["config"].update(REPLAY_OPTIONS)
+    data["config"].update(REPLAY_OPTIONS | SEQUENCE_OPTIONS)
     for level in data["levels"]:
         level["merged_windows"] = min(STABLE_WINDOW_COUNT, len(level["windows"]))
+        level["sequences"] = None
     return data
 
 

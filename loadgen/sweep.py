@@ -31,7 +31,9 @@ from loadgen.schedule import (
 )
 from loadgen.replay import check_inputs
 from loadgen.schedule.replay import ReplaySchedule
+from loadgen.schedule.sequences import SequenceSchedule
 from loadgen.scraper import MetricsScraper
+from loadgen.sequences import check_sequence_load
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
 from loadgen.sla import evaluate
 from loadgen.tail import MIN_TRACES
@@ -70,9 +72,10 @@ class Sweep:
 
     def __init__(
         self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, load: Load, transport: Transport,
-        tracer: Tracer | None = None,
+        tracer: Tracer | None = None, sequences: bool = False,
     ) -> None:
         self.config = config
+        self.sequences = sequences  # the model is sequence-batched: its load is sequences
         self.server_metadata = server_metadata
         self.model_configs = model_configs
         self.tree = tree
@@ -101,6 +104,13 @@ class Sweep:
         target = config.target
         tree = await model_tree(fetch_config, target.model_name, target.model_version)
         check_streamable(target.model_name, decoupled_model(tree, configs), target.streaming)
+        # A sequence-batched model is driven as sequences, as perf_analyzer drives it.
+        sequences = "sequence_batching" in configs[target.model_name]
+        check_sequence_load(target.model_name, sequences, config.load.sequence_options, config.load.open_loop,
+                            config.load.workers is not None, tracer is not None, target.streaming)  # fmt: skip
+        if sequences:
+            concurrency = config.load.concurrency_range
+            config.load.sequence_plan().check_concurrency(max(concurrency.start, concurrency.end))
         metadata = await transport.model_metadata(target.model_name, target.model_version)
         specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
@@ -124,14 +134,14 @@ class Sweep:
         if config.load.workers is None:
             id_prefix = tracer.prefix if tracer is not None else None
             load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
-                                           id_prefix, stream_goodput)  # fmt: skip
+                                           id_prefix, stream_goodput, sequences)  # fmt: skip
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
             load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests, stream_goodput,
                                          worker_cpus)  # fmt: skip
-        return cls(config, server_metadata, configs, tree, load, transport, tracer)
+        return cls(config, server_metadata, configs, tree, load, transport, tracer, sequences)
 
     async def start_metrics(self, url: str, listener: RunListener) -> None:
         """Scrape `url` from now on, every --metrics-interval and at each window boundary; `listener`
@@ -184,6 +194,8 @@ class Sweep:
             return IntervalSchedule(list(load.intervals_us))
         if load.request_rate_range is not None:
             return RateSchedule(value, load.request_distribution, load.seed)
+        if self.sequences:
+            return SequenceSchedule(int(value), load.sequence_plan(), load.seed)
         return ConcurrencySchedule(int(value))
 
     def latency_breach(self, level: LevelResult) -> str | None:

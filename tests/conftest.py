@@ -183,3 +183,11 @@ def ray_cluster(tmp_path_factory):
     finally:
         cluster.stop()
 
+
+SEQUENCE_REPOSITORY = ROOT / "tests" / "model_repos" / "sequence"
+
+
+@pytest.fixture(scope="session")
+def sequence_triton(_session_servers, tmp_path_factory):
+    """The embedded server on the sequence test repository (running-sum)."""
+    return _serve(_session_servers, SEQUENCE_REPOSITORY, tmp_path_factory.mktemp("sequence") / "server.log")

@@ -266,6 +266,9 @@ def level_lines(
         f"    Request count: {client.request_count}",
         f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
     ]
+    if (sequences := level.sequences) is not None:
+        lines.append(f"    Sequences: {_num(sequences.completed_per_s)} completed/sec ({sequences.completed} completed, "
+                     f"{sequences.failed} failed, {sequences.cut_short} cut short at the level's end)")
     if goodput_latency_ms is not None and client.goodput_infer_per_s is not None:
         lines.append(f"    Goodput: {_num(client.goodput_infer_per_s)} infer/sec (latency within {goodput_latency_ms:g} msec)")
     if level.open_loop is not None:

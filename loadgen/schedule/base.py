@@ -11,9 +11,13 @@ from typing import Protocol
 class Fire(Protocol):
     """Sends one request and records its outcome. `intended_ns` is the request's intended start
     (monotonic ns) for open-loop schedules, None when it starts as soon as it is sent; `index` the
-    prepared request to send (a replay's recorded input), None for the next in round robin."""
+    prepared request to send (a replay's recorded input), None for the next in round robin;
+    `sequence` a sequence model's (sequence id, START, END) for the request. Awaited, it tells
+    whether the request succeeded."""
 
-    def __call__(self, intended_ns: int | None, index: int | None = None) -> Awaitable[None]: ...
+    def __call__(
+        self, intended_ns: int | None, index: int | None = None, sequence: tuple[int, bool, bool] | None = None
+    ) -> Awaitable[bool]: ...
 
 
 class Schedule(ABC):

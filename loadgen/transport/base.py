@@ -140,16 +140,21 @@ class Transport(ABC):
 
     @abstractmethod
     def prepare(
-        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
+        sequences: bool = False,
     ) -> Any:
         """A request built once and sent many times (outputs requested in binary form). With
         RequestInputs that expect outputs, `infer` checks every response against them. With
-        `id_prefix` (tracing), the request carries an id (loadgen.transport.request_id)."""
+        `id_prefix` (tracing), the request carries an id (loadgen.transport.request_id). With
+        `sequences`, it carries sequence parameters set per send (loadgen.transport.sequence_params)."""
 
     @abstractmethod
-    async def infer(self, prepared: Any, number: int | None = None) -> InferOutcome:
+    async def infer(
+        self, prepared: Any, number: int | None = None, sequence: tuple[int, bool, bool] | None = None
+    ) -> InferOutcome:
         """Send a prepared request; with `number`, it carries the id of that number (prepared
-        with an id prefix)."""
+        with an id prefix); with `sequence` (prepared with sequences), it is the request of that
+        (sequence id, START, END)."""
 
     def prepare_stream(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], token_output: str | None = None,

@@ -90,6 +90,7 @@ from loadgen.transport.base import (
 )
 from loadgen.transport.grpc_control import GrpcControl
 from loadgen.transport.request_id import ID_DIGITS, IdPieces, id_digits, request_id
+from loadgen.transport.sequence_params import GRPC_WIDTH, grpc_fields
 from loadgen.transport.tls import TlsOptions, tls_failure
 from loadgen.validation import ExpectedOutputs, check_grpc
 
@@ -230,13 +231,15 @@ class _Prepared:
     """A request built once: the marshalled ModelInferRequest as a gRPC message (5-byte prefix);
     and what its responses must hold (None: they are not checked)."""
 
-    __slots__ = ("framed", "expected", "ids")
+    __slots__ = ("framed", "expected", "ids", "sequence_head")
 
-    def __init__(self, raw: bytes, expected: ExpectedOutputs | None = None, traced: bool = False) -> None:
+    def __init__(self, raw: bytes, expected: ExpectedOutputs | None = None, traced: bool = False, sequences: bool = False) -> None:
         self.framed = b"\x00" + len(raw).to_bytes(4, "big") + raw
         self.expected = expected
         # With tracing the message ends with its id (prepare): each send puts its own digits last.
         self.ids = IdPieces(self.framed, len(self.framed) - ID_DIGITS) if traced else None
+        # For a sequence model it ends with its sequence parameters: each send puts its own last.
+        self.sequence_head = memoryview(self.framed)[: len(self.framed) - GRPC_WIDTH] if sequences else None
 
 
 def _ended(stream: Stream) -> None:
@@ -432,12 +435,15 @@ class GrpcTransport(Transport):
     # -- the hot path -----------------------------------------------------------------------
 
     def prepare(
-        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
+        sequences: bool = False,
     ) -> _Prepared:
         raw = _infer_request(model, version, inputs, outputs).SerializeToString()
         if id_prefix is not None:  # the id last (a parser takes fields in any order), so a send's digits end the message
             raw += service_pb2.ModelInferRequest(id=request_id(id_prefix, 0)).SerializeToString()
-        return _Prepared(raw, expected_outputs(inputs), id_prefix is not None)
+        if sequences:  # the sequence parameters last, likewise (config refuses them with tracing's id)
+            raw += grpc_fields(0, False, False)
+        return _Prepared(raw, expected_outputs(inputs), id_prefix is not None, sequences)
 
     def prepare_stream(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], token_output: str | None = None,
@@ -510,8 +516,12 @@ class GrpcTransport(Transport):
             raise _ConnectionGone("the transport was closed")
         return conn
 
-    async def infer(self, prepared: _Prepared, number: int | None = None) -> InferOutcome:
-        if number is None:
+    async def infer(
+        self, prepared: _Prepared, number: int | None = None, sequence: tuple[int, bool, bool] | None = None
+    ) -> InferOutcome:
+        if sequence is not None:
+            payload, digits = prepared.sequence_head, grpc_fields(*sequence)
+        elif number is None:
             payload, digits = prepared.framed, b""
         else:
             payload, digits = prepared.ids.head, id_digits(number)

@@ -92,6 +92,7 @@ from loadgen.transport.base import (
 )
 from loadgen.transport.probe import check_port
 from loadgen.transport.request_id import IdPieces, request_id
+from loadgen.transport.sequence_params import HTTP_WIDTH, SequencePieces, http_fragment
 from loadgen.transport.tls import TlsOptions, tls_failure
 from loadgen.validation import ExpectedOutputs, WireError, check_http, from_wire
 
@@ -248,14 +249,17 @@ class _Connection(asyncio.Protocol):
 class _Prepared:
     """A request built once: every byte of it, request line to body; and what its responses must
     hold (None: they are not checked). With tracing, the pieces around its id's digits (`ids`,
-    loadgen.transport.request_id), each send writing its own digits between them."""
+    loadgen.transport.request_id), each send writing its own digits between them. For a sequence
+    model, the pieces around its sequence parameters (`sequence`, loadgen.transport.sequence_params)."""
 
-    __slots__ = ("request", "expected", "ids")
+    __slots__ = ("request", "expected", "ids", "sequence")
 
-    def __init__(self, request: bytes, expected: ExpectedOutputs | None = None, ids: IdPieces | None = None) -> None:
+    def __init__(self, request: bytes, expected: ExpectedOutputs | None = None, ids: IdPieces | None = None,
+                 sequence: SequencePieces | None = None) -> None:  # fmt: skip
         self.request = request
         self.expected = expected
         self.ids = ids
+        self.sequence = sequence
 
 
 # What the generate extension puts in every event besides the outputs (and response parameters).
@@ -494,7 +498,8 @@ class HttpTransport(Transport):
     # -- the hot path -----------------------------------------------------------------------
 
     def prepare(
-        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None
+        self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
+        sequences: bool = False,
     ) -> _Prepared:
         header: dict[str, Any] = {"id": request_id(id_prefix, 0)} if id_prefix is not None else {}
         header |= {
@@ -512,6 +517,9 @@ class HttpTransport(Transport):
         if outputs:
             header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
         json_part = json.dumps(header, separators=(",", ":")).encode()
+        if sequences:  # the placeholder parameters, right after binary_data_output's
+            marker = b'"binary_data_output":true'
+            json_part = json_part.replace(marker, marker + b"," + http_fragment(0, False, False), 1)
         body = b"".join([json_part, *(t.data for t in inputs)])
         head = [f"POST {self._model_path(model, version)}/infer HTTP/1.1\r\n".encode("latin-1"), self._headers]
         if "content-type" not in self._user_lowered:
@@ -522,11 +530,20 @@ class HttpTransport(Transport):
         if id_prefix is not None:
             at = len(request) - len(body) + json_part.index(request_id(id_prefix, 0).encode()) + len(id_prefix)
             ids = IdPieces(request, at)
-        return _Prepared(request, expected_outputs(inputs), ids)
+        sequence = None
+        if sequences:
+            at = len(request) - len(body) + json_part.index(b'"sequence_id":')
+            sequence = SequencePieces(request, at, HTTP_WIDTH)
+        return _Prepared(request, expected_outputs(inputs), ids, sequence)
 
-    async def infer(self, prepared: _Prepared, number: int | None = None) -> InferOutcome:
+    async def infer(
+        self, prepared: _Prepared, number: int | None = None, sequence: tuple[int, bool, bool] | None = None
+    ) -> InferOutcome:
         expected = prepared.expected
-        request = prepared.request if number is None else prepared.ids.wire(number)
+        if sequence is not None:
+            request = prepared.sequence.wire(http_fragment(*sequence))
+        else:
+            request = prepared.request if number is None else prepared.ids.wire(number)
         try:
             response, recv_ns, t_sent, t0 = await self._exchange(request, expected is not None)
         except _ConnectionFailed as exc:
