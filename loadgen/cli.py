@@ -260,13 +260,15 @@ COMMANDS = {"run": _run, "tune": _tune, "serve": _serve, "report": _report, "com
 
 def _interrupt_on_termination() -> None:
     """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so servers are stopped and
-    finished results written."""
+    finished results written. SIGINT too, even when loadgen was started with it ignored (a
+    background job of a shell without job control inherits that, and Python then leaves it so)."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
