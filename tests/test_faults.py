@@ -72,7 +72,8 @@ def test_a_model_slower_than_the_request_timeout(faults_triton, tmp_path, capsys
 @pytest.mark.parametrize(
     ("protocol", "timeout_ms", "levels", "mode"),
     [("http", 2000, "2:3", "time_windows"), ("grpc", 2000, "2:3", "time_windows"),
-     ("http", 0, "2", "time_windows"), ("grpc", 0, "2", "time_windows"), ("grpc", 2000, "2", "count_windows")],
+     pytest.param("http", 0, "2", "time_windows", marks=pytest.mark.slow),  # 12 s each without a deadline
+     pytest.param("grpc", 0, "2", "time_windows", marks=pytest.mark.slow), ("grpc", 2000, "2", "count_windows")],
     ids=["http-deadline", "grpc-deadline", "http-no-deadline", "grpc-no-deadline", "grpc-count-windows"],
 )  # fmt: skip
 def test_a_model_that_stops_answering_ends_each_level_in_bounded_time(faults_triton, protocol, timeout_ms, levels, mode,
@@ -143,7 +144,7 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("loadgen: ")]
 
 
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+@pytest.mark.parametrize("fault", [signal.SIGKILL, pytest.param(signal.SIGSTOP, marks=pytest.mark.slow)], ids=["killed", "hung"])
 def test_a_server_killed_or_hung_mid_sweep(fault, tmp_path):
     repository = _repository_copy(NESTED_REPOSITORY, tmp_path)
     server = EmbeddedServer(repository, tmp_path / "server.log")
@@ -197,7 +198,7 @@ def test_the_embedded_server_killed_mid_sweep(tmp_path):
     assert not triton_pids(repository), "the killed server's backend stubs were left behind"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_signal_stops_the_run_and_its_embedded_server(stop, tmp_path):
     repository = _repository_copy(FAULTS_REPOSITORY, tmp_path)
     report = tmp_path / "report"

@@ -98,15 +98,14 @@ def loadgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loadgen", "run", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-def test_two_models_at_different_rates_each_get_their_rate_on_one_clock_from_two_workers(tmp_path):
-    pytest.importorskip("ray")
+def test_two_models_at_different_rates_each_get_their_rate_on_one_clock_from_two_workers(ray_cluster, tmp_path):
     scenario = tmp_path / "mix.yaml"
     scenario.write_text("measurement-interval: 1000\nstability-percentage: 50\nmax-trials: 5\nmodels:\n"
                         "  - {model-name: ident, request-rate-range: 120}\n"
                         "  - {model-name: echo_bytes, request-rate-range: 30, sla: [p99_ms<1000]}\n")  # fmt: skip
     report = tmp_path / "report"
     run = loadgen("--config", str(scenario), "--model-repository", str(ECHO), "--sla", "ident:error_rate<0.01",
-                  "--workers", "2", "--report-dir", str(report))  # fmt: skip
+                  "--workers", "2", "--ray-address", ray_cluster.address, "--report-dir", str(report))  # fmt: skip
     assert run.returncode == 0, run.stderr
     summary = json.loads((report / "summary.json").read_text())
     assert summary["levels"] == [] and summary["sla_passed"]

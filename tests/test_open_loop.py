@@ -55,7 +55,7 @@ def test_constant_arrivals_well_below_capacity_do_not_queue(queueing_triton, tmp
     assert level["client"]["percentile_latency_us"]["p90"] < 1.5 * SERVICE_US
 
 
-@pytest.mark.parametrize(("utilization", "window_ms"), [(0.5, 5000), pytest.param(0.8, 12_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("utilization", "window_ms"), [pytest.param(0.5, 5000, marks=pytest.mark.slow), pytest.param(0.8, 12_000, marks=pytest.mark.slow)])
 def test_poisson_arrivals_wait_as_the_md1_formula_predicts(queueing_triton, tmp_path, utilization, window_ms):
     # Waits at 0.8 are correlated over seconds: 36 s (~2600 requests) for the mean to settle.
     rate = utilization / NOMINAL_SERVICE_S
@@ -81,6 +81,7 @@ STALL_RATE = "50"  # utilization ~0.55 between stalls: a stall's backlog drains 
 STALL_WINDOWS = ["-p", "3000", "-r", "3", "-s", "100"]  # 9 s: four or five stalls
 
 
+@pytest.mark.slow  # 19 s; the --max-inflight stall test stays in the default run
 def test_open_loop_shows_the_stall_that_closed_loop_hides(queueing_triton, tmp_path):
     open_loop = measure(queueing_triton, tmp_path / "open", "stalling", "--request-rate-range", STALL_RATE, *STALL_WINDOWS)
     closed_loop = measure(queueing_triton, tmp_path / "closed", "stalling", "--concurrency-range", "1", *STALL_WINDOWS)

@@ -81,6 +81,7 @@ def test_a_mistyped_sla_is_one_line_before_anything_starts(tmp_path, capsys):
     assert not (tmp_path / "server.log").exists()  # the embedded server was never started
 
 
+@pytest.mark.slow  # 19 s; --binary-search with nothing within the bound stays in the default run
 def test_binary_search_finds_the_highest_concurrency_within_the_bound(queueing_triton, tmp_path, capsys):
     # Closed loop on one server busy ~10.7 ms per request: latency is about concurrency x 10.7 ms
     # (4: ~43 ms, 5: ~54 ms), so a 48 ms bound admits 4 and not 5, with 5 ms to spare either way.

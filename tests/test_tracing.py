@@ -79,7 +79,7 @@ def stages_of(level: dict) -> dict:
     return {(stage["model"], stage["part"]): stage for stage in level["tracing"]["stages"]}
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("protocol", ["http", pytest.param("grpc", marks=pytest.mark.slow)])
 def test_the_stalling_stage_is_named_first_and_its_p99_gates_the_run(protocol, tmp_path):
     report = tmp_path / "report"
     run = loadgen(["--model-repository", str(STALLING_REPOSITORY), *MODEL, "-i", protocol, *WINDOWS, "--trace-rate", "1",
@@ -355,7 +355,9 @@ def otel_triton(tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+# Over gRPC, the bundled Triton in OpenTelemetry mode tracing every request corrupts its heap now and then
+# (README, "Finding the cause of a tail"): a crash and a hang in one run cost 2 minutes. Not in the default run.
+@pytest.mark.parametrize("protocol", ["http", pytest.param("grpc", marks=pytest.mark.slow)])
 def test_a_server_in_opentelemetry_mode_names_the_stalling_stage_through_the_collector(otel_triton, protocol, tmp_path):
     otel_triton.fresh_if_hung()
     before = asyncio.run(trace_settings(otel_triton.endpoints.http))

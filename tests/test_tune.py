@@ -215,6 +215,7 @@ def test_a_remote_server_without_explicit_model_control_is_refused_and_an_unreac
     assert gone.returncode == 3, gone.stderr
 
 
+@pytest.mark.slow  # 17 s
 def test_sigint_keeps_the_candidates_measured_and_stops_the_server(tmp_path):
     tune_dir, repository = tmp_path / "tune", tmp_path / "tunable"
     shutil.copytree(TUNABLE, repository)  # its own path: other servers of the test ensemble are not this one

@@ -503,7 +503,7 @@ def test_a_model_wrong_one_time_in_ten_is_caught(triton, protocol, tmp_path, cap
     assert (summary["config"]["validation_rtol"], summary["config"]["validation_atol"]) == (1e-5, 1e-6)
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("protocol", ["http", pytest.param("grpc", marks=pytest.mark.slow)])
 def test_a_model_that_answers_right_has_no_mismatch(triton, protocol, tmp_path):
     # FP32 expectations written off by 3e-6 relative: other bytes, within the default rtol of 1e-5
     data = input_file(tmp_path, fp32_off=3e-6)
