@@ -331,6 +331,10 @@ async def measure_levels(
                for part in parts]  # fmt: skip
     # A finite schedule (a replay played once) is measured over all of it: every window, until it ends.
     finishing = [future for part, future in zip(parts, driving) if part.schedule.finite]
+    # ... but not for ever: a request never answered would hold it open. It ends one drain bound after
+    # its last request was due (its load's stop then drains the rest, as any level's).
+    finish_by_ns = monotonic_ns() + max((round(part.schedule.duration_ns + part.load.drain_s * 1e9)
+                                         for part in parts if part.schedule.finite), default=0)  # fmt: skip
     failing = [future for part, future in zip(parts, driving) if not part.schedule.finite]
     measured = [_PartWindows(part, policy, bool(finishing)) for part in parts]
     snapshots: deque[Snapshot] = deque(maxlen=None if finishing else STABLE_WINDOW_COUNT + 1)
@@ -358,7 +362,8 @@ async def measure_levels(
             await load.close_window(boundary_ns)
         snapshots.append(await snapshot(boundary_ns))
         while not last if finishing else len(measured[0].figures) < policy.max_trials and not stable:
-            last = await _window_end(policy, loads, boundary_ns, failing, finishing)
+            last = await _window_end(policy, loads, boundary_ns, failing, finishing) or (
+                bool(finishing) and monotonic_ns() >= finish_by_ns)
             await close_windows()
             # A finite schedule's whole run is its level: there is nothing to settle.
             stable = last or (not finishing and all(part_windows.stable for part_windows in measured))

@@ -159,8 +159,9 @@ def test_drain_failures_join_the_errors_but_drain_successes_do_not_join_the_figu
     assert {kind.kind: kind.count for kind in stats.error_kinds} == {"HTTP 500": 2, "unanswered": 1}
 
 
-def _level(transport: Transport, policy: WindowPolicy, concurrency: int = 2, drain_s: float = 0.5):
-    """measure_level over the fake transport, with a server whose statistics never change."""
+def _level(transport: Transport, policy: WindowPolicy, concurrency: int = 2, drain_s: float = 0.5, schedule=None):
+    """measure_level over the fake transport (of `schedule`, else closed loop at `concurrency`), with a
+    server whose statistics never change."""
     statistics = parse_statistics({"model_stats": [{"name": "m", "version": "1"}]})
 
     async def snapshot(boundary_ns):
@@ -169,7 +170,7 @@ def _level(transport: Transport, policy: WindowPolicy, concurrency: int = 2, dra
     async def scenario():
         load = LocalLoad(engine(transport, drain_s=drain_s))
         started = time.monotonic()
-        level = await measure_level(load, ConcurrencySchedule(concurrency), policy, snapshot, ModelTree("m", "1"), 1)
+        level = await measure_level(load, schedule or ConcurrencySchedule(concurrency), policy, snapshot, ModelTree("m", "1"), 1)
         return level, time.monotonic() - started
 
     return asyncio.run(scenario())
@@ -187,6 +188,21 @@ def test_a_level_against_a_server_that_stops_answering_ends_in_bounded_time():
     assert (drain.in_flight, drain.answered, drain.errors, drain.unanswered) == (2, 0, 2, 2)
     assert drain.bound_s == 0.5 and 0.5 <= drain.duration_s < 1.0 and drain.unanswered_age_s >= 1.1
     assert level.client.error_count == 2 and level.client.error_kinds[0].kind == "unanswered"
+
+
+def test_a_replay_against_a_server_that_stops_answering_ends_in_bounded_time():
+    from loadgen.replay import ReplayEntry
+    from loadgen.schedule import ReplaySchedule
+
+    # 10 requests over 0.45 s; the server answers 4, then none: the replay never finishes by itself.
+    entries = [ReplayEntry(offset_ns=i * 50_000_000, model=None, input=None, batch_size=None, line=i + 1) for i in range(10)]
+    replay = ReplaySchedule(entries, period_ns=500_000_000)
+    level, took_s = _level(StopsAnswering(answers=4), WindowPolicy(interval_ms=200, max_trials=3), drain_s=0.5, schedule=replay)
+    # Its level ends one drain bound after the last request was due (within a window), then drains once more.
+    assert took_s < 0.45 + 0.5 + 0.2 + 0.5 + 0.5
+    assert level.stable and level.merged_windows == len(level.windows) >= 4  # every window, -r does not cut it
+    assert level.client.request_count == 4 and level.drain.unanswered == 6
+    assert level.client.error_count == 6 and level.client.error_kinds[0].kind == "unanswered"
 
 
 def test_a_count_window_that_stops_filling_closes_at_the_stall_bound():

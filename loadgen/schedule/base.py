@@ -28,6 +28,8 @@ class Schedule(ABC):
     label: str
     # A finite schedule's level is measured over all of it, window after window until it ends.
     finite: bool = False
+    # A finite schedule's time from its start to its last request's intended send.
+    duration_ns: int = 0
     # Whether its throughput should hold steady: a replay's follows its recording, so only its latency is judged.
     steady: bool = True
 

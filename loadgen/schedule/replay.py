@@ -28,6 +28,7 @@ class ReplaySchedule(OpenLoopSchedule):
         self.speed = speed
         self.loop = loop
         self.finite = not loop
+        self.duration_ns = round(self.entries[-1].offset_ns / speed) if self.entries else 0
         self.steady = False
 
     @property
