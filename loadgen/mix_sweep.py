@@ -56,8 +56,7 @@ class MixSweep:
     async def start_metrics(self, url: str, listener: RunListener) -> None:
         """One scraper for the server, shared by every model's levels."""
         first = self.sweeps[0]
-        first.model_configs = {name: config for sweep in self.sweeps for name, config in sweep.model_configs.items()}
-        await first.start_metrics(url, listener)
+        await first.start_metrics(url, listener, self._model_configs(self.sweeps))
         for sweep in self.sweeps[1:]:
             sweep.scraper = first.scraper
 
@@ -107,6 +106,11 @@ class MixSweep:
                     self.stop_reason = f"{sweep.config.target.model_name}: {breach} at level {index + 1}"
                     return
 
+    @staticmethod
+    def _model_configs(parts: Sequence[Sweep | RunResult]) -> dict[str, dict]:
+        """Every model's configuration, and its composing models'."""
+        return {name: config for part in parts for name, config in part.model_configs.items()}
+
     def result(self, status: str = COMPLETE) -> RunResult:
         """The run: each model's part (its config, model and levels) in `mix`; the top level holds what
         they share (the first model's config and model stand for the run's options)."""
@@ -116,7 +120,7 @@ class MixSweep:
             config=self.config,
             model=first.model,
             server_metadata=first.server_metadata,
-            model_configs={name: config for part in parts for name, config in part.model_configs.items()},
+            model_configs=self._model_configs(parts),
             levels=(),
             started_at=self.started_at,
             finished_at=_now(),

@@ -143,11 +143,12 @@ class Sweep:
                                          worker_cpus)  # fmt: skip
         return cls(config, server_metadata, configs, tree, load, transport, tracer, sequences)
 
-    async def start_metrics(self, url: str, listener: RunListener) -> None:
-        """Scrape `url` from now on, every --metrics-interval and at each window boundary; `listener`
-        hears of a scrape that fails."""
+    async def start_metrics(self, url: str, listener: RunListener, model_configs: dict[str, dict[str, Any]] | None = None) -> None:
+        """Scrape `url` from now on, every --metrics-interval and at each window boundary, for this
+        model's `model_configs` (a mix: every model's); `listener` hears of a scrape that fails."""
         interval_ms, tls = self.config.outputs.metrics_interval_ms, self.config.target.https_tls
-        self.scraper = MetricsScraper(url, interval_ms, self.model_configs, partial(self._warn, listener), tls)
+        configs = self.model_configs if model_configs is None else model_configs
+        self.scraper = MetricsScraper(url, interval_ms, configs, partial(self._warn, listener), tls)
         await self.scraper.start()
 
     def _warn(self, listener: RunListener, message: str) -> None:
