@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from loadgen.errors import UsageError
 from loadgen.measurement import LevelResult, WindowFigures
+from loadgen.report.base import drove_sequences
 from loadgen.result import COMPLETE, RunResult
 from loadgen.significance import mean_standard_error_ns, percentile_standard_error_ns, t_cdf, t_quantile, welch_df, window_standard_error
 from loadgen.stats import ClientStats
@@ -38,6 +39,8 @@ RATES = ("throughput", "goodput")  # the figures in infer/s; the others are late
 # Two streamed runs' (--streaming) own figures, after those: (figure, "ttft" or "itl", its key in StreamStats' figures).
 STREAM_FIGURES = tuple((f"{key} {kind.upper()}", kind, key) for kind in ("ttft", "itl") for key in ("avg", "p50", "p90", "p99"))
 TOKENS = "tokens/s"  # output tokens per second: higher is better, and no noise figure (windows do not record it)
+SEQUENCES = "sequences/s"  # a sequence model's completed sequences per second: higher is better, no noise figure
+SEQUENCE_NOISE_NOTE = "sequences/s: judged by the limit alone (windows do not record it)"
 STREAM_NOISE_NOTE = ("TTFT, ITL: each run's noise is its histogram's sampling error alone (windows do not record them), "
                      "a floor; tokens/s: judged by the limit alone")
 
@@ -236,6 +239,15 @@ def _stream_notes(baseline: RunResult, candidate: RunResult, compared: bool, lac
     return ((STREAM_NOISE_NOTE,) if compared else ()) + tuple(notes)
 
 
+def _sequence_notes(baseline: RunResult, candidate: RunResult, compared: bool) -> tuple[str, ...]:
+    """How sequences/s was judged, or why it was left out: only one run drove a sequence model."""
+    drove = [drove_sequences(run) for run in (baseline, candidate)]
+    if drove[0] != drove[1]:
+        only = "baseline" if drove[0] else "candidate"
+        return (f"sequences/s: not compared: only the {only} run drove sequences (a sequence model)",)
+    return (SEQUENCE_NOISE_NOTE,) if compared else ()
+
+
 def _one_sided(distance: float, standard_error: float, df: float) -> float:
     """P(the true value exceeds the limit) for an estimate `distance` above it."""
     if standard_error == 0.0:
@@ -330,7 +342,7 @@ def compare_runs(
     levels = []
     untested: dict[tuple[str, ...], list[str]] = {}  # which runs lack noise figures → the figures
     stream_lacking: dict[str, list[str]] = {}  # a streaming figure left out somewhere → the runs that lacked it
-    stream_compared = False
+    stream_compared = sequences_compared = False
     for key in common:
         base, cand = base_levels[key], cand_levels[key]
         deltas = []
@@ -344,6 +356,10 @@ def compare_runs(
         if base.streaming is not None and cand.streaming is not None:
             deltas += _stream_deltas(base, cand, limit_pct, confidence_pct, stream_lacking, untested)
             stream_compared = True
+        if base.sequences is not None and cand.sequences is not None:
+            deltas.append(_delta(SEQUENCES, base.sequences.completed_per_s, cand.sequences.completed_per_s, True, None,
+                                 limit_pct, confidence_pct))  # fmt: skip
+            sequences_compared = True
         stable = base.stable and cand.stable
         complete = not base.incomplete and not cand.incomplete
         levels.append(LevelComparison(key[0], key[1], stable, complete, tuple(deltas)))
@@ -354,7 +370,8 @@ def compare_runs(
         baseline=_state(baseline, [_name(lv) for k, lv in cand_levels.items() if k not in base_levels]),
         candidate=_state(candidate, [_name(lv) for k, lv in base_levels.items() if k not in cand_levels]),
         notes=goodput_notes + tuple(_untested_note(names, list(runs)) for runs, names in untested.items())
-        + _stream_notes(baseline, candidate, stream_compared, stream_lacking),
+        + _stream_notes(baseline, candidate, stream_compared, stream_lacking)
+        + _sequence_notes(baseline, candidate, sequences_compared),
     )
 
 
@@ -388,6 +405,8 @@ def compare(
 def _show(figure: str, value: float) -> str:
     if figure == TOKENS:
         return f"{value:,.1f} tokens/s"
+    if figure == SEQUENCES:
+        return f"{value:,.1f} seq/s"
     return f"{value:,.1f} infer/s" if figure in RATES else f"{value / 1e3:,.2f} ms"
 
 

@@ -28,6 +28,8 @@ Metrics, their unit in their name:
   `responses_per_request`, the average number of responses that carried outputs. pN: the run's
   p50, p90, p99 and --percentile exactly, any other N (p99.9 too) from the level's histogram, within
   its bucket's width (1/2048). On a level that was not streamed they fail, saying so.
+- `sequences_per_s`: a sequence model's (sequence_batching) sequences completed per second over the
+  merged windows. On any other model's level it fails, saying so.
 
 A figure that was not measured fails its SLA, with the reason: a gate must not pass on missing data.
 """
@@ -75,7 +77,7 @@ METRIC_FORMS = ("avg_ms, pN_ms (e.g. p99_ms, p99.9_ms), throughput, goodput, err
                 + "), MODEL.PART_pN_ms with tracing (PART: " + ", ".join(TRACE_FIELDS)
                 + "), gpu_util, gpu_power_w, gpu_memory_bytes, cpu_util, energy_per_inference_j, lag_p99_ms, "
                   "achieved_rate, with --streaming ttft_avg_ms, ttft_pN_ms, itl_avg_ms, itl_pN_ms, tokens_per_s, "
-                  "responses_per_request")
+                  "responses_per_request, with a sequence model sequences_per_s")
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,12 @@ def _responses_per_request(level: LevelResult) -> float:
     return _streamed(level).responses_per_request
 
 
+def _sequences_per_s(level: LevelResult) -> float:
+    if level.sequences is None:
+        raise _NotMeasured("the level drove no sequences: sequences are measured on a sequence model (sequence_batching)")
+    return level.sequences.completed_per_s
+
+
 def _model_ms(level: LevelResult, model: str, field: str) -> float:
     found = next((server for server in (level.server, *level.server.walk()) if server.name == model), None)
     if found is None:
@@ -378,5 +386,5 @@ FIXED_METRICS: dict[str, Callable[[LevelResult], float]] = {
     "gpu_util": _gpu_util, "gpu_power_w": _gpu_power_w, "gpu_memory_bytes": _gpu_memory_bytes, "cpu_util": _cpu_util,
     "energy_per_inference_j": _energy_per_inference_j, "lag_p99_ms": _lag_p99_ms, "achieved_rate": _achieved_rate,
     "ttft_avg_ms": _ttft_avg_ms, "itl_avg_ms": _itl_avg_ms, "tokens_per_s": _tokens_per_s,
-    "responses_per_request": _responses_per_request,
+    "responses_per_request": _responses_per_request, "sequences_per_s": _sequences_per_s,
 }

@@ -1,5 +1,5 @@
 """What the report modules share: a rendered plot, writing a file atomically, which streaming
-figures a run reports, and finding a mix's models (each model's file names, a level's model)."""
+figures a run reports, whether it drove sequences, and finding a mix's models (each model's file names, a level's model)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ def stream_goodput_bounds(gates: Gates) -> list[tuple[str, float]]:
         return []
     bounds = (("latency", gates.goodput_latency_ms), ("TTFT", gates.goodput_ttft_ms), ("ITL", gates.goodput_itl_ms))
     return [(figure, ms) for figure, ms in bounds if ms is not None]
+
+
+def drove_sequences(part: RunResult) -> bool:
+    """Whether the run (or a mix's part) drove a sequence model: its levels have sequence figures."""
+    return any(level.sequences is not None for level in part.levels)
 
 
 def model_name(part: RunResult) -> str:

@@ -262,13 +262,13 @@ def level_lines(
     if level.incomplete:
         lines.append(f"  Incomplete: {level.incomplete}")
     lines.append("  Client: ")
-    lines += [
-        f"    Request count: {client.request_count}",
-        f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec",
-    ]
-    if (sequences := level.sequences) is not None:
-        lines.append(f"    Sequences: {_num(sequences.completed_per_s)} completed/sec ({sequences.completed} completed, "
-                     f"{sequences.failed} failed, {sequences.cut_short} cut short at the level's end)")
+    lines.append(f"    Request count: {client.request_count}")
+    sequences = level.sequences
+    if sequences is not None:  # perf_analyzer's line and place, then what it does not count
+        lines.append(f"    Sequence count: {sequences.completed} ({_num(sequences.completed_per_s)} seq/sec)")
+    lines.append(f"    Throughput: {_num(client.throughput_infer_per_s)} infer/sec")
+    if sequences is not None:
+        lines.append(f"    Sequences failed: {sequences.failed}, cut short at the level's end: {sequences.cut_short}")
     if goodput_latency_ms is not None and client.goodput_infer_per_s is not None:
         lines.append(f"    Goodput: {_num(client.goodput_infer_per_s)} infer/sec (latency within {goodput_latency_ms:g} msec)")
     if level.open_loop is not None:
@@ -433,6 +433,7 @@ def _table_lines(result: RunResult) -> list[str]:
             f"{level.label}: {_num(level.value)}, throughput: {_num(level.client.throughput_infer_per_s)} infer/sec, "
             + (f"goodput: {_num(goodput)} infer/sec, " if (goodput := _goodput(level)) is not None else "")
             + f"latency {_us(level.client.latency_us(percentile))}"
+            + (f", sequences: {_num(level.sequences.completed_per_s)} completed/sec" if level.sequences is not None else "")
             + (_stream_summary(level.streaming, percentile) if level.streaming is not None else "")
             + (f", error rate {level.client.error_rate:.2%}" if with_errors else "")
             + (f", INCOMPLETE: {level.incomplete}" if level.incomplete else "")

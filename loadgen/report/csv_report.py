@@ -9,9 +9,10 @@ from pathlib import Path
 
 from loadgen.config import RunConfig
 from loadgen.listener import RunListener
-from loadgen.measurement import LevelResult
+from loadgen.measurement import LevelResult, SequenceFigures
 from loadgen.metrics import MetricsFigures
 from loadgen.report.base import (
+    drove_sequences,
     part_path,
     stream_goodput_bounds,
     stream_percentile_keys,
@@ -32,14 +33,18 @@ GOODPUT_COLUMN = "Goodput Inferences/Second"  # with --goodput-latency-ms only, 
 STREAM_COUNT_COLUMNS = ["Responses/Request", "Output Tokens", "Output Tokens/s"]
 # With --goodput-ttft-ms or --goodput-itl-ms: the requests meeting every --goodput-*-ms bound, per second.
 STREAM_GOODPUT_COLUMN = "Streaming Goodput Inferences/Second"
+# A sequence model's (sequence_batching) own columns, after perf_analyzer's: completed sequences per second and
+# the level's counts (summary.json's `sequences`).
+SEQUENCE_COLUMNS = ["Sequences/Second", "Sequences Completed", "Sequences Failed", "Sequences Cut Short"]
 
 
 def _percentiles(percentile: int | None) -> list[int]:
     return sorted(set(REPORTED_PERCENTILES) | ({percentile} if percentile is not None else set()))
 
 
-def header(label: str, config: RunConfig) -> list[str]:
-    """perf_analyzer's columns: with --percentile its pN joins the others and the average leaves the verbose ones."""
+def header(label: str, config: RunConfig, sequences: bool = False) -> list[str]:
+    """perf_analyzer's columns: with --percentile its pN joins the others and the average leaves the verbose ones;
+    `sequences`: the run drove a sequence model, whose figures follow them."""
     percentile = config.windows.percentile
     columns = [label, *BASE_COLUMNS, *(f"p{p} latency" for p in _percentiles(percentile))]
     if config.outputs.verbose_csv:
@@ -52,6 +57,8 @@ def header(label: str, config: RunConfig) -> list[str]:
         columns += stream_columns(percentile)
         if stream_goodput_bounds(config.gates):
             columns.append(STREAM_GOODPUT_COLUMN)
+    if sequences:
+        columns += SEQUENCE_COLUMNS
     if config.gates.slas:
         columns.append("SLA")
     return columns
@@ -94,7 +101,14 @@ def gpu_cells(metrics: MetricsFigures | None) -> list[str]:
     ]
 
 
-def row(level: LevelResult, config: RunConfig) -> list:
+def sequence_cells(figures: SequenceFigures | None) -> list:
+    """SEQUENCE_COLUMNS' cells; empty for a level without sequence figures."""
+    if figures is None:
+        return [""] * len(SEQUENCE_COLUMNS)
+    return [f"{figures.completed_per_s:g}", figures.completed, figures.failed, figures.cut_short]
+
+
+def row(level: LevelResult, config: RunConfig, sequences: bool = False) -> list:
     client = level.client
     breakdown = level.breakdown_us
     cells = [
@@ -118,6 +132,8 @@ def row(level: LevelResult, config: RunConfig) -> list:
         if stream_goodput_bounds(config.gates):
             goodput = stream.goodput_infer_per_s if stream is not None else None
             cells.append(f"{goodput:g}" if goodput is not None else "")
+    if sequences:
+        cells += sequence_cells(level.sequences)
     if config.gates.slas:
         failed = [f"{v.expression} ({v.reason})" for v in level.sla if not v.passed]
         cells.append("fail: " + "; ".join(failed) if failed else "pass")
@@ -149,7 +165,8 @@ def composing_path(path: Path, model: str, version: str) -> Path:
 def write_csv(path: Path, result: RunResult) -> None:
     """Write the run's CSV at `path` and its composing models' beside it."""
     label = result.levels[0].label if result.levels else "Concurrency"
-    write_atomic(path, csv_text([header(label, result.config), *(row(level, result.config) for level in result.levels)]))
+    config, sequences = result.config, drove_sequences(result)
+    write_atomic(path, csv_text([header(label, config, sequences), *(row(level, config, sequences) for level in result.levels)]))
     per_level = [{(f.name, f.version): f for f in level.server.walk()} for level in result.levels]
     for key in per_level[0] if per_level else {}:
         rows = [composing_row(level, figures[key]) for level, figures in zip(result.levels, per_level)]

@@ -188,7 +188,11 @@ def _levels(levels: Sequence[LevelResult], with_sla: bool, goodput_latency_ms: f
     with_incomplete = any(level.incomplete for level in levels)
     with_goodput = goodput_latency_ms is not None
     goodput_head = [f"Goodput ≤ {goodput_latency_ms:g} ms (infer/s)"] if with_goodput else []
-    head = [levels[0].label, "Throughput (infer/s)", *goodput_head, "Avg (ms)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
+    # A sequence model's levels: its sequences beside the throughput, so other models' tables keep their shape.
+    with_sequences = any(level.sequences is not None for level in levels)
+    sequence_head = list(SEQUENCE_HEAD) if with_sequences else []
+    head = [levels[0].label, "Throughput (infer/s)", *goodput_head, *sequence_head, "Avg (ms)", "p50 (ms)", "p90 (ms)",
+            "p95 (ms)", "p99 (ms)",
             "Successes", "Errors", "Error rate", "Stable", "Count check", *(["SLA"] if with_sla else []),
             *(["Incomplete"] if with_incomplete else [])]
     rows = []
@@ -198,7 +202,8 @@ def _levels(levels: Sequence[LevelResult], with_sla: bool, goodput_latency_ms: f
         percentiles = client.percentile_latency_us
         rows.append([
             f"{level.value:g}", num(client.throughput_infer_per_s),
-            *([num(client.goodput_infer_per_s)] if with_goodput else []), _ms(client.avg_latency_us),
+            *([num(client.goodput_infer_per_s)] if with_goodput else []),
+            *(_sequence_cells(level) if with_sequences else []), _ms(client.avg_latency_us),
             *(_ms(percentiles.get(p)) for p in (50, 90, 95, 99)),
             num(client.request_count, 0), num(client.error_count, 0), percent(client.error_rate, 2),
             "yes" if level.stable else WARN + "no",
@@ -210,12 +215,27 @@ def _levels(levels: Sequence[LevelResult], with_sla: bool, goodput_latency_ms: f
             share = percent(client.share(kind.count), 2)
             errors += [(_level_name(level), kind.kind, share, message, count) for message, count in kind.messages.items()]
     html = "<h2>Levels</h2>" + table(head, rows, text_columns=(0, len(head) - 1) if with_incomplete else (0,))
+    if with_sequences:
+        html += SEQUENCES_NOTE
     if with_sla:
         html += _sla_verdicts(levels)
     if errors:
         html += "<h3>Errors</h3><p>The first distinct messages of each kind of error.</p>"
         html += table(["Level", "Kind", "Kind's share of requests", "Message", "Count"], errors, text_columns=(0, 1, 3))
     return html + _unanswered(levels)
+
+
+SEQUENCE_HEAD = ("Sequences/s", "Sequences completed", "Sequences failed", "Sequences cut short")
+SEQUENCES_NOTE = ("<p>Sequences: completed (every request answered without error) within the reported windows, and "
+                  "per second over them; failed (a request failed) and cut short (still open when the level's load "
+                  "stopped, their end never sent) over the whole level.</p>")
+
+
+def _sequence_cells(level: LevelResult) -> list[str]:
+    figures = level.sequences
+    if figures is None:
+        return [MISSING] * len(SEQUENCE_HEAD)
+    return [num(figures.completed_per_s), num(figures.completed, 0), num(figures.failed, 0), num(figures.cut_short, 0)]
 
 
 def _unanswered(levels: Sequence[LevelResult]) -> str:

@@ -160,6 +160,27 @@ def throughput_latency(result: RunResult) -> Figure | None:
     return fig
 
 
+def sequence_throughput(result: RunResult) -> Figure | None:
+    """A sequence model's completed sequences per second, a bar per level, its failed and cut-short counts above it."""
+    levels = [level for level in result.levels if level.sequences is not None]
+    if not levels:
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    x = np.arange(len(levels))
+    bars = ax.bar(x, [level.sequences.completed_per_s for level in levels], width=0.6, color="C0")
+    # The counts a rate hides: sequences that failed or that the level's end cut short.
+    ax.bar_label(bars, [f"{level.sequences.failed} failed, {level.sequences.cut_short} cut short" for level in levels],
+                 fontsize=8, padding=3)  # fmt: skip
+    ax.set_xticks(x, [_value_text(level) for level in levels])
+    ax.set_title("Sequences completed per second, per level")
+    ax.set_xlabel(levels[0].label or "level")
+    ax.set_ylabel("sequences/s")
+    ax.margins(y=0.12)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def latency_breakdown(result: RunResult) -> Figure | None:
     levels = result.levels
     breakdowns = [level.breakdown_us for level in levels]
@@ -401,6 +422,7 @@ def _label_levels(ax, spans: list[Span]) -> None:
 
 CHARTS: tuple[tuple[str, str, Callable[[RunResult], Figure | None]], ...] = (
     ("throughput_latency", "Throughput vs latency", throughput_latency),
+    ("sequence_throughput", "Sequences per second", sequence_throughput),
     ("latency_breakdown", "Latency breakdown", latency_breakdown),
     ("composing_breakdown", "Composing models breakdown", composing_breakdown),
     ("latency_distribution", "Latency distribution", latency_distribution),
