@@ -23,8 +23,8 @@ def perf_analyzer() -> str:
     return subprocess.run([str(GET_PERF_ANALYZER)], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
 
-def success_count(http: str) -> int:
-    with urllib.request.urlopen(f"http://{http}/v2/models/{MODEL}/stats", timeout=5) as response:
+def success_count(http: str, model: str = MODEL) -> int:
+    with urllib.request.urlopen(f"http://{http}/v2/models/{model}/stats", timeout=5) as response:
         stats = json.load(response)["model_stats"][0]["inference_stats"]["success"]["count"]
     return int(stats)
 

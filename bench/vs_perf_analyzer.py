@@ -65,17 +65,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def sample_cpu(process: subprocess.Popen, http: str) -> tuple[float, float]:
-    """CPU µs per request and requests/s over SAMPLE_S of steady load, measured from outside."""
-    start = success_count(http)
-    while success_count(http) == start:  # wait for the load to begin
+def sample_cpu(process: subprocess.Popen, http: str, model: str = MODEL) -> tuple[float, float]:
+    """CPU µs per request and requests/s over SAMPLE_S of steady load on `model`, measured from outside."""
+    start = success_count(http, model)
+    while success_count(http, model) == start:  # wait for the load to begin
         if process.poll() is not None:
             raise RuntimeError("the client exited before sending load")
         time.sleep(0.05)
     time.sleep(WARMUP_S)
-    cpu0, count0, t0 = cpu_seconds(process.pid), success_count(http), time.monotonic()
+    cpu0, count0, t0 = cpu_seconds(process.pid), success_count(http, model), time.monotonic()
     time.sleep(SAMPLE_S)
-    cpu1, count1, t1 = cpu_seconds(process.pid), success_count(http), time.monotonic()
+    cpu1, count1, t1 = cpu_seconds(process.pid), success_count(http, model), time.monotonic()
     if process.poll() is not None:
         raise RuntimeError("the client finished before the CPU sample ended: use a longer -p")
     requests = count1 - count0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import UsageError
-from loadgen.sequences import DEFAULT_LENGTH, DEFAULT_VARIATION_PCT, SequencePlan, parse_id_range
+from loadgen.sequences import DEFAULT_LENGTH, DEFAULT_OPEN_SEQUENCES, DEFAULT_VARIATION_PCT, SequencePlan, parse_id_range
 from loadgen.prompts import MAX_PROMPT_TOKENS
 from loadgen.redact import redact_headers, redact_url
 from loadgen.replay import ReplayPlan, check_duration, check_models, read_schedule, replay_batch_size
@@ -162,6 +162,10 @@ class Target:
     # model's only integer output, once it has read the model).
     streaming: bool = False
     token_output: str | None = None
+    # --shared-memory: "none" (tensors travel in the requests), "system" (loadgen.shared_memory) or
+    # "cuda" (refused: no GPU support); each output's region size when its shape does not fix it.
+    shared_memory: str = "none"
+    output_shared_memory_size: int = 102400
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http", "grpc"):
@@ -180,6 +184,13 @@ class Target:
             raise UsageError("--token-output names the output that holds a streamed response's tokens: add --streaming, or drop --token-output")
         if self.token_output is not None and not self.token_output.strip():
             raise UsageError("--token-output is empty: name the model's output that holds the tokens, e.g. --token-output output_ids")
+        if self.shared_memory not in ("none", "system", "cuda"):
+            raise UsageError(f"--shared-memory must be none, system or cuda, got {self.shared_memory!r}")
+        if self.output_shared_memory_size < 1:
+            raise UsageError(f"--output-shared-memory-size must be at least 1 byte, got {self.output_shared_memory_size}")
+        if self.shared_memory != "none" and self.streaming:
+            raise UsageError("--shared-memory places a request's one response in a region: it does not apply to --streaming; "
+                             "drop one of them")
         self._check_tls()
 
     def _check_tls(self) -> None:
@@ -285,6 +296,8 @@ class LoadShape:
 
     def __post_init__(self) -> None:
         self.sequence_plan()  # the sequence options' own checks, before anything starts
+        if self.num_of_sequences is not None and self.num_of_sequences < 1:
+            raise UsageError(f"--num-of-sequences must be at least 1, got {self.num_of_sequences}")
         if self.request_distribution not in ("constant", "poisson"):
             raise UsageError(f"unknown --request-distribution {self.request_distribution!r}: use constant or poisson")
         if self.max_inflight is not None and self.max_inflight < 1:
@@ -320,6 +333,11 @@ class LoadShape:
                  "sequence-id-range": self.sequence_id_range, "num-of-sequences": self.num_of_sequences,
                  "serial-sequences": self.serial_sequences or None}  # fmt: skip
         return [f"--{name}" for name, value in given.items() if value is not None]
+
+    @property
+    def open_sequences(self) -> int:
+        """A sequence model's sequences open at once in open loop: --num-of-sequences, else perf_analyzer's 4."""
+        return DEFAULT_OPEN_SEQUENCES if self.num_of_sequences is None else self.num_of_sequences
 
     def sequence_plan(self) -> SequencePlan:
         """The sequence options as a plan, perf_analyzer's defaults for those not given."""
@@ -546,6 +564,10 @@ def prepare(config: RunConfig) -> RunConfig:
         if options is not None:
             options.context(alpn)
     load = config.load
+    if target.shared_memory != "none":
+        from loadgen.shared_memory import check_usable
+
+        check_usable(target.shared_memory, target.url, load.workers, load.ray_address)
     if load.request_intervals is not None and load.intervals_us is None:
         config = replace(config, load=replace(load, intervals_us=tuple(read_intervals(load.request_intervals))))
     if load.schedule_file is not None and load.replay is None:

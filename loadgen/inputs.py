@@ -242,8 +242,10 @@ Expected = dict[str, tuple[np.ndarray, bool]]
 
 def _json_entries(
     path: Path, model: ModelTensors, shapes: Mapping[str, tuple[int, ...]], flagged: str | None
-) -> tuple[list[Entry], list[Expected] | None]:
-    """perf_analyzer's JSON; an entry may leave out the input `flagged` (--max-tokens fills it)."""
+) -> tuple[list[Entry], list[Expected] | None, tuple[int, ...] | None]:
+    """perf_analyzer's JSON; an entry may leave out the input `flagged` (--max-tokens fills it). In
+    its sequence form (each entry a stream: a list of steps), the steps one after the other, and
+    each stream's step count."""
     try:
         document = json.loads(path.read_text())
     except OSError as exc:
@@ -258,12 +260,20 @@ def _json_entries(
     specs = model.inputs
     known = {s.name for s in specs}
     names = ", ".join(s.name for s in specs)
+    streams = None
+    if any(isinstance(entry, list) for entry in data):  # perf_analyzer's sequence data: one list of steps per stream
+        if not all(isinstance(entry, list) and entry for entry in data):
+            raise UsageError(f"--input-data {path} mixes streams of steps with other entries: make every data entry a "
+                             "non-empty list of steps (a sequence model's streams), or none")
+        if "validation_data" in document:
+            raise UsageError(f"--input-data {path}: validation_data is not read with streams of steps: drop it")
+        streams = tuple(len(stream) for stream in data)
+        data = [(f"data[{index}][{step}]", entry) for index, stream in enumerate(data) for step, entry in enumerate(stream)]
+    else:
+        data = [(f"data[{index}]", entry) for index, entry in enumerate(data)]
     entries = []
-    for index, entry in enumerate(data):
-        where = f"--input-data {path}, data[{index}]"
-        if isinstance(entry, list):  # perf_analyzer's sequence data: one list of steps per stream
-            raise UsageError(f"{where} is a stream of steps (perf_analyzer's sequence input data): not supported yet; "
-                             "give one object of input name: value per entry")
+    for place, entry in data:
+        where = f"--input-data {path}, {place}"
         if not isinstance(entry, Mapping):
             raise UsageError(f"{where} is not an object of input name: value")
         unknown = [name for name in entry if name not in known]
@@ -274,8 +284,8 @@ def _json_entries(
             raise UsageError(f"{where} lacks input {missing[0]!r}: give every input of the model ({names})")
         entries.append({s.name: _input_value(s, entry[s.name], shapes, where) for s in specs if s.name in entry})
     if "validation_data" not in document:
-        return entries, None
-    return entries, _validation_entries(path, document["validation_data"], len(data), model.outputs)
+        return entries, None, streams
+    return entries, _validation_entries(path, document["validation_data"], len(data), model.outputs), None
 
 
 def _validation_entries(path: Path, validation: Any, count: int, outputs: Sequence[TensorSpec]) -> list[Expected]:
@@ -412,35 +422,38 @@ def _max_tokens_array(model: ModelTensors, max_tokens: int, shapes: Mapping[str,
     return spec.name, np.full(_single_element_shape(spec, shapes, "--max-tokens"), max_tokens, dtype=dtype)
 
 
-def _entries(model: ModelTensors, config: Inputs, repository: Path | None) -> tuple[list[Entry], list[Expected] | None]:
-    """The data entries, and the outputs each expects (None: nothing is checked)."""
+def _entries(
+    model: ModelTensors, config: Inputs, repository: Path | None
+) -> tuple[list[Entry], list[Expected] | None, tuple[int, ...] | None]:
+    """The data entries, the outputs each expects (None: nothing is checked), and the step count of
+    each stream when the entries are a sequence model's streams (None: they are not)."""
     specs = model.inputs
     input_data, shapes, string_length = config.input_data, config.shapes, config.string_length
     check_shapes(specs, shapes)
     if config.prompt_tokens is not None:
         prompts = synthetic_prompts(config.prompt_tokens, RANDOM_SEED, repository_tokenizer(repository))
-        return _prompt_entries(model, prompts, shapes, config.max_tokens, "--prompt-tokens"), None
+        return _prompt_entries(model, prompts, shapes, config.max_tokens, "--prompt-tokens"), None, None
     image_spec = image_input(specs)
     if input_data is None and image_spec is not None:
-        return _image_entries(image_spec, sample_photographs()), None
+        return _image_entries(image_spec, sample_photographs()), None, None
     if input_data in (None, "random", "zero"):
         kind = input_data or "random"
         rng = np.random.default_rng(RANDOM_SEED)
         # A random count of tokens to generate (negative, or up to 2^31) is no load: an optional
         # max-tokens input is left to the model's default, or to --max-tokens.
         made = [s for s in specs if not (s.optional and s.name.lower() in MAX_TOKENS_INPUTS)]
-        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in made}], None
+        return [{s.name: _synthetic(s, _resolve_shape(s, shapes), kind, string_length, rng) for s in made}], None, None
     path = Path(input_data)
     if path.is_dir():
         if all((path / s.name).is_file() for s in specs):
-            return _directory_entries(path, model, shapes)
+            return (*_directory_entries(path, model, shapes), None)
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if image_spec is not None and images:
-            return _image_entries(image_spec, images), None
+            return _image_entries(image_spec, images), None, None
         names = ", ".join(s.name for s in specs)
         raise UsageError(f"--input-data {path} holds neither one file per input ({names}) nor images for an image model")
     if path.is_file() and is_prompts_file(input_data):
-        return _prompt_entries(model, read_prompts(path), shapes, config.max_tokens, f"--input-data {path}"), None
+        return _prompt_entries(model, read_prompts(path), shapes, config.max_tokens, f"--input-data {path}"), None, None
     if path.is_file():
         return _json_entries(path, model, shapes, max_tokens_input(specs).name if config.max_tokens is not None else None)
     raise UsageError(f"--input-data {input_data!r} is not zero, random, a JSON or prompts file (.txt, .jsonl) or a directory: check the path")
@@ -473,7 +486,17 @@ def build_request_inputs(model: ModelTensors, config: Inputs, repository: Path |
     -b N, each request batches N consecutive data entries (wrapping around), so every entry is used.
     --max-tokens fills the model's max-tokens input in every request. `repository`: a model
     repository whose tokenizer/tokenizer.json counts --prompt-tokens (None: the shipped tokenizer's count)."""
-    entries, expected = _entries(model, config, repository)
+    return build_stream_inputs(model, config, repository)[0]
+
+
+def build_stream_inputs(
+    model: ModelTensors, config: Inputs, repository: Path | None = None
+) -> tuple[list[RequestInputs], tuple[int, ...] | None]:
+    """build_request_inputs' requests, and with a sequence model's streams of steps as input data,
+    each stream's step count (its steps are the requests one after the other; None: no streams)."""
+    entries, expected, streams = _entries(model, config, repository)
+    if streams is not None and config.batch_size != 1:
+        raise UsageError(f"--input-data's streams of steps are sent one step a request: drop -b {config.batch_size}")
     if config.max_tokens is not None:
         name, array = _max_tokens_array(model, config.max_tokens, config.shapes)
         entries = [{**entry, name: array} for entry in entries]
@@ -492,4 +515,4 @@ def build_request_inputs(model: ModelTensors, config: Inputs, repository: Path |
             tensors.append(InputTensor(spec.name, spec.datatype, tuple(int(d) for d in array.shape), to_wire(spec.datatype, array)))
         checks = None if expected is None else _expected_outputs(model.outputs, [expected[i] for i in indexes], config)
         requests.append(RequestInputs(tensors, checks))
-    return requests
+    return requests, streams

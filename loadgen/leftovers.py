@@ -1,5 +1,5 @@
 """What embedded servers leave behind: backend stubs that outlived their Triton, the shared-memory
-regions in /dev/shm, and workspaces.
+regions in /dev/shm, and workspaces; and the regions of --shared-memory runs that died.
 
 Seen on the bundled Triton 2.51: when Triton dies by SIGKILL while a model is busy, that model's
 Python backend stub lives on, catching SIGTERM and doing nothing, and keeps its region (an idle
@@ -8,6 +8,10 @@ shuts down cleanly. So each embedded server names its regions with a prefix of i
 Python backend's shm-region-prefix-name) and keeps a record in its workspace of the loadgen
 process that started it; a later loadgen removes a server's leftovers once both that process
 and its Triton are gone, and never a region some process still maps.
+
+A --shared-memory run (loadgen.shared_memory) names its regions loadgen_shm_<pid>_<start ticks>_<n>
+after itself (the start time tells a reused pid apart); a later loadgen removes those whose process
+is gone and that no process maps (a server that still has one registered maps it).
 
 The parsing of /proc text and the decision are pure functions; /proc, /dev/shm and signals are
 touched only in the second half.
@@ -37,6 +41,8 @@ KILL_WAIT_S = 5.0
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # Triton names a region <prefix><uuid>; the default prefix is triton_python_backend_shm_region_.
 _REGION = re.compile(rf"[^/]*{_UUID}")
+CLIENT_REGION_PREFIX = "loadgen_shm_"
+_CLIENT_REGION = re.compile(rf"{CLIENT_REGION_PREFIX}(\d+)_(\d+)_(\d+)")
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,24 @@ def abandoned(workspace: Path, record: Record | None, seen: Snapshot) -> bool:
     if record is None:
         return any(stub.workspace == workspace for stub in seen.stubs.values())
     return record.owner not in seen.running
+
+
+def client_region_name(owner: ProcessId, serial: int) -> str:
+    """The name (and, with a leading /, the key) of `owner`'s `serial`th --shared-memory region."""
+    return f"{CLIENT_REGION_PREFIX}{owner.pid}_{owner.start_ticks}_{serial}"
+
+
+def client_region_owner(name: str) -> ProcessId | None:
+    """The process that made the --shared-memory region `name` (a /dev/shm file name), else None."""
+    match = _CLIENT_REGION.fullmatch(name)
+    return ProcessId(int(match[1]), int(match[2])) if match is not None else None
+
+
+def abandoned_client_regions(names: set[str], running: frozenset[ProcessId], mapped: set[str]) -> set[str]:
+    """Of the /dev/shm files `names`, the --shared-memory regions whose process is not `running` and
+    that no process maps (`mapped`)."""
+    return {name for name in names
+            if (owner := client_region_owner(name)) is not None and owner not in running and name not in mapped}  # fmt: skip
 
 
 # What follows touches /proc, /dev/shm, signals and the workspaces.
@@ -348,11 +372,30 @@ def clean_up(workspace: Path, record: Record | None, seen: Snapshot | None = Non
     return Cleanup(1, len(stubs), removed, len(in_use))
 
 
+def sweep_client_regions(seen: Snapshot | None = None) -> Cleanup:
+    """Removes the --shared-memory regions of loadgen processes that are gone, unless some process maps them."""
+    names = {entry.name for entry in os.scandir(SHM) if entry.name.startswith(CLIENT_REGION_PREFIX)} if SHM.is_dir() else set()
+    if not names:
+        return Cleanup()
+    running = (seen if seen is not None else snapshot()).running
+    mapped = _mapped_regions()
+    removed = 0
+    for name in sorted(abandoned_client_regions(names, running, mapped)):
+        try:
+            (SHM / name).unlink()
+            removed += 1
+        except OSError:
+            pass  # another loadgen sweeping at the same moment, or another user's
+    kept = sum(1 for name in names if name in mapped and client_region_owner(name) not in running)
+    return Cleanup(regions=removed, regions_in_use=kept)
+
+
 def sweep(tmp: Path | None = None) -> Cleanup:
     """Removes the leftovers of earlier embedded servers that are abandoned (see `abandoned`): their
     stubs, their regions that no process maps, and their workspaces under `tmp` (default: the
     temporary directory) or named by a stub. Regions with Triton's default names cannot be told
-    apart by owner and are left, except those a removed stub named."""
+    apart by owner and are left, except those a removed stub named. Then the regions of
+    --shared-memory runs that are gone (`sweep_client_regions`)."""
     seen = snapshot()
     tmp = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
     workspaces = {path for path in tmp.glob(f"{WORKSPACE_PREFIX}*") if path.is_dir()}
@@ -362,4 +405,4 @@ def sweep(tmp: Path | None = None) -> Cleanup:
         record = read_record(workspace)
         if abandoned(workspace, record, seen):
             removed += clean_up(workspace, record, seen)
-    return removed
+    return removed + sweep_client_regions(seen)

@@ -23,6 +23,8 @@ from loadgen.profile_export import epoch_offset_ns, request_formatter
 from loadgen.request_log import RequestLog, RequestRecords
 from loadgen.samples import SampleRecorder, StreamGoodput, WindowRequests, WindowSamples
 from loadgen.schedule.base import Schedule
+from loadgen.schedule.sequences import SequenceCounts, SequenceTally
+from loadgen.shared_memory import SharedMemory
 from loadgen.stats import ClientStats, OpenLoopStats, client_stats, open_loop_stats
 from loadgen.stream_stats import StreamStats, stream_stats
 from loadgen.transport import InputTensor, Transport
@@ -118,6 +120,13 @@ class Load(ABC):
         """Each worker's part of `windows`; none when the load comes from one process."""
         return ()
 
+    def sequence_tally(self, schedule: Schedule, windows: Sequence[Any], drain: Any = None) -> SequenceTally | None:
+        """A sequence load's sequences: completed within `windows`, failed and cut short over the level
+        (its `drain` from `stop`, None if cut short); None when `schedule` is not one."""
+        if not isinstance(schedule, SequenceCounts):
+            return None
+        return schedule.tally(windows[0].start_ns, windows[-1].end_ns)
+
     @abstractmethod
     def window_requests(self, window: Any) -> WindowRequests | None:
         """The requests that completed in `window`, handed over once; None unless the load was
@@ -151,27 +160,35 @@ class LocalLoad(Load):
         # With export_requests, every request is kept as its export line, on the wall clock by this offset.
         self._epoch_offset_ns = epoch_offset_ns()
         self._request_format = request_formatter(self._epoch_offset_ns) if export_requests else None
+        self.shared_memory: SharedMemory | None = None  # the region the requests' tensors are in, released by close
 
     @classmethod
     def prepare(
         cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None = None, export_requests: bool = False, id_prefix: str | None = None,
-        stream_goodput: StreamGoodput | None = None, sequences: bool = False,
+        stream_goodput: StreamGoodput | None = None, sequences: bool = False, shared_memory: SharedMemory | None = None,
     ) -> LocalLoad:
         """Every request of the run prepared on `transport`, behind an engine with the run's limits;
         with `id_prefix` (tracing), each request carries an id and each level keeps its RequestLog.
         With `target.streaming`, streamed requests that count `target.token_output`'s elements, their
         goodput within `stream_goodput`'s bounds (None: no goodput). With `sequences`, each request
-        carries the sequence parameters its send sets."""
+        carries the sequence parameters its send sets. With `shared_memory` (holding `tensors`, in
+        their order), the requests name their slots in it, and the load releases it when it closes."""
         if target.streaming:
             prepare = partial(transport.prepare_stream, token_output=target.token_output, id_prefix=id_prefix)
         else:
             prepare = transport.prepare if id_prefix is None else partial(transport.prepare, id_prefix=id_prefix)
             if sequences:  # never with an id prefix: tracing is refused with sequences
                 prepare = partial(transport.prepare, sequences=True)
-        requests = [prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
+        if shared_memory is not None:
+            requests = [prepare(target.model_name, target.model_version, t, outputs, shared_memory=placement)
+                        for t, placement in zip(tensors, shared_memory.placements)]  # fmt: skip
+        else:
+            requests = [prepare(target.model_name, target.model_version, t, outputs) for t in tensors]
         engine = LoadEngine(transport, requests, load.max_inflight, target.request_timeout_ms, streaming=target.streaming)
-        return cls(engine, goodput_latency_ms, export_requests, id_prefix is not None, stream_goodput, target.token_output is not None)
+        made = cls(engine, goodput_latency_ms, export_requests, id_prefix is not None, stream_goodput, target.token_output is not None)
+        made.shared_memory = shared_memory
+        return made
 
     @property
     def completed(self) -> int:
@@ -211,6 +228,10 @@ class LocalLoad(Load):
 
     async def abandon(self) -> None:
         await self.engine.abandon()
+
+    async def close(self) -> None:
+        if self.shared_memory is not None:
+            await self.shared_memory.close()
 
     def client_stats(
         self, windows: Sequence[WindowSamples], batch_size: int, percentiles: Sequence[int] = (), drain: WindowSamples | None = None

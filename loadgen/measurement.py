@@ -17,7 +17,7 @@ from loadgen.metrics import MetricsFigures, level_metrics
 from loadgen.samples import WindowRequests
 from loadgen.schedule.base import Schedule
 from loadgen.schedule.open_loop import OpenLoopSchedule
-from loadgen.schedule.sequences import SequenceSchedule
+from loadgen.schedule.sequences import SequenceTally
 from loadgen.scraper import MetricsScraper
 from loadgen.server_stats import ModelTree, ServerFigures, Snapshot, server_figures
 from loadgen.sla import Verdict
@@ -431,13 +431,12 @@ def _level(measured: _PartWindows, stable: bool, snapshots: list[Snapshot], scra
         drain=drain_figures,
         streaming=load.stream_stats(merged, batch_size, client.percentile_latency_us, percentiles),
         merged_windows=len(merged),
-        sequences=_sequence_figures(schedule, merged[0].start_ns, merged[-1].end_ns),
+        sequences=_sequence_figures(load.sequence_tally(schedule, merged, drain), merged[0].start_ns, merged[-1].end_ns),
     )
 
 
-def _sequence_figures(schedule: Schedule, start_ns: int, end_ns: int) -> SequenceFigures | None:
-    if not isinstance(schedule, SequenceSchedule):
+def _sequence_figures(tally: SequenceTally | None, start_ns: int, end_ns: int) -> SequenceFigures | None:
+    if tally is None:
         return None
-    completed = schedule.completed_between(start_ns, end_ns)
     window_s = (end_ns - start_ns) / 1e9
-    return SequenceFigures(completed, completed / window_s if window_s > 0 else 0.0, schedule.failed, schedule.cut_short)
+    return SequenceFigures(tally.completed, tally.completed / window_s if window_s > 0 else 0.0, tally.failed, tally.cut_short)

@@ -11,6 +11,7 @@ import numpy as np
 
 from loadgen.histogram import LatencyHistogram
 from loadgen.samples import RequestLines, StreamExample, WindowSamples
+from loadgen.schedule.sequences import SequenceTally
 from loadgen.stats import (
     LATE_NS,
     AtPercentile,
@@ -85,16 +86,19 @@ class WindowDigest:
     token_count: int = 0
     stream_good_count: int = 0
     stream_examples: tuple[StreamExample, ...] = ()
+    # A sequence model's load: the sequences completed in the window, and the failed and cut short so far.
+    sequences: SequenceTally | None = None
 
     @property
     def duration_s(self) -> float:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_latency_ms: float | None = None) -> WindowDigest:
+def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_latency_ms: float | None = None,
+           sequences: SequenceTally | None = None) -> WindowDigest:  # fmt: skip
     """A worker's window as it sends it: its peak of requests in flight and CPU seconds added, and with
     `goodput_latency_ms` its successes within it, counted from the raw latencies (a histogram's bucket
-    may straddle the bound)."""
+    may straddle the bound); a sequence load's `sequences` as they are."""
     return WindowDigest(
         start_ns=window.start_ns,
         end_ns=window.end_ns,
@@ -119,6 +123,7 @@ def digest(window: WindowSamples, peak_in_flight: int, cpu_s: float, goodput_lat
         token_count=window.token_count,
         stream_good_count=window.stream_good_count,
         stream_examples=window.stream_examples,
+        sequences=sequences,
     )
 
 
@@ -276,3 +281,13 @@ def worker_figures(
         cpu_pct=100 * per_second(sum(d.cpu_s for d in digests), duration_s),
         lost=lost,
     )
+
+
+def pooled_sequence_tally(windows: Sequence[PooledWindow], drain: PooledWindow | None) -> SequenceTally:
+    """The workers' sequences: those completed in each worker's part of `windows`, summed (a
+    sequence never spans two workers); the failed and cut short, each worker's level totals from its
+    drain (without one, a level cut short: from its last window)."""
+    last = (drain or windows[-1]).digests
+    tallies = [d.sequences for w in windows for d in w.digests if d is not None and d.sequences is not None]
+    finals = [d.sequences for d in last if d is not None and d.sequences is not None]
+    return SequenceTally(sum(t.completed for t in tallies), sum(t.failed for t in finals), sum(t.cut_short for t in finals))

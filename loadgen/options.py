@@ -123,6 +123,11 @@ OPTIONS: tuple[Option, ...] = (
            "inter-response latency, responses per request, tokens/s", False),
     Option("token-output", "target", "token_output", str, "with --streaming: the output whose element count in a "
            "response is its tokens, for tokens/s", metavar="NAME", shown_default="the model's only integer output"),
+    Option("shared-memory", "target", "shared_memory", str, "pass tensors through shared memory registered with a "
+           "server on this host (system; cuda needs an NVIDIA GPU) instead of in the requests", "none",
+           choices=("none", "system", "cuda")),
+    Option("output-shared-memory-size", "target", "output_shared_memory_size", int, "with --shared-memory: the region "
+           "bytes of each output whose size its shape does not fix (strings, variable dims)", 102400, metavar="BYTES"),
     Option("header", "target", "headers", list, "HTTP header / gRPC metadata on every request (repeatable)", short="-H",
            metavar="Header:Value", parse=_headers),
     Option("request-timeout", "target", "request_timeout_ms", float, "cancel a request unanswered after MS milliseconds "
@@ -175,15 +180,15 @@ OPTIONS: tuple[Option, ...] = (
            metavar="ADDRESS", shown_default="start Ray here"),
     # Sequence models (sequence_batching), driven as perf_analyzer drives them.
     Option("sequence-length", "load", "sequence_length", int, "sequence model: requests per sequence, varied by "
-           "--sequence-length-variation", metavar="N", shown_default="20"),
+           "--sequence-length-variation (ignored with --input-data streams: a stream's steps)", metavar="N", shown_default="20"),
     Option("sequence-length-variation", "load", "sequence_length_variation", float, "sequence model: each sequence's "
            "length within PCT % of --sequence-length either way (seeded by --seed)", metavar="PCT", shown_default="20"),
     Option("sequence-id-range", "load", "sequence_id_range", str, "sequence model: correlation ids from START to END "
            "(excluded)", metavar="START[:END]", shown_default="1, unbounded"),
-    Option("num-of-sequences", "load", "num_of_sequences", int, "sequence model, open loop: sequences at once "
-           "(not yet: refused)", metavar="N"),
+    Option("num-of-sequences", "load", "num_of_sequences", int, "sequence model, open loop: sequences at once, each "
+           "request given to one of them", metavar="N", shown_default="4"),
     Option("serial-sequences", "load", "serial_sequences", bool, "sequence model, open loop: one request of a "
-           "sequence in flight at a time (not yet: refused)", False),
+           "sequence in flight at a time (a request due while all have one waits for a free one)", False),
     # Measurement windows and stability.
     Option("measurement-interval", "windows", "interval_ms", int, "time window length in ms; in count windows, how "
            f"long one waits without a completed request ({STREAMING_STALL_MS} in --streaming's)", WindowPolicy.interval_ms,

@@ -40,7 +40,7 @@ from loadgen.stream_stats import StreamedRequest, StreamStats
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
 from loadgen.timeline import RequestTimeline, TimelineSpan
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"

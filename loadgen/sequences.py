@@ -4,13 +4,15 @@ its correlation id (never two open sequences with one id) and its requests' STAR
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loadgen.errors import UsageError
 
 # perf_analyzer's defaults: a base length of 20 requests, varied by up to 20 % either way.
 DEFAULT_LENGTH = 20
 DEFAULT_VARIATION_PCT = 20.0
+# perf_analyzer's --num-of-sequences: the sequences open at once in open loop.
+DEFAULT_OPEN_SEQUENCES = 4
 # gRPC carries the id as an int64 (Triton refuses a uint64_param): an open-ended range stops there.
 MAX_ID = 2**63 - 1
 
@@ -40,6 +42,31 @@ class SequencePlan:
         if self.id_count < open_sequences:
             raise UsageError(f"--sequence-id-range {self.id_start}:{self.id_end} has {self.id_count} ids for "
                              f"{open_sequences} concurrent sequences: widen it to at least {open_sequences} ids")
+
+
+def split_ids(plan: SequencePlan, shares: list[int]) -> list[SequencePlan | None]:
+    """The plan for each worker of `shares` sequences at once: disjoint slices of the id range, in
+    proportion to the shares (a zero share: an empty slice at its place), so that no two workers
+    ever open one id. In whole numbers: an unbounded range's 2**63 ids are beyond a float's precision."""
+    total = sum(shares)
+    if plan.id_count < total:
+        raise UsageError(f"--sequence-id-range {plan.id_start}:{plan.id_end} has {plan.id_count} ids for {total} sequences "
+                         f"split among workers: widen it to at least {total} ids")
+    plans, start, given = [], plan.id_start, 0
+    for share in shares:
+        # Each slice ends at its cumulative share of the range: at least `share` ids, since id_count >= total.
+        given += share
+        end = plan.id_start + plan.id_count * given // total
+        plans.append(replace(plan, id_start=start, id_end=end) if share else None)
+        start = end
+    return plans
+
+
+def check_worker_split(open_sequences: int, workers: int) -> None:
+    """Refuse an open-loop split that would leave a worker sending with no sequence of its own."""
+    if open_sequences < workers:
+        raise UsageError(f"--num-of-sequences {open_sequences} cannot be split among {workers} workers (a sequence never "
+                         f"spans two): give at least {workers}, or fewer --workers")
 
 
 def parse_id_range(text: str) -> tuple[int, int | None]:
@@ -88,19 +115,25 @@ class IdPool:
         self.open.discard(sequence_id)
 
 
-def check_sequence_load(model: str, sequence_model: bool, given: list[str], open_loop: bool, workers: bool,
+def check_sequence_load(model: str, sequence_model: bool, given: list[str], open_loop: bool, replay: bool, streams: bool,
                         traced: bool, streaming: bool) -> None:  # fmt: skip
-    """Refuse, in one line, a load this sequence support does not drive (or sequence options given
-    for a model without a sequence batcher)."""
+    """Refuse, in one line, a load this sequence support does not drive (or sequence options, or
+    streams of steps as input data, given for a model without a sequence batcher)."""
     if not sequence_model:
         if given:
             raise UsageError(f"{', '.join(given)} only apply to a sequence model: '{model}' has no sequence_batching in its "
                              "config; drop them")
+        if streams:
+            raise UsageError(f"--input-data's streams of steps are a sequence model's input: '{model}' has no sequence_batching "
+                             "in its config; give one object of input name: value per data entry")
         return
-    refused = [("--num-of-sequences", "--num-of-sequences" in given), ("--serial-sequences", "--serial-sequences" in given),
-               ("open-loop load (--request-rate-range, --request-intervals, --schedule-file)", open_loop),
-               ("--workers", workers), ("tracing", traced), ("--streaming", streaming)]  # fmt: skip
+    # perf_analyzer ignores them in closed loop, where the concurrency is the sequences at once and
+    # each sends one request at a time: refused, so that nobody believes they took effect.
+    closed_only = [flag for flag in ("--num-of-sequences", "--serial-sequences") if flag in given and not open_loop]
+    if closed_only:
+        raise UsageError(f"{' and '.join(closed_only)} apply to open loop (--request-rate-range, --request-intervals): in "
+                         "closed loop --concurrency-range is the sequences at once, each one request at a time; drop them")
+    refused = [("--schedule-file", replay), ("tracing", traced), ("--streaming", streaming)]
     for what, asked in refused:
         if asked:
-            raise UsageError(f"'{model}' is a sequence model, driven as sequences in closed loop (--concurrency-range) "
-                             f"only: {what} is not supported with it yet")
+            raise UsageError(f"'{model}' is a sequence model: {what} is not supported with it yet")

@@ -273,10 +273,23 @@ def v11_to_v12(old: Summary) -> Summary:
     return data
 
 
+# The options that came with version 13's shared memory, as a run that does not give them records them.
+SHARED_MEMORY_OPTIONS: dict[str, Any] = {"shared_memory": "none", "output_shared_memory_size": 102400}
+
+
+def v12_to_v13(old: Summary) -> Summary:
+    """Version 13 added --shared-memory and --output-shared-memory-size: runs before it sent their
+    tensors in the requests."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 13
+    data["config"].update(SHARED_MEMORY_OPTIONS)
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
     1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
-    9: v9_to_v10, 10: v10_to_v11, 11: v11_to_v12,
+    9: v9_to_v10, 10: v10_to_v11, 11: v11_to_v12, 12: v12_to_v13,
 }  # fmt: skip
 
 

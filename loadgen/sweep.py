@@ -17,7 +17,7 @@ from loadgen.capacity import CapacityPlan, midpoint, plan_capacity
 from loadgen.config import LoadShape, RunConfig
 from loadgen.decoupled import check_streamable, decoupled_model, token_output
 from loadgen.errors import UsageError, WorkerLost
-from loadgen.inputs import build_request_inputs, model_inputs
+from loadgen.inputs import build_stream_inputs, model_inputs
 from loadgen.listener import RunListener
 from loadgen.load import Load, LocalLoad
 from loadgen.measurement import LevelPart, LevelResult, measure_levels
@@ -26,15 +26,17 @@ from loadgen.samples import StreamGoodput
 from loadgen.schedule import (
     ConcurrencySchedule,
     IntervalSchedule,
+    OpenLoopSchedule,
     RateSchedule,
     Schedule,
 )
 from loadgen.replay import check_inputs
 from loadgen.schedule.replay import ReplaySchedule
-from loadgen.schedule.sequences import SequenceSchedule
+from loadgen.schedule.sequences import OpenLoopSequenceSchedule, SequenceSchedule
 from loadgen.scraper import MetricsScraper
-from loadgen.sequences import check_sequence_load
+from loadgen.sequences import check_sequence_load, check_worker_split
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
+from loadgen.shared_memory import SharedMemory, shared_memory_outputs
 from loadgen.sla import evaluate
 from loadgen.tail import MIN_TRACES
 from loadgen.tracing import Tracer
@@ -72,10 +74,11 @@ class Sweep:
 
     def __init__(
         self, config: RunConfig, server_metadata, model_configs, tree: ModelTree, load: Load, transport: Transport,
-        tracer: Tracer | None = None, sequences: bool = False,
+        tracer: Tracer | None = None, sequences: bool = False, streams: tuple[int, ...] | None = None,
     ) -> None:
         self.config = config
         self.sequences = sequences  # the model is sequence-batched: its load is sequences
+        self.streams = streams  # with streams of steps as input data: each one's steps
         self.server_metadata = server_metadata
         self.model_configs = model_configs
         self.tree = tree
@@ -106,15 +109,20 @@ class Sweep:
         check_streamable(target.model_name, decoupled_model(tree, configs), target.streaming)
         # A sequence-batched model is driven as sequences, as perf_analyzer drives it.
         sequences = "sequence_batching" in configs[target.model_name]
-        check_sequence_load(target.model_name, sequences, config.load.sequence_options, config.load.open_loop,
-                            config.load.workers is not None, tracer is not None, target.streaming)  # fmt: skip
-        if sequences:
-            concurrency = config.load.concurrency_range
-            config.load.sequence_plan().check_concurrency(max(concurrency.start, concurrency.end))
         metadata = await transport.model_metadata(target.model_name, target.model_version)
         specs = model_inputs(metadata, configs[target.model_name], config.inputs.batch_size)
         outputs = [output["name"] for output in metadata.get("outputs", [])]
-        tensors = build_request_inputs(specs, config.inputs, target.model_repository)  # its tokenizer counts --prompt-tokens
+        # its tokenizer counts --prompt-tokens; streams: a sequence model's input data, one stream a sequence
+        tensors, streams = build_stream_inputs(specs, config.inputs, target.model_repository)
+        load_shape = config.load
+        check_sequence_load(target.model_name, sequences, load_shape.sequence_options, load_shape.open_loop,
+                            load_shape.schedule_file is not None, streams is not None, tracer is not None, target.streaming)  # fmt: skip
+        if sequences:
+            concurrency = load_shape.concurrency_range
+            load_shape.sequence_plan().check_concurrency(load_shape.open_sequences if load_shape.open_loop
+                                                         else max(concurrency.start, concurrency.end))  # fmt: skip
+            if load_shape.open_loop and load_shape.workers is not None:
+                check_worker_split(load_shape.open_sequences, load_shape.workers)
         if (plan := config.load.replay) is not None:
             check_inputs(plan, plan.for_model(target.model_name, only_model=True), len(tensors))
         if target.streaming:
@@ -131,17 +139,24 @@ class Sweep:
         stream_goodput = (StreamGoodput(goodput_latency_ms, gates.goodput_ttft_ms, gates.goodput_itl_ms)
                           if target.streaming and gates.goodput_bounded else None)  # fmt: skip
         export_requests = config.outputs.profile_export_file is not None
+        output_sizes = shared_memory_outputs(target, specs.outputs, outputs, config.inputs.batch_size, tensors)
         if config.load.workers is None:
             id_prefix = tracer.prefix if tracer is not None else None
-            load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
-                                           id_prefix, stream_goodput, sequences)  # fmt: skip
+            shared = await SharedMemory.open(transport, tensors, output_sizes) if output_sizes is not None else None
+            try:
+                load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
+                                               id_prefix, stream_goodput, sequences, shared)  # fmt: skip
+            except BaseException:
+                if shared is not None:
+                    await shared.close()
+                raise
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool
 
             load = await WorkerPool.open(target, config.load, tensors, outputs, goodput_latency_ms, export_requests, stream_goodput,
-                                         worker_cpus)  # fmt: skip
-        return cls(config, server_metadata, configs, tree, load, transport, tracer, sequences)
+                                         worker_cpus, output_sizes, sequences)  # fmt: skip
+        return cls(config, server_metadata, configs, tree, load, transport, tracer, sequences, streams)
 
     async def start_metrics(self, url: str, listener: RunListener, model_configs: dict[str, dict[str, Any]] | None = None) -> None:
         """Scrape `url` from now on, every --metrics-interval and at each window boundary, for this
@@ -192,12 +207,17 @@ class Sweep:
             entries = load.replay.for_model(self.config.target.model_name, only_model=True)
             return ReplaySchedule(entries, load.replay.period_ns, load.replay_speed, load.replay_loop)
         if load.intervals_us is not None:
-            return IntervalSchedule(list(load.intervals_us))
-        if load.request_rate_range is not None:
-            return RateSchedule(value, load.request_distribution, load.seed)
+            pacing: OpenLoopSchedule | None = IntervalSchedule(list(load.intervals_us))
+        elif load.request_rate_range is not None:
+            pacing = RateSchedule(value, load.request_distribution, load.seed)
+        else:
+            pacing = None
+        if self.sequences and pacing is not None:
+            return OpenLoopSequenceSchedule(pacing, load.open_sequences, load.serial_sequences, load.sequence_plan(), load.seed,
+                                            self.streams)  # fmt: skip
         if self.sequences:
-            return SequenceSchedule(int(value), load.sequence_plan(), load.seed)
-        return ConcurrencySchedule(int(value))
+            return SequenceSchedule(int(value), load.sequence_plan(), load.seed, self.streams)
+        return pacing if pacing is not None else ConcurrencySchedule(int(value))
 
     def latency_breach(self, level: LevelResult) -> str | None:
         threshold_ms = self.config.gates.latency_threshold_ms

@@ -31,7 +31,7 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 def test_cpu_metrics_are_scraped_per_level(metrics_run):
     report, _ = metrics_run
     data = json.loads((report / "summary.json").read_text())
-    assert data["schema_version"] == 12 and data["warnings"] == []
+    assert data["schema_version"] == 13 and data["warnings"] == []
     for level in data["levels"]:
         metrics = level["metrics"]
         # 3 windows of 1 s at 4 scrapes a second, plus the boundaries.

@@ -26,6 +26,7 @@ from loadgen.summary_versions import (
     OPTIONS_BEFORE_V3,
     STEPS,
     REPLAY_OPTIONS,
+    SHARED_MEMORY_OPTIONS,
     STREAMING_OPTIONS,
     UNRECORDED_MESSAGES,
     upgrade,
@@ -40,6 +41,7 @@ from loadgen.summary_versions import (
     v9_to_v10,
     v10_to_v11,
     v11_to_v12,
+    v12_to_v13,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -447,3 +449,11 @@ def test_v11_to_v12_drove_one_model_replayed_nothing_and_merged_three_windows():
         "schedule_file": None, "replay_speed": 1.0, "replay_loop": False}
     assert new["levels"] and all(level["merged_windows"] == min(3, len(level["windows"])) for level in new["levels"])
     assert "mix" not in old and "merged_windows" not in old["levels"][0]  # the input is not changed
+
+
+def test_v12_to_v13_sent_the_tensors_in_the_requests():
+    old = raw("v12/closed-loop")
+    new = v12_to_v13(old)
+    assert new["schema_version"] == 13
+    assert {key: new["config"][key] for key in SHARED_MEMORY_OPTIONS} == {"shared_memory": "none", "output_shared_memory_size": 102400}
+    assert "shared_memory" not in old["config"]  # the input is not changed

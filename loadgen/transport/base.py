@@ -13,6 +13,7 @@ from loadgen.outcome import InferOutcome, StreamOutcome
 from loadgen.redact import redact_url
 
 if TYPE_CHECKING:
+    from loadgen.shared_memory import Placement
     from loadgen.validation import ExpectedOutputs
 
 # How long opening a connection may take, by default (--connect-timeout).
@@ -138,15 +139,26 @@ class Transport(ABC):
         "UNAVAILABLE", "LOADING", ...) and `reason` ("" when there is none), all strings."""
         raise NotImplementedError(f"{type(self).__name__} has no model control API")
 
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        """Register the system shared-memory region `key` (a POSIX shm key, /name) of `byte_size`
+        bytes with the server as `name`. A ServerError says what the server answered when it refused."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared-memory API")
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        """Unregister the system shared-memory region `name`. ServerError when that fails."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared-memory API")
+
     @abstractmethod
     def prepare(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
-        sequences: bool = False,
+        sequences: bool = False, shared_memory: Placement | None = None,
     ) -> Any:
         """A request built once and sent many times (outputs requested in binary form). With
         RequestInputs that expect outputs, `infer` checks every response against them. With
         `id_prefix` (tracing), the request carries an id (loadgen.transport.request_id). With
-        `sequences`, it carries sequence parameters set per send (loadgen.transport.sequence_params)."""
+        `sequences`, it carries sequence parameters set per send (loadgen.transport.sequence_params).
+        With `shared_memory`, its inputs are read from and its outputs written to those slots of a
+        registered region (loadgen.shared_memory), and the request carries no tensor data."""
 
     @abstractmethod
     async def infer(

@@ -2,8 +2,9 @@
 
 Control calls: loadgen.transport.grpc_control (tritonclient, answers in the HTTP API's JSON shape).
 
-Infer: `prepare` builds the ModelInferRequest once, marshals it once and frames it as a gRPC
-message (5-byte prefix); `infer` sends those bytes as one HTTP/2 stream on a connection of our
+Infer: `prepare` builds the ModelInferRequest once (with --shared-memory, each tensor naming its
+slot of the registered region in its parameters, and no raw_input_contents), marshals it once and
+frames it as a gRPC message (5-byte prefix); `infer` sends those bytes as one HTTP/2 stream on a connection of our
 own and unmarshals the ModelInferResponse. The HTTP/2 connection's state machine (framing, HPACK,
 flow control, stream states) is loadgen.protocol.h2, without sockets; what a finished stream
 means in gRPC terms is loadgen.protocol.grpc_status. This module is the asyncio layer around
@@ -78,6 +79,7 @@ from loadgen.protocol.grpc_status import grpc_timeout, outcome_error, response_m
 from loadgen.protocol.grpc_stream import broken_stream_error, elements, read_response, split_messages
 from loadgen.protocol.h2 import ConnectionTerminated, H2Connection, SettingsReceived, Stream, StreamEnded, request_header_block
 from loadgen.redact import redact_url
+from loadgen.shared_memory import Placement, Slot
 from loadgen.transport.base import (
     CONNECT_TIMEOUT_S,
     LOAD_TIMEOUT_S,
@@ -432,13 +434,19 @@ class GrpcTransport(Transport):
     async def repository_index(self) -> list[dict[str, str]]:
         return await self._control.repository_index()
 
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        await self._control.register_system_shared_memory(name, key, byte_size)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._control.unregister_system_shared_memory(name)
+
     # -- the hot path -----------------------------------------------------------------------
 
     def prepare(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
-        sequences: bool = False,
+        sequences: bool = False, shared_memory: Placement | None = None,
     ) -> _Prepared:
-        raw = _infer_request(model, version, inputs, outputs).SerializeToString()
+        raw = _infer_request(model, version, inputs, outputs, shared_memory).SerializeToString()
         if id_prefix is not None:  # the id last (a parser takes fields in any order), so a send's digits end the message
             raw += service_pb2.ModelInferRequest(id=request_id(id_prefix, 0)).SerializeToString()
         if sequences:  # the sequence parameters last, likewise (config refuses them with tracing's id)
@@ -622,17 +630,33 @@ class GrpcTransport(Transport):
         await self._control.close()
 
 
-def _infer_request(model: str, version: str, inputs: list[InputTensor], outputs: list[str]) -> service_pb2.ModelInferRequest:
+def _infer_request(
+    model: str, version: str, inputs: list[InputTensor], outputs: list[str], shared_memory: Placement | None = None
+) -> service_pb2.ModelInferRequest:
+    """The request; with `shared_memory`, each tensor names its slot of the region instead of carrying data."""
     request = service_pb2.ModelInferRequest(model_name=model, model_version=str(version or ""))
-    for tensor in inputs:
+    for i, tensor in enumerate(inputs):
         entry = request.inputs.add()
         entry.name = tensor.name
         entry.datatype = tensor.datatype
         entry.shape.extend(int(d) for d in tensor.shape)
-        request.raw_input_contents.append(tensor.data)
-    for name in outputs:
-        request.outputs.add().name = name
+        if shared_memory is None:
+            request.raw_input_contents.append(tensor.data)
+        else:
+            _name_slot(entry.parameters, shared_memory.region, shared_memory.inputs[i])
+    for i, name in enumerate(outputs):
+        entry = request.outputs.add()
+        entry.name = name
+        if shared_memory is not None:
+            _name_slot(entry.parameters, shared_memory.region, shared_memory.outputs[i])
     return request
+
+
+def _name_slot(parameters: Any, region: str, slot: Slot) -> None:
+    """A tensor's parameters naming its slot of a registered region."""
+    parameters["shared_memory_region"].string_param = region
+    parameters["shared_memory_byte_size"].int64_param = slot.size_bytes
+    parameters["shared_memory_offset"].int64_param = slot.offset_bytes
 
 
 _parse_response = service_pb2.ModelInferResponse.FromString

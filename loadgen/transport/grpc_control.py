@@ -164,6 +164,12 @@ class GrpcControl:
         response = await self._call("the repository index", "get_model_repository_index")
         return [index_entry(entry) for entry in to_http_json(response).get("models", [])]
 
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        await self._call(f"registering shared-memory region {name}", "register_system_shared_memory", name, key, byte_size)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call(f"unregistering shared-memory region {name}", "unregister_system_shared_memory", name)
+
     async def server_live(self, timeout_s: float) -> str | None:
         try:
             live = await self._get_client().is_server_live(headers=self._headers, client_timeout=timeout_s)

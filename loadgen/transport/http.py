@@ -12,6 +12,8 @@ Design:
   `infer` writes those bytes and waits for the response. Outputs are asked for in binary form
   and never decoded: a 200 response's body is counted, not kept. Only a request whose data
   entry has validation_data keeps its responses' bodies, to check them (loadgen.validation).
+  With --shared-memory the body is the JSON header alone, each tensor naming its slot of the
+  registered region in its `parameters` (loadgen.shared_memory).
 - Responses are parsed by `loadgen.protocol.http1.ResponseParser` (socket-free; its docstring
   has the rules: 1xx interim responses skipped, strict framing, bare LF refused). This module
   keeps the sockets, the pool, TLS and the timing. A non-200 status carries Triton's JSON
@@ -93,6 +95,7 @@ from loadgen.transport.base import (
 from loadgen.transport.probe import check_port
 from loadgen.transport.request_id import IdPieces, request_id
 from loadgen.transport.sequence_params import HTTP_WIDTH, SequencePieces, http_fragment
+from loadgen.shared_memory import Placement, Slot
 from loadgen.transport.tls import TlsOptions, tls_failure
 from loadgen.validation import ExpectedOutputs, WireError, check_http, from_wire
 
@@ -100,6 +103,11 @@ _CONTROL_TIMEOUT_S = 60.0
 # Triton's HTTP status for each of its error codes (by gRPC's names), so that a refused load
 # says the same whichever protocol carried it.
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}
+
+
+def _region_parameters(region: str, slot: Slot) -> dict[str, Any]:
+    """A tensor's `parameters` naming its slot of a registered region."""
+    return {"shared_memory_region": region, "shared_memory_byte_size": slot.size_bytes, "shared_memory_offset": slot.offset_bytes}
 
 
 class _ConnectionFailed(Exception):
@@ -499,28 +507,29 @@ class HttpTransport(Transport):
 
     def prepare(
         self, model: str, version: str, inputs: list[InputTensor], outputs: list[str], id_prefix: str | None = None,
-        sequences: bool = False,
+        sequences: bool = False, shared_memory: Placement | None = None,
     ) -> _Prepared:
         header: dict[str, Any] = {"id": request_id(id_prefix, 0)} if id_prefix is not None else {}
+        if shared_memory is None:
+            input_parameters = [{"binary_data_size": len(t.data)} for t in inputs]
+            output_parameters = [{"binary_data": True} for _ in outputs]
+        else:  # the tensors are in the region: the body is the JSON alone
+            input_parameters = [_region_parameters(shared_memory.region, slot) for slot in shared_memory.inputs]
+            output_parameters = [_region_parameters(shared_memory.region, slot) for slot in shared_memory.outputs]
         header |= {
             "inputs": [
-                {
-                    "name": t.name,
-                    "shape": [int(d) for d in t.shape],
-                    "datatype": t.datatype,
-                    "parameters": {"binary_data_size": len(t.data)},
-                }
-                for t in inputs
+                {"name": t.name, "shape": [int(d) for d in t.shape], "datatype": t.datatype, "parameters": parameters}
+                for t, parameters in zip(inputs, input_parameters)
             ],
             "parameters": {"binary_data_output": True},
         }
         if outputs:
-            header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
+            header["outputs"] = [{"name": name, "parameters": parameters} for name, parameters in zip(outputs, output_parameters)]
         json_part = json.dumps(header, separators=(",", ":")).encode()
         if sequences:  # the placeholder parameters, right after binary_data_output's
             marker = b'"binary_data_output":true'
             json_part = json_part.replace(marker, marker + b"," + http_fragment(0, False, False), 1)
-        body = b"".join([json_part, *(t.data for t in inputs)])
+        body = b"".join([json_part, *(t.data for t in inputs if shared_memory is None)])
         head = [f"POST {self._model_path(model, version)}/infer HTTP/1.1\r\n".encode("latin-1"), self._headers]
         if "content-type" not in self._user_lowered:
             head.append(b"Content-Type: application/octet-stream\r\n")
@@ -597,11 +606,11 @@ class HttpTransport(Transport):
 
     async def _call(
         self, path: str, what: str, model: str = "", version: str = "", body: bytes | None = None,
-        model_control: str = "", timeout_s: float = _CONTROL_TIMEOUT_S,
+        model_control: str = "", timeout_s: float = _CONTROL_TIMEOUT_S, answered: bool = True,
     ) -> Any:  # fmt: skip
         """GET `path`, or POST `body` (JSON) to it: the JSON answer, or a ServerError saying what
         went wrong. With `model_control` (the model a load or unload is for), a refusal is a
-        ModelLoadError and the answer, empty, is not read."""
+        ModelLoadError and the answer, empty, is not read; without `answered`, a 200's body is not read."""
         if body is None:
             request = f"GET {path} HTTP/1.1\r\n".encode("latin-1") + self._headers + b"\r\n"
         else:
@@ -632,6 +641,8 @@ class HttpTransport(Transport):
                 raise unknown
             await self._check_port()
             raise ServerError(f"{what} failed at {self.url}: {error}")
+        if not answered:
+            return None
         try:
             return json.loads(body)
         except ValueError:
@@ -689,6 +700,15 @@ class HttpTransport(Transport):
 
     async def repository_index(self) -> list[dict[str, str]]:
         return [index_entry(entry) for entry in await self._call("/v2/repository/index", "the repository index", body=b"{}")]
+
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        body = json.dumps({"key": key, "offset": 0, "byte_size": byte_size}).encode()
+        await self._call(f"/v2/systemsharedmemory/region/{quote(name, safe='')}/register",
+                         f"registering shared-memory region {name}", body=body, answered=False)  # fmt: skip
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call(f"/v2/systemsharedmemory/region/{quote(name, safe='')}/unregister",
+                         f"unregistering shared-memory region {name}", body=b"", answered=False)  # fmt: skip
 
     async def close(self) -> None:
         self._closed = True

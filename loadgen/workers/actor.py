@@ -18,6 +18,8 @@ from loadgen.load import LocalLoad
 from loadgen.merge import WindowDigest, digest
 from loadgen.samples import StreamGoodput, WindowSamples
 from loadgen.schedule.base import Schedule
+from loadgen.schedule.sequences import SequenceCounts
+from loadgen.shared_memory import SharedMemory
 from loadgen.transport import InputTensor, Transport, open_transport
 
 
@@ -33,25 +35,31 @@ class LoadWorker:
         self._transport: Transport | None = None
         self._load: LocalLoad | None = None
         self._driving: asyncio.Future | None = None
+        self._schedule: Schedule | None = None  # the level's share
         self._cpu_s = time.process_time()
 
     async def open(
         self, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None, export_requests: bool, stream_goodput: StreamGoodput | None = None,
+        output_sizes: list[int] | None = None, sequences: bool = False,
     ) -> tuple[str, int]:
         """Connect to the server and prepare the requests; returns (host, pid) for the report. With
         `goodput_latency_ms`, each window's digest counts its successes within it; with
         `export_requests`, it carries its requests (--profile-export-file) on this node's wall clock;
-        streamed requests (`target.streaming`) count their goodput within `stream_goodput`."""
+        streamed requests (`target.streaming`) count their goodput within `stream_goodput`. With
+        `output_sizes` (--shared-memory), the worker places the tensors in a region of its own. With
+        `sequences`, the requests carry the sequence parameters each send sets."""
         self._transport = open_transport(
             target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
+        shared = await SharedMemory.open(self._transport, tensors, output_sizes) if output_sizes is not None else None
         self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests,
-                                       stream_goodput=stream_goodput)  # fmt: skip
+                                       stream_goodput=stream_goodput, sequences=sequences, shared_memory=shared)  # fmt: skip
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 
     async def start(self, schedule: Schedule, count_target: int | None) -> None:
+        self._schedule = schedule
         self._driving = await self._load.start(schedule, count_target)
 
     async def run(self) -> None:
@@ -67,7 +75,9 @@ class LoadWorker:
     def _digest(self, window: WindowSamples) -> WindowDigest:
         now_cpu_s = time.process_time()
         cpu_s, self._cpu_s = now_cpu_s - self._cpu_s, now_cpu_s
-        return digest(window, self._load.peak_in_flight, cpu_s, self._load.goodput_latency_ms)
+        schedule = self._schedule
+        sequences = schedule.tally(window.start_ns, window.end_ns) if isinstance(schedule, SequenceCounts) else None
+        return digest(window, self._load.peak_in_flight, cpu_s, self._load.goodput_latency_ms, sequences)
 
     async def close_window(self) -> WindowDigest:
         return self._digest(await self._load.close_window(monotonic_ns()))
@@ -87,5 +97,7 @@ class LoadWorker:
         self._driving = None
 
     async def close(self) -> None:
+        if self._load is not None:
+            await self._load.close()  # its region, unregistered while the connection is still open
         if self._transport is not None:
             await self._transport.close()

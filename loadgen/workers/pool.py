@@ -31,6 +31,7 @@ from loadgen.merge import (
     pooled_client_stats,
     pooled_latency_histogram,
     pooled_open_loop_stats,
+    pooled_sequence_tally,
     pooled_stream_stats,
     worker_figures,
 )
@@ -38,6 +39,7 @@ from loadgen.profile_export import epoch_offset_ns
 from loadgen.redact import redact_url
 from loadgen.samples import StreamGoodput, WindowRequests
 from loadgen.schedule.base import Schedule
+from loadgen.schedule.sequences import SequenceCounts, SequenceTally
 from loadgen.stats import ClientStats, OpenLoopStats
 from loadgen.stream_stats import StreamStats
 from loadgen.transport import InputTensor
@@ -126,13 +128,15 @@ class WorkerPool(Load):
     async def open(
         cls, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
         goodput_latency_ms: float | None, export_requests: bool = False, stream_goodput: StreamGoodput | None = None,
-        cpus: float = 1.0,
+        cpus: float = 1.0, output_sizes: list[int] | None = None, sequences: bool = False,
     ) -> WorkerPool:
         """Start `load.workers` workers, each connected to the server with every request prepared,
         counting each window's successes within `goodput_latency_ms` (None: no goodput) and, with
         `export_requests`, sending each window's requests with its digest. With `target.streaming`,
         the requests are streamed, their goodput within `stream_goodput` (None: no goodput). Each
-        worker asks Ray for `cpus` (a mix of M models: 1/M each, so M models' workers share N CPUs)."""
+        worker asks Ray for `cpus` (a mix of M models: 1/M each, so M models' workers share N CPUs).
+        With `output_sizes` (--shared-memory), each worker places the tensors in a region of its own.
+        With `sequences`, the requests carry the sequence parameters each send sets."""
         started_ray = _connect(load)
         actors = [LoadWorker.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote() for _ in range(load.workers)]
         drain_s = drain_bound_s(target.request_timeout_ms)
@@ -141,7 +145,8 @@ class WorkerPool(Load):
         try:
             inputs = ray.put(list(tensors))  # once, not once per worker
             opening = pool._gather(
-                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms, export_requests, stream_goodput)
+                {i: actor.open.remote(target, load, inputs, outputs, goodput_latency_ms, export_requests, stream_goodput, output_sizes,
+                                      sequences)
                  for i, actor in enumerate(actors)},
                 timeout_s=None,
             )
@@ -330,6 +335,11 @@ class WorkerPool(Load):
         return WindowRequests(
             window.start_ns + offset_ns, window.end_ns + offset_ns, sum(p.count for p in parts), ",\n".join(p.take() for p in parts)
         )
+
+    def sequence_tally(self, schedule: Schedule, windows: Sequence[PooledWindow], drain: PooledWindow | None = None) -> SequenceTally | None:
+        if not isinstance(schedule, SequenceCounts):
+            return None
+        return pooled_sequence_tally(windows, drain)
 
     def worker_figures(self, windows: Sequence[PooledWindow], batch_size: int) -> tuple[WorkerFigures, ...]:
         return tuple(

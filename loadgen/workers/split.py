@@ -13,6 +13,8 @@ from loadgen.schedule import (
     ReplaySchedule,
     Schedule,
 )
+from loadgen.schedule.sequences import OpenLoopSequenceSchedule, SequenceSchedule
+from loadgen.sequences import check_worker_split, split_ids
 
 
 def split_count(total: int, weights: list[float]) -> list[int]:
@@ -50,7 +52,19 @@ def split_intervals(intervals_us: list[int], workers: int) -> list[tuple[int, li
 
 def split_schedule(schedule: Schedule, workers: int) -> list[Schedule | None]:
     """Each worker's schedule for a level; None for a worker the level has no load for
-    (concurrency 2 over 3 workers)."""
+    (concurrency 2 over 3 workers). A sequence load's sequences are dealt among the workers, each
+    with a disjoint slice of the ids, so that a sequence never spans two."""
+    if isinstance(schedule, SequenceSchedule):
+        shares = split_count(schedule.concurrency, [1] * workers)
+        plans, seeds = split_ids(schedule.plan, shares), worker_seeds(schedule.seed, workers)
+        return [SequenceSchedule(share, plan, seed, schedule.streams) if share else None
+                for share, plan, seed in zip(shares, plans, seeds)]  # fmt: skip
+    if isinstance(schedule, OpenLoopSequenceSchedule):
+        check_worker_split(schedule.sequences, workers)
+        shares = split_count(schedule.sequences, [1] * workers)
+        plans, seeds = split_ids(schedule.plan, shares), worker_seeds(schedule.seed, workers)
+        return [OpenLoopSequenceSchedule(pacing, share, schedule.serial, plan, seed, schedule.streams)
+                for pacing, share, plan, seed in zip(split_schedule(schedule.pacing, workers), shares, plans, seeds)]  # fmt: skip
     if isinstance(schedule, ConcurrencySchedule):
         return [ConcurrencySchedule(share) if share else None for share in split_count(schedule.concurrency, [1] * workers)]
     if isinstance(schedule, RateSchedule):
