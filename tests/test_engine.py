@@ -57,7 +57,7 @@ class StopsAnswering(FakeTransport):
         self.calls = 0
         self.cancelled = 0
 
-    async def infer(self, prepared) -> InferOutcome:
+    async def infer(self, prepared, number=None, sequence=None) -> InferOutcome:
         self.calls += 1
         try:
             if self.calls <= self.answers:
@@ -340,3 +340,16 @@ def test_a_replay_names_the_prepared_request_and_the_others_keep_the_round_robin
 
     sent, completed = asyncio.run(scenario())
     assert sent == ["c", "a", "b", "a", "c"] and completed == 5
+
+
+def test_serial_open_loop_sequences_against_a_server_that_stops_answering_end_in_bounded_time():
+    from loadgen.schedule import RateSchedule
+    from loadgen.schedule.sequences import OpenLoopSequenceSchedule
+    from loadgen.sequences import SequencePlan
+
+    # Both sequences end up with a request never answered: every later request waits for a free one, forever.
+    schedule = OpenLoopSequenceSchedule(RateSchedule(100), 2, True, SequencePlan(length=5, variation_pct=0), seed=1)
+    level, took_s = _level(StopsAnswering(answers=4), WindowPolicy(interval_ms=200, max_trials=3), schedule=schedule)
+    assert took_s < 3 * 0.2 + 0.5 + 0.5
+    assert level.client.request_count == 4 and level.drain.unanswered == 2
+    assert level.sequences is not None and level.sequences.completed == 0 and level.sequences.cut_short == 2
