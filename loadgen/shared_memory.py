@@ -33,6 +33,7 @@ from tritonclient.utils import shared_memory as shm
 from loadgen.errors import ServerError, UsageError
 from loadgen.leftovers import client_region_name, sweep_client_regions, this_process
 from loadgen.transport.base import expected_outputs, split_host_port
+from loadgen.validation import wire_element_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -46,8 +47,6 @@ ALIGN_BYTES = 64
 # A dead server must not hold up the end of a run.
 UNREGISTER_TIMEOUT_S = 5.0
 _serials = itertools.count(1)  # this process's regions: each one's name is its own
-_BYTES_PER_ELEMENT = {"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2, "BF16": 2, "INT32": 4,
-                      "UINT32": 4, "FP32": 4, "INT64": 8, "UINT64": 8, "FP64": 8}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Placement:
 def output_size_bytes(spec: TensorSpec, batch_size: int, default_bytes: int) -> int:
     """An output's slot: the size its shape fixes (with the batch), else `default_bytes`
     (--output-shared-memory-size: strings, variable dimensions)."""
-    per_element = _BYTES_PER_ELEMENT.get(spec.datatype)
+    per_element = wire_element_bytes(spec.datatype)
     if per_element is None or any(d < 0 for d in spec.shape):
         return default_bytes
     return per_element * math.prod(spec.shape) * (batch_size if spec.batched else 1)

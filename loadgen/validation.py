@@ -49,6 +49,12 @@ _LENGTH = struct.Struct("<I")
 _SHOWN_CHARS = 40  # a BYTES element in a message, cut short
 
 
+def wire_element_bytes(datatype: str) -> int | None:
+    """The bytes of one `datatype` element on the wire; None for BYTES (variable) or a datatype not known."""
+    dtype = _WIRE_DTYPES.get(datatype)
+    return dtype.itemsize if dtype is not None else None
+
+
 class WireError(ValueError):
     """Tensor bytes that are not a tensor of their datatype. The message says why, as a predicate of
     the tensor ("has 5 bytes, not a whole number of ..."), to follow its name."""
