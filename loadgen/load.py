@@ -190,6 +190,25 @@ class LocalLoad(Load):
         made.shared_memory = shared_memory
         return made
 
+    @classmethod
+    async def open(
+        cls, transport: Transport, target: Target, load: LoadShape, tensors: Sequence[list[InputTensor]], outputs: list[str],
+        goodput_latency_ms: float | None = None, export_requests: bool = False, id_prefix: str | None = None,
+        stream_goodput: StreamGoodput | None = None, sequences: bool = False, output_sizes: Sequence[int] | None = None,
+    ) -> LocalLoad:
+        """`prepare`, with `output_sizes` (--shared-memory) first placing `tensors` in a region of this
+        process's own, released at once if preparing fails (else when the load closes)."""
+        if output_sizes is None:
+            return cls.prepare(transport, target, load, tensors, outputs, goodput_latency_ms, export_requests, id_prefix,
+                               stream_goodput, sequences)  # fmt: skip
+        shared = await SharedMemory.open(transport, tensors, output_sizes)
+        try:
+            return cls.prepare(transport, target, load, tensors, outputs, goodput_latency_ms, export_requests, id_prefix,
+                               stream_goodput, sequences, shared)  # fmt: skip
+        except BaseException:
+            await shared.close()
+            raise
+
     @property
     def completed(self) -> int:
         return self.engine.completed

@@ -36,7 +36,7 @@ from loadgen.schedule.sequences import OpenLoopSequenceSchedule, SequenceSchedul
 from loadgen.scraper import MetricsScraper
 from loadgen.sequences import check_sequence_load, check_worker_split
 from loadgen.server_stats import ModelTree, model_tree, parse_statistics
-from loadgen.shared_memory import SharedMemory, shared_memory_outputs
+from loadgen.shared_memory import shared_memory_outputs
 from loadgen.sla import evaluate
 from loadgen.tail import MIN_TRACES
 from loadgen.tracing import Tracer
@@ -142,14 +142,8 @@ class Sweep:
         output_sizes = shared_memory_outputs(target, specs.outputs, outputs, config.inputs.batch_size, tensors)
         if config.load.workers is None:
             id_prefix = tracer.prefix if tracer is not None else None
-            shared = await SharedMemory.open(transport, tensors, output_sizes) if output_sizes is not None else None
-            try:
-                load: Load = LocalLoad.prepare(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
-                                               id_prefix, stream_goodput, sequences, shared)  # fmt: skip
-            except BaseException:
-                if shared is not None:
-                    await shared.close()
-                raise
+            load: Load = await LocalLoad.open(transport, target, config.load, tensors, outputs, goodput_latency_ms, export_requests,
+                                              id_prefix, stream_goodput, sequences, output_sizes)  # fmt: skip
         else:
             # Ray is an optional extra: imported only when asked for.
             from loadgen.workers.pool import WorkerPool

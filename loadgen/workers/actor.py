@@ -19,7 +19,6 @@ from loadgen.merge import WindowDigest, digest
 from loadgen.samples import StreamGoodput, WindowSamples
 from loadgen.schedule.base import Schedule
 from loadgen.schedule.sequences import SequenceCounts
-from loadgen.shared_memory import SharedMemory
 from loadgen.transport import InputTensor, Transport, open_transport
 
 
@@ -52,9 +51,8 @@ class LoadWorker:
         self._transport = open_transport(
             target.protocol, target.url, target.headers, target.tls, target.request_timeout_ms, target.connect_timeout_s
         )
-        shared = await SharedMemory.open(self._transport, tensors, output_sizes) if output_sizes is not None else None
-        self._load = LocalLoad.prepare(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests,
-                                       stream_goodput=stream_goodput, sequences=sequences, shared_memory=shared)  # fmt: skip
+        self._load = await LocalLoad.open(self._transport, target, load, tensors, outputs, goodput_latency_ms, export_requests,
+                                          stream_goodput=stream_goodput, sequences=sequences, output_sizes=output_sizes)  # fmt: skip
         gc.freeze()  # as in the driver: what lives all run stays out of the collector's full passes
         return socket.gethostname(), os.getpid()
 
