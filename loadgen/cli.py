@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from loadgen import __version__
 from loadgen.errors import Interrupted, LoadgenError, ServerGone, UsageError
 from loadgen.config import RunConfig
-from loadgen.options import BY_NAME, add_run_arguments, build_config, load_config_file, read_scenario
+from loadgen.options import BY_NAME, add_argument, add_run_arguments, build_config, load_config_file, read_scenario
 
 if TYPE_CHECKING:
     from loadgen.mix import MixConfig
@@ -110,6 +110,31 @@ def _export_schedule_parser(sub) -> None:
                    help="a report folder whose run wrote --profile-export-file, or the export file itself")
 
 
+def _profile_model_parser(sub) -> None:
+    p = sub.add_parser(
+        "profile-model",
+        help="count an ONNX model's FLOPs, parameters and bytes per layer and time it directly in ONNX Runtime",
+        description="Per layer and in total: parameters, FLOPs (1 multiply-accumulate = 2 FLOPs), bytes read and "
+        "written, arithmetic intensity; then, as trtexec times an engine, a warm-up and timed ONNX Runtime runs (CPU) "
+        "with the thread settings of the model's config.pbtxt when the file sits in a Triton model directory.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the ONNX file")
+    p.add_argument("-b", "--batch-size", type=int, default=1, metavar="N", help="batch size: a dynamic first dimension (default 1)")
+    p.add_argument("--shape", action="append", metavar="NAME:D1,D2",
+                   help="an input's dynamic dimensions, without the batch dimension as perf_analyzer's or with it (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    p.add_argument("--no-timing", action="store_true", help="count only: no ONNX Runtime session, no roof")
+    p.add_argument("--warmup", type=float, default=200.0, metavar="MS", help="trtexec's --warmUp: run untimed for MS milliseconds first (default 200)")
+    p.add_argument("--iterations", type=int, default=10, metavar="N", help="trtexec's --iterations: time at least N runs (default 10)")
+    p.add_argument("--duration", type=float, default=3.0, metavar="S", help="trtexec's --duration: time runs for at least S seconds (default 3)")
+    p.add_argument("--cov-warn", default="5%", metavar="PCT",
+                   help="warn that the timing is unstable above this coefficient of variation of the latency (default 5%%)")
+    p.add_argument("--intra-op-threads", type=int, metavar="N",
+                   help="ONNX Runtime intra-op threads, over the config.pbtxt's (default: the config's, else ONNX Runtime's)")
+    for name in ("peak-tflops", "peak-bandwidth-gbs"):
+        add_argument(p, BY_NAME[name])
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="loadgen", description="Load-testing harness for NVIDIA Triton Inference Server.")
     p.add_argument("--version", action=_Version)
@@ -120,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _compare_parser(sub)
     _export_schedule_parser(sub)
+    _profile_model_parser(sub)
     return p
 
 
@@ -228,6 +254,44 @@ def _export_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_model(args: argparse.Namespace) -> int:
+    import json
+
+    from loadgen.config import check_peaks, parse_percent, parse_shape
+    from loadgen.direct_timing import OrtThreads, threads_for_file, time_model
+    from loadgen.model_cost import load_onnx, model_cost
+    from loadgen.report.model_profile import profile_json, profile_lines
+    from loadgen.roof import resolve_roof
+
+    for flag, value, least in (("-b", args.batch_size, 1), ("--iterations", args.iterations, 1),
+                               ("--intra-op-threads", args.intra_op_threads, 1)):  # fmt: skip
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}")
+    for flag, value in (("--warmup", args.warmup), ("--duration", args.duration)):
+        if not value >= 0:
+            raise UsageError(f"{flag} must be 0 or more, got {value:g}")
+    cov_warn = parse_percent(args.cov_warn, "--cov-warn")
+    peak_tflops, peak_bandwidth_gbs = getattr(args, "peak-tflops"), getattr(args, "peak-bandwidth-gbs")
+    check_peaks(peak_tflops, peak_bandwidth_gbs)
+    shapes = dict(parse_shape(text) for text in args.shape or [])
+    path = Path(args.model)
+    model = load_onnx(path)
+    cost = model_cost(model, args.batch_size, shapes)
+    timing = roof = None
+    if not args.no_timing:
+        threads = threads_for_file(path)
+        if args.intra_op_threads is not None:
+            threads = OrtThreads(args.intra_op_threads, threads.inter_op, f"--intra-op-threads; inter-op from {threads.source}")
+        timing = time_model(model, batch_size=args.batch_size, shapes=shapes, threads=threads, warmup_ms=args.warmup,
+                            iterations=args.iterations, duration_s=args.duration)  # fmt: skip
+        # The roof for the threads the session had: ONNX Runtime's default intra-op pool spans the cores.
+        roof = resolve_roof(threads=threads.intra_op or os.cpu_count() or 1, local=True, peak_tflops=peak_tflops,
+                            peak_bandwidth_gbs=peak_bandwidth_gbs)  # fmt: skip
+    data = profile_json(cost, timing, cov_warn, roof)
+    print(json.dumps(data, indent=2) if args.json else "\n".join(profile_lines(str(path), data)))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from loadgen.runner import default_model_repository
     from loadgen.server import EmbeddedServer
@@ -255,7 +319,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": _run, "tune": _tune, "serve": _serve, "report": _report, "compare": _compare,
-            "export-schedule": _export_schedule}  # fmt: skip
+            "export-schedule": _export_schedule, "profile-model": _profile_model}  # fmt: skip
 
 
 def _interrupt_on_termination() -> None:

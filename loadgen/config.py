@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,25 @@ def parse_header(text: str) -> tuple[str, str]:
         shown = word + " ..." if rest else word  # the rest may be a credential: not echoed
         raise UsageError(f"-H {shown!r} is not Header:Value, e.g. -H 'Authorization: Bearer TOKEN'")
     return name.strip(), value.strip()
+
+
+def parse_model_flops(text: str) -> tuple[str, float]:
+    """--model-flops `NAME=GFLOPS` → (name, GFLOPs per inference)."""
+    name, sep, value = str(text).rpartition("=")
+    try:
+        gflops = float(value)
+    except ValueError:
+        gflops = math.nan
+    if not sep or not name.strip() or not (math.isfinite(gflops) and gflops > 0):
+        raise UsageError(f"--model-flops {text!r} is not NAME=GFLOPS with GFLOPs per inference above 0, e.g. centernet=0.9")
+    return name.strip(), gflops
+
+
+def check_peaks(peak_tflops: float | None, peak_bandwidth_gbs: float | None) -> None:
+    """--peak-tflops and --peak-bandwidth-gbs, when given, are above 0."""
+    for flag, peak in (("--peak-tflops", peak_tflops), ("--peak-bandwidth-gbs", peak_bandwidth_gbs)):
+        if peak is not None and not peak > 0:
+            raise UsageError(f"{flag} must be above 0, got {peak:g}: give the device's peak, e.g. {flag} 1.5")
 
 
 def parse_collector_address(text: Any) -> tuple[str, int]:
@@ -457,8 +476,16 @@ class Outputs:
     # (host, port) of the OTLP/HTTP collector loadgen runs for a -u server in OpenTelemetry mode; it
     # turns tracing on, as a rate does.
     trace_collector: tuple[str, int] | None
+    # The roofline (loadgen.roofline_run): composing models' GFLOPs per inference by name (--model-flops,
+    # over their ONNX files), the roof's figures (--peak-tflops, --peak-bandwidth-gbs, over the measured
+    # or datasheet ones), and no roofline at all (--no-roofline).
+    model_flops: dict[str, float] = field(default_factory=dict)
+    peak_tflops: float | None = None
+    peak_bandwidth_gbs: float | None = None
+    no_roofline: bool = False
 
     def __post_init__(self) -> None:
+        check_peaks(self.peak_tflops, self.peak_bandwidth_gbs)
         if self.metrics_interval_ms < 1:
             raise UsageError(f"metrics interval must be at least 1 ms, got {self.metrics_interval_ms}: fix --metrics-interval")
         if self.export_metrics_port is not None and not 0 < self.export_metrics_port < 65536:

@@ -13,6 +13,12 @@ class UsageError(LoadgenError):
     exit_code = 2
 
 
+class RoofUnknown(UsageError):
+    """The peak compute or memory bandwidth of the server's device cannot be found from here: a remote
+    CPU server (not measurable from this host), a GPU missing from the datasheet table or whose name cannot
+    be read, a precision the table has no figure for. The user passes --peak-tflops and --peak-bandwidth-gbs."""
+
+
 class ServerError(LoadgenError):
     """The server could not be started, reached or used for the run."""
 

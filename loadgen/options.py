@@ -28,6 +28,7 @@ from loadgen.config import (
     Target,
     parse_header,
     parse_collector_address,
+    parse_model_flops,
     parse_percent,
     parse_range,
     parse_shape,
@@ -83,6 +84,10 @@ def _headers(values: list[str] | None) -> dict[str, str]:
 
 def _shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
     return dict(parse_shape(text) for text in values or [])
+
+
+def _model_flops(values: list[str] | None) -> dict[str, float]:
+    return dict(parse_model_flops(text) for text in values or [])
 
 
 def _slas(values: list[str] | None) -> tuple:
@@ -267,6 +272,15 @@ OPTIONS: tuple[Option, ...] = (
            "receive its traces (OTLP/HTTP, POST /v1/traces) on this port, on every interface or HOST's, and give the "
            "levels their per-stage figures; turns tracing on. It takes any POST: no credentials",
            metavar="[HOST:]PORT", parse=_collector, shown_default="off; HOST 0.0.0.0"),
+    Option("model-flops", "outputs", "model_flops", list, "the roofline: a composing model's GFLOPs per inference "
+           "(repeatable), over what its ONNX file counts", metavar="NAME=GFLOPS", parse=_model_flops),
+    Option("peak-tflops", "outputs", "peak_tflops", float, "the roofline: the server device's peak TFLOP/s, over "
+           "the measured (CPU here) or datasheet (GPU) one; needed for a CPU server on another machine", metavar="TFLOPS",
+           shown_default="measured on this machine, or the GPU's datasheet"),
+    Option("peak-bandwidth-gbs", "outputs", "peak_bandwidth_gbs", float, "the roofline: the server device's memory "
+           "bandwidth in GB/s, as --peak-tflops", metavar="GBS", shown_default="measured, or the GPU's datasheet"),
+    Option("no-roofline", "outputs", "no_roofline", bool, "skip the roofline (no direct timing or roof after the sweep)",
+           False),
 )  # fmt: skip
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -275,13 +289,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option as a flag. A flag's own default is None ("not given"), so that a scenario file
     can supply the value; the declared default applies in build_config."""
     for option in OPTIONS:
-        if option.kind is bool:
-            parser.add_argument(*option.flags, dest=option.name, action="store_const", const=True, help=option.help_text)
-        elif option.kind is list:
-            parser.add_argument(*option.flags, dest=option.name, action="append", metavar=option.metavar, help=option.help_text)
-        else:
-            parser.add_argument(*option.flags, dest=option.name, type=option.kind, metavar=option.metavar,
-                                choices=option.choices, help=option.help_text)  # fmt: skip
+        add_argument(parser, option)
+
+
+def add_argument(parser: argparse.ArgumentParser, option: Option) -> None:
+    """`option` as a flag (another command that takes a run option, such as profile-model's roof, adds it so)."""
+    if option.kind is bool:
+        parser.add_argument(*option.flags, dest=option.name, action="store_const", const=True, help=option.help_text)
+    elif option.kind is list:
+        parser.add_argument(*option.flags, dest=option.name, action="append", metavar=option.metavar, help=option.help_text)
+    else:
+        parser.add_argument(*option.flags, dest=option.name, type=option.kind, metavar=option.metavar,
+                            choices=option.choices, help=option.help_text)  # fmt: skip
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -460,6 +479,8 @@ def _from_record(option: Option, recorded: Any) -> Any:
         return dict(recorded)
     if option.field == "shapes":
         return {name: tuple(dims) for name, dims in recorded.items()}
+    if option.field == "model_flops":  # recorded as a mapping
+        return dict(recorded)
     if option.field == "slas":
         return tuple(_recorded_sla(str(text)) for text in recorded)
     if option.field == "headroom_pct":
