@@ -33,14 +33,16 @@ from loadgen.metrics import (
     Scrape,
     gpu_uuids,
 )
-from loadgen.server_stats import ModelTree, ServerFigures
+from loadgen.roof import Roof
+from loadgen.roofline import DirectFigures, ModelAtLevel, ModelRoofline, Roofline, level_figures
+from loadgen.server_stats import BatchCompute, ModelTree, ServerFigures
 from loadgen.sla import Verdict
 from loadgen.stats import ClientStats, ErrorKind, OpenLoopStats
 from loadgen.stream_stats import StreamedRequest, StreamStats
 from loadgen.tail import LevelTracing, StageDistribution, TailAttribution, TailBands, TailShare
 from loadgen.timeline import RequestTimeline, TimelineSpan
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 # RunResult.status: a run's state when its report was written.
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
@@ -67,6 +69,9 @@ class RunResult:
     # Several models at once: each model's run (its config, model and levels) on the run's clock; the
     # top level then has no levels of its own. Empty for one model.
     mix: tuple[RunResult, ...] = ()
+    # Its composing models' cost, direct timing and roof (loadgen.roofline); None: no model's FLOPs
+    # known, --no-roofline, or a run that did not complete.
+    roofline: Roofline | None = None
 
     @property
     def parts(self) -> tuple[RunResult, ...]:
@@ -137,6 +142,7 @@ class RunResult:
             "sla": [sla.expression for sla in self.config.gates.slas],
             "sla_passed": self.sla_passed,
             "capacity": _record(self.capacity) if self.capacity is not None else None,
+            "roofline": _roofline_dict(self),
             "mix": [_part_dict(part) for part in self.mix] if self.mix else None,
         }
 
@@ -162,6 +168,7 @@ class RunResult:
             loadgen_version=data["loadgen_version"],
             upgraded_from=data.get("upgraded_from"),
             mix=tuple(_part(data, part) for part in data["mix"] or ()),
+            roofline=_roofline(data["roofline"]) if data["roofline"] is not None else None,
         )
 
 
@@ -173,7 +180,7 @@ def _part_dict(part: RunResult) -> dict[str, Any]:
 
 
 # The keys of a mix's model: the rest of a model's run is the top level's.
-PART_KEYS = ("config", "model", "model_configs", "levels", "sla", "sla_passed", "capacity")
+PART_KEYS = ("config", "model", "model_configs", "levels", "sla", "sla_passed", "capacity", "roofline")
 
 
 def _part(top: dict[str, Any], part: dict[str, Any]) -> RunResult:
@@ -281,13 +288,17 @@ def _client(level: dict[str, Any]) -> ClientStats:
 
 
 def _server_dict(figures: ServerFigures) -> dict[str, Any]:
-    data = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures) if f.name != "composing"}
+    data = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures) if f.name not in ("composing", "batches")}
+    batches = figures.batches
     return data | {"compute_us": figures.compute_us, "overhead_us": figures.overhead_us,
+                   "batches": [_record(batch) for batch in batches] if batches is not None else None,
                    "composing": [_server_dict(child) for child in figures.composing]}  # fmt: skip
 
 
 def _server(data: dict[str, Any]) -> ServerFigures:
-    return _fields(ServerFigures, data, composing=tuple(_server(child) for child in data["composing"]))
+    batches = data["batches"]
+    return _fields(ServerFigures, data, composing=tuple(_server(child) for child in data["composing"]),
+                   batches=tuple(_fields(BatchCompute, batch) for batch in batches) if batches is not None else None)
 
 
 def _metrics_dict(metrics: MetricsFigures) -> dict[str, Any]:
@@ -421,6 +432,61 @@ def _tracing(data: dict[str, Any], shares: list[dict[str, Any]]) -> LevelTracing
         slowest=_fields(RequestTimeline, slowest, spans=tuple(_fields(TimelineSpan, span) for span in slowest["spans"]))
         if slowest is not None else None,
     )  # fmt: skip
+
+
+# --- the roofline ------------------------------------------------------------------------------
+
+
+def _roofline_dict(result: RunResult) -> dict[str, Any] | None:
+    """ROOFLINE: each model's recorded inputs, then every level's figures derived from them."""
+    roofline = result.roofline
+    if roofline is None:
+        return None
+    return {
+        "models": [_model_roofline_dict(model) for model in roofline.models],
+        "unknown": list(roofline.unknown),
+        "levels": [{"label": level.label, "value": level.value,
+                    "models": [_at_level_dict(figures) for figures in level_figures(roofline, level)]}
+                   for level in result.levels],
+    }  # fmt: skip
+
+
+def _model_roofline_dict(model: ModelRoofline) -> dict[str, Any]:
+    direct, roof = model.direct, model.roof
+    data = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("direct", "roof")}
+    return data | {
+        "intensity": model.intensity,
+        "direct": _record(direct, per_inference_us=direct.per_inference_us) if direct is not None else None,
+        "roof": _record(roof, ridge_intensity=roof.ridge_intensity) if roof is not None else None,
+        "attainable_flops_per_s": model.attainable_flops_per_s,
+    }
+
+
+def _at_level_dict(figures: ModelAtLevel) -> dict[str, Any]:
+    compute = figures.compute
+    return {
+        "name": figures.model.name,
+        "inferences": compute.inferences,
+        "executions": compute.executions,
+        "avg_batch_size": compute.avg_batch_size,
+        "compute_infer_per_inference_us": compute.compute_infer_us,
+        "compute_source": compute.source,
+        "direct_per_inference_us": figures.model.direct.per_inference_us if figures.model.direct is not None else None,
+        "serving_overhead_us": figures.serving_overhead_us,
+        "achieved_flops_per_s": figures.achieved_flops_per_s,
+        "share_of_roof": figures.share_of_roof,
+    }
+
+
+def _roofline(data: dict[str, Any]) -> Roofline:
+    """The recorded inputs; the levels' figures are derived again."""
+    models = tuple(
+        _fields(ModelRoofline, model,
+                direct=_fields(DirectFigures, model["direct"]) if model["direct"] is not None else None,
+                roof=_fields(Roof, model["roof"]) if model["roof"] is not None else None)
+        for model in data["models"]
+    )  # fmt: skip
+    return Roofline(models, tuple(data["unknown"]))
 
 
 # --- the model tree and the metrics series -------------------------------------------------------

@@ -172,6 +172,14 @@ async def drive(
         await sweep.stop_metrics()
         await sweep.stop_tracing(listener)
         result = sweep.result(status)
+        if status == COMPLETE and not config.outputs.no_roofline:
+            # Imported here: ONNX Runtime is slow to import, and only a finished run needs it.
+            from loadgen.roofline_run import with_roofline
+
+            known = len(result.warnings)
+            result = with_roofline(result)  # the load has stopped: the direct timing has the machine
+            for note in result.warnings[known:]:
+                listener.warning(note)
         unwritten = None
         try:
             listener.run_finished(result)

@@ -42,13 +42,21 @@ class ModelSnapshot:
     inference_count: int
     execution_count: int
     durations: Mapping[str, Duration]
+    # Triton's batch_stats: compute_infer per batch size, count = executions, ns = their whole time.
+    # None: the server reported none. Per-request counters charge every request of a batch the whole
+    # execution, so only these give the time per inference exactly.
+    batch_compute_infer: Mapping[int, Duration] | None = None
 
     def __sub__(self, before: ModelSnapshot) -> ModelSnapshot:
+        batches = None
+        if self.batch_compute_infer is not None and before.batch_compute_infer is not None:
+            batches = {size: now - before.batch_compute_infer.get(size, Duration()) for size, now in self.batch_compute_infer.items()}
         return replace(
             self,
             inference_count=self.inference_count - before.inference_count,
             execution_count=self.execution_count - before.execution_count,
             durations={k: self.durations[k] - before.durations[k] for k in DURATION_KINDS},
+            batch_compute_infer=batches,
         )
 
     def __getitem__(self, kind: str) -> Duration:
@@ -67,13 +75,19 @@ def parse_statistics(document: Mapping[str, Any]) -> Snapshot:
             kind: Duration(int(stats.get(kind, {}).get("count", 0)), int(stats.get(kind, {}).get("ns", 0)))
             for kind in DURATION_KINDS
         }
+        batch_stats = entry.get("batch_stats")
         model = ModelSnapshot(
             name=entry["name"],
             version=str(entry.get("version", "")),
             inference_count=int(entry.get("inference_count", 0)),
             execution_count=int(entry.get("execution_count", 0)),
             durations=durations,
-        )
+            batch_compute_infer=None if batch_stats is None else {
+                int(batch["batch_size"]): Duration(int(batch.get("compute_infer", {}).get("count", 0)),
+                                                   int(batch.get("compute_infer", {}).get("ns", 0)))
+                for batch in batch_stats
+            },
+        )  # fmt: skip
         snapshot[(model.name, model.version)] = model
     return snapshot
 
@@ -114,6 +128,15 @@ async def model_tree(
 
 
 @dataclass(frozen=True)
+class BatchCompute:
+    """A model's executions of one batch size over an interval, and their whole compute-infer time."""
+
+    batch_size: int
+    executions: int
+    compute_infer_ns: int
+
+
+@dataclass(frozen=True)
 class ServerFigures:
     """perf_analyzer's server-side figures for one model over an interval. Averages in µs per request."""
 
@@ -129,6 +152,9 @@ class ServerFigures:
     compute_infer_us: float
     compute_output_us: float
     composing: tuple[ServerFigures, ...] = field(default=())
+    # Its executions per batch size (Triton's batch_stats), by batch size; None: not reported (or not
+    # recorded: summary.json before version 14).
+    batches: tuple[BatchCompute, ...] | None = None
 
     def walk(self):
         """Every composing model's figures below this one, depth first, nested ensembles included."""
@@ -178,4 +204,7 @@ def server_figures(tree: ModelTree, before: Snapshot, after: Snapshot) -> Server
         compute_infer_us=compute[1],
         compute_output_us=compute[2],
         composing=composing,
-    )
+        batches=None if delta.batch_compute_infer is None else tuple(
+            BatchCompute(size, d.count, d.ns) for size, d in sorted(delta.batch_compute_infer.items()) if d.count
+        ),
+    )  # fmt: skip

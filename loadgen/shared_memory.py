@@ -135,7 +135,8 @@ def _this_hosts_addresses() -> set[str]:
     return addresses
 
 
-def _server_is_local(url: str) -> bool:
+def server_is_local(url: str) -> bool:
+    """Whether `url` names this host (loopback, or one of its own addresses): its server shares this machine."""
     host, port = split_host_port(url, 8000)
     if host == "localhost":
         return True
@@ -158,7 +159,7 @@ def check_usable(kind: str, url: str | None, workers: int | None, ray_address: s
             raise UsageError("--shared-memory cuda needs an NVIDIA GPU and this machine has none (no /dev/nvidiactl; "
                              "nvidia-smi -L lists GPUs): use --shared-memory system")
         raise UsageError("--shared-memory cuda is not supported by loadgen yet: use --shared-memory system")
-    if url is not None and not _server_is_local(url):
+    if url is not None and not server_is_local(url):
         raise UsageError(f"--shared-memory needs the server on this host, and -u {url} names another: "
                          "run loadgen on the server's host, or drop --shared-memory")
     if workers is not None and ray_address is not None:

@@ -286,10 +286,36 @@ def v12_to_v13(old: Summary) -> Summary:
     return data
 
 
+# The options that came with version 14's roofline, as a run that does not give them records them.
+ROOFLINE_OPTIONS: dict[str, Any] = {"model_flops": {}, "peak_tflops": None, "peak_bandwidth_gbs": None, "no_roofline": False}
+
+
+def _unbatched(server: dict[str, Any]) -> None:
+    """A SERVER and its composing models without batch statistics (not recorded before version 14)."""
+    server["batches"] = None
+    for child in server["composing"]:
+        _unbatched(child)
+
+
+def v13_to_v14(old: Summary) -> Summary:
+    """Version 14 added the roofline (`roofline`; --model-flops, --peak-tflops, --peak-bandwidth-gbs,
+    --no-roofline) and each model's executions per batch size (`batches` in every SERVER): runs before
+    it placed no model on a roofline and kept no batch statistics."""
+    data = copy.deepcopy(old)
+    data["schema_version"] = 14
+    data["roofline"] = None
+    for run in [data, *(data["mix"] or ())]:  # a mix's models have their own options and levels
+        run["config"].update(copy.deepcopy(ROOFLINE_OPTIONS))
+        run["roofline"] = None
+        for level in run["levels"]:
+            _unbatched(level["server"])
+    return data
+
+
 # STEPS[n] turns version n into version n + 1.
 STEPS: dict[int, Callable[[Summary], Summary]] = {
     1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5, 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8, 8: v8_to_v9,
-    9: v9_to_v10, 10: v10_to_v11, 11: v11_to_v12, 12: v12_to_v13,
+    9: v9_to_v10, 10: v10_to_v11, 11: v11_to_v12, 12: v12_to_v13, 13: v13_to_v14,
 }  # fmt: skip
 
 

@@ -246,7 +246,8 @@ class _Tune:
 
     async def _sweep(self, transport: Transport, config: RunConfig, run_dir: Path) -> RunResult:
         listeners = Listeners([JsonReport(run_dir / "summary.json"), CsvReport(run_dir / "results.csv"), *self.run_listeners()])
-        run_config = replace(config, outputs=replace(config.outputs, report_dir=run_dir))
+        # No roofline per candidate: the search compares throughputs, and the direct timing would take its time.
+        run_config = replace(config, outputs=replace(config.outputs, report_dir=run_dir, no_roofline=True))
         return await sweep_over(run_config, transport, listeners, self.metrics_at, self.server_exit, self.interrupts)
 
     async def _measure(self, transport: Transport, proposal: Proposal) -> CandidateResult:

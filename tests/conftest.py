@@ -50,14 +50,17 @@ def nested_triton(_session_servers, tmp_path_factory):
 @pytest.fixture(scope="session")
 def metrics_run(triton, tmp_path_factory):
     """One sweep of the ensemble with --collect-metrics and --verbose-csv: its report folder and console output.
+    Its --model-repository (the server's, on this machine) gives it the roofline.
 
-    Shared by the tests that read the folder (metrics, CSVs, plots, report.html, report, compare).
+    Shared by the tests that read the folder (metrics, CSVs, plots, roofline, report.html, report, compare).
     """
     report = tmp_path_factory.mktemp("metrics_run") / "report"
     args = ["run", "-u", triton.http, "-m", "centernet-ensemble", "--concurrency-range", "1:2", "-p", "1000",
             "-r", "5", "-s", "50", "--collect-metrics", "--metrics-url", triton.metrics_url, "--metrics-interval", "250",
-            "--verbose-csv", "--report-dir", str(report)]  # fmt: skip
-    process = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, timeout=300)
+            "--verbose-csv", "--model-repository", str(MODEL_REPOSITORY), "--report-dir", str(report)]  # fmt: skip
+    # Its own cache: the roof and the direct timing measured after this sweep, not read from an earlier run's.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("metrics_run_cache"))}
+    process = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True, text=True, timeout=300, env=env)
     assert process.returncode == 0, process.stderr
     return report, process.stdout
 

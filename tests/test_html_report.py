@@ -201,7 +201,7 @@ def test_report_of_a_real_run(metrics_run):
     page = open_page(report / "report.html")
     assert not page.errors, page.errors
     assert all(url.startswith(("file:", "data:")) for url in page.requests), page.requests
-    assert page.dom["images"] == 5 and page.dom["loaded_images"] == page.dom["images"]
+    assert page.dom["images"] == 6 and page.dom["loaded_images"] == page.dom["images"]
     text = page.dom["text"]
     assert [each["value"] for each in data["levels"]] == [1, 2]
     for each in data["levels"]:

@@ -31,7 +31,7 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 def test_cpu_metrics_are_scraped_per_level(metrics_run):
     report, _ = metrics_run
     data = json.loads((report / "summary.json").read_text())
-    assert data["schema_version"] == 13 and data["warnings"] == []
+    assert data["schema_version"] == 14 and data["warnings"] == []
     for level in data["levels"]:
         metrics = level["metrics"]
         # 3 windows of 1 s at 4 scrapes a second, plus the boundaries.
@@ -74,7 +74,7 @@ def test_console_and_csv_carry_perf_analyzers_metrics_fields(metrics_run):
 def test_the_folder_has_the_plots(metrics_run):
     report, _ = metrics_run
     names = {p.name for p in (report / "plots").iterdir()}
-    assert names == {"throughput_latency.png", "latency_breakdown.png", "composing_breakdown.png",
+    assert names == {"throughput_latency.png", "latency_breakdown.png", "composing_breakdown.png", "roofline.png",
                      "latency_distribution.png", "resources.png"}  # fmt: skip
     for path in (report / "plots").iterdir():
         with Image.open(path) as image:
@@ -90,7 +90,7 @@ def test_report_re_renders_from_the_summary(metrics_run, tmp_path, capsys):
     code, out, err = run(["report", str(copy)], capsys)
     assert code == 0, err
     assert out.strip() == f"Report: {copy / 'report.html'}"
-    assert (copy / "report.html").exists() and len(list((copy / "plots").iterdir())) == 5
+    assert (copy / "report.html").exists() and len(list((copy / "plots").iterdir())) == 6
 
 
 @pytest.mark.parametrize(

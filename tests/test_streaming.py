@@ -33,7 +33,7 @@ def loadgen_run(server, protocol: str, model: str, report: Path, *options: str) 
 def test_sixteen_responses_forty_ms_then_every_five(decoupled_triton, protocol, tmp_path):
     summary = loadgen_run(decoupled_triton, protocol, "stream16", tmp_path, "--concurrency-range", "2", "-s", "100",
                           "--goodput-ttft-ms", "1000", "--goodput-itl-ms", "1000")  # fmt: skip
-    assert summary["schema_version"] == 13
+    assert summary["schema_version"] == 14
     assert summary["config"]["streaming"] and summary["config"]["token_output"] == "OUT"  # the model's only INT output
     [level] = summary["levels"]
     client, stream = level["client"], level["streaming"]

@@ -26,6 +26,7 @@ from loadgen.summary_versions import (
     OPTIONS_BEFORE_V3,
     STEPS,
     REPLAY_OPTIONS,
+    ROOFLINE_OPTIONS,
     SHARED_MEMORY_OPTIONS,
     STREAMING_OPTIONS,
     UNRECORDED_MESSAGES,
@@ -42,6 +43,7 @@ from loadgen.summary_versions import (
     v10_to_v11,
     v11_to_v12,
     v12_to_v13,
+    v13_to_v14,
 )
 
 SUMMARIES = Path(__file__).resolve().parent / "data" / "summaries"
@@ -457,3 +459,20 @@ def test_v12_to_v13_sent_the_tensors_in_the_requests():
     assert new["schema_version"] == 13
     assert {key: new["config"][key] for key in SHARED_MEMORY_OPTIONS} == {"shared_memory": "none", "output_shared_memory_size": 102400}
     assert "shared_memory" not in old["config"]  # the input is not changed
+
+
+def test_v13_to_v14_placed_no_model_on_a_roofline_and_kept_no_batch_statistics():
+    old = raw("v13/closed-loop")
+    new = v13_to_v14(old)
+    assert new["schema_version"] == 14 and new["roofline"] is None
+    assert {key: new["config"][key] for key in ROOFLINE_OPTIONS} == {"model_flops": {}, "peak_tflops": None,
+                                                                     "peak_bandwidth_gbs": None, "no_roofline": False}
+    servers = [level["server"] for level in new["levels"]]
+    while servers:
+        server = servers.pop()
+        assert server["batches"] is None
+        servers += server["composing"]
+    assert "roofline" not in old and "batches" not in old["levels"][0]["server"]  # the input is not changed
+    read = load_summary(SUMMARIES / "v13/closed-loop")
+    assert read.upgraded_from == 13 and read.roofline is None and read.config.outputs.model_flops == {}
+    assert all(figures.batches is None for level in read.levels for figures in (level.server, *level.server.walk()))

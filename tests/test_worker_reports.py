@@ -145,7 +145,7 @@ def test_single_process_console_has_no_worker_parts():
 
 def test_summary_json_carries_workers_and_incomplete():
     data = spread_run().to_dict()
-    assert data["schema_version"] == SCHEMA_VERSION == 13
+    assert data["schema_version"] == SCHEMA_VERSION == 14
     assert data["config"]["workers"] == 3 and data["config"]["ray_address"] is None
     complete, incomplete = data["levels"]
     assert complete["incomplete"] is None and incomplete["incomplete"] == LOST

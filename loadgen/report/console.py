@@ -15,6 +15,7 @@ from loadgen.metrics import MetricsFigures
 from loadgen.redact import redact_url
 from loadgen.report.base import model_name, part_of, stream_goodput_bounds, stream_percentile_keys
 from loadgen.result import RunResult
+from loadgen.roofline import level_figures
 from loadgen.server_stats import ServerFigures
 from loadgen.sla import describe
 from loadgen.tail import LevelTracing, tail_line
@@ -416,11 +417,37 @@ def _error_lines(client: ClientStats) -> list[str]:
 def summary_lines(result: RunResult) -> list[str]:
     """The closing table, the stop and the verdicts; for a mix, each model's table and verdicts under its name."""
     if not result.mix:
-        return _table_lines(result) + _stop_lines(result) + _verdict_lines(result)
+        return _table_lines(result) + _roofline_lines(result) + _stop_lines(result) + _verdict_lines(result)
     lines = []
     for part in result.mix:
-        lines += [*([""] if lines else []), f"Model: {model_name(part)}", *_table_lines(part), *_verdict_lines(part)]
+        lines += [*([""] if lines else []), f"Model: {model_name(part)}", *_table_lines(part), *_roofline_lines(part),
+                  *_verdict_lines(part)]  # fmt: skip
     return lines + _stop_lines(result)
+
+
+def _roofline_lines(result: RunResult) -> list[str]:
+    """Each computing model with known FLOPs: its cost and roof, then per level where it stands."""
+    roofline = result.roofline
+    if roofline is None:
+        return []
+    lines = []
+    for model in roofline.models:
+        direct = f", alone in ONNX Runtime {model.direct.per_inference_us / 1e3:.2f} ms" if model.direct else ""
+        roof = (f"roof {model.roof.device}, {model.roof.peak_flops_per_s / 1e9:,.1f} GFLOP/s" if model.roof
+                else "roof unknown: pass --peak-tflops and --peak-bandwidth-gbs")  # fmt: skip
+        intensity = f", {model.intensity:.1f} FLOPs/byte" if model.intensity is not None else ""
+        lines.append(f"Roofline: {model.name} {model.flops / 1e9:.3f} GFLOPs/inference{intensity}{direct}; {roof}")
+        for level in result.levels:
+            for figures in level_figures(roofline, level):
+                if figures.model is not model:
+                    continue
+                share = f", {figures.share_of_roof:.1%} of the roof" if figures.share_of_roof is not None else ""
+                overhead = figures.serving_overhead_us
+                lines.append(f"  {level.label}: {_num(level.value)}, compute infer {figures.compute.compute_infer_us / 1e3:.2f} "
+                             f"ms/inference (avg batch {figures.compute.avg_batch_size:.2f}), "
+                             f"{figures.achieved_flops_per_s / 1e9:,.1f} GFLOP/s{share}"
+                             + (f", serving overhead {overhead / 1e3:.2f} ms" if overhead is not None else ""))  # fmt: skip
+    return lines
 
 
 def _table_lines(result: RunResult) -> list[str]:

@@ -19,6 +19,7 @@ from loadgen.merge import OVERLOADED_CPU_PCT, OVERLOADED_LAG_US, WorkerFigures
 from loadgen.report.base import Plot, file_safe, model_name, stream_goodput_bounds, stream_percentile_keys, write_atomic
 from loadgen.report.html_page import FAIL, MISSING, PASS, WARN, model_configs, num, page, percent, plots_section, table, when
 from loadgen.report.response_timeline import response_timeline_svg
+from loadgen.report.roofline_html import roofline_section
 from loadgen.report.waterfall import waterfall_svg
 from loadgen.result import SCHEMA_VERSION, RunResult
 from loadgen.server_stats import ServerFigures
@@ -60,6 +61,7 @@ def _sections(result: RunResult, plots: Sequence[Plot]) -> str:
         _open_loop(levels),
         _workers(levels),
         _composing(levels),
+        roofline_section(result),
         _traces(levels),
     ])  # fmt: skip
 

@@ -21,6 +21,7 @@ from loadgen.histogram import LatencyHistogram
 from loadgen.measurement import LevelResult
 from loadgen.report.base import Plot
 from loadgen.result import RunResult, series_columns
+from loadgen.roofline import level_figures
 from loadgen.server_stats import ServerFigures
 from loadgen.stats import CURVE_PERCENTILES
 
@@ -237,6 +238,53 @@ def composing_breakdown(result: RunResult) -> Figure | None:
     return fig
 
 
+def roofline_chart(result: RunResult) -> Figure | None:
+    """Each computing model at each level on the roofline: intensity against achieved FLOP/s, both log,
+    under the roof (bandwidth slope, compute ceiling) of its threads; a hollow marker for it timed alone."""
+    roofline = result.roofline
+    if roofline is None:
+        return None
+    per_level = [(level, level_figures(roofline, level)) for level in result.levels]
+    placed = [model for model in roofline.models if model.intensity is not None
+              and any(figures.model is model for _, found in per_level for figures in found)]  # fmt: skip
+    if not placed:
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    roofs = list({model.roof.device: model.roof for model in placed if model.roof is not None}.values())
+    intensities = [model.intensity for model in placed] + [roof.ridge_intensity for roof in roofs]
+    x = np.geomspace(min(intensities) / 10, max(intensities) * 10, 200)
+    for index, roof in enumerate(roofs):
+        ax.plot(x, np.minimum(roof.peak_flops_per_s, x * roof.bandwidth_bytes_per_s) / 1e9, color="black",
+                linestyle=("-", "--", ":", "-.")[index % 4], linewidth=1.2,
+                label=f"roof: {roof.device} ({roof.peak_flops_per_s / 1e9:,.1f} GFLOP/s, "
+                      f"{roof.bandwidth_bytes_per_s / 1e9:,.1f} GB/s)")  # fmt: skip
+    for index, model in enumerate(placed):
+        color = f"C{index}"
+        points = [(level, figures) for level, found in per_level for figures in found if figures.model is model]
+        ax.plot([model.intensity] * len(points), [f.achieved_flops_per_s / 1e9 for _, f in points], "o", color=color,
+                label=f"{model.name} under load")
+        for order, (level, figures) in enumerate(points):  # a model's levels share its x: labels alternate sides
+            ax.annotate(_level_tag(level), (model.intensity, figures.achieved_flops_per_s / 1e9), textcoords="offset points",
+                        xytext=(6, 0) if order % 2 == 0 else (-6, 0), ha="left" if order % 2 == 0 else "right",
+                        fontsize=8, color=color, va="center")  # fmt: skip
+        if model.direct is not None:
+            direct_flops_per_s = model.flops / (model.direct.per_inference_us / 1e6)
+            ax.plot([model.intensity], [direct_flops_per_s / 1e9], "o", color=color, markerfacecolor="white",
+                    label=f"{model.name} alone in ONNX Runtime")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs/byte, log scale)")
+    ax.set_ylabel("GFLOP/s (log scale)")
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.set_title("Roofline: each computing model per level (hollow: the model alone in ONNX Runtime)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
 def latency_distribution(result: RunResult) -> Figure | None:
     curves = []
     for level in result.levels:
@@ -425,6 +473,7 @@ CHARTS: tuple[tuple[str, str, Callable[[RunResult], Figure | None]], ...] = (
     ("sequence_throughput", "Sequences per second", sequence_throughput),
     ("latency_breakdown", "Latency breakdown", latency_breakdown),
     ("composing_breakdown", "Composing models breakdown", composing_breakdown),
+    ("roofline", "Roofline", roofline_chart),
     ("latency_distribution", "Latency distribution", latency_distribution),
     ("stream_distribution", "Streaming: time to first response and inter-response latency", stream_distribution),
     ("stage_percentiles", "Per-stage latency percentiles (traces)", stage_percentiles),

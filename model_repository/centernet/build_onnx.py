@@ -143,6 +143,12 @@ def build_model(size: int = DEFAULT_SIZE, num_classes: int = DEFAULT_CLASSES, se
     return model
 
 
+def build_from_parameters(parameters: dict[str, str]) -> onnx.ModelProto:
+    """The model its config.pbtxt's parameters (input_size, num_classes) describe: what model.py builds on
+    first load, for a reader of the repository such as loadgen's roofline when the file is not on disk."""
+    return build_model(int(parameters.get("input_size", DEFAULT_SIZE)), int(parameters.get("num_classes", DEFAULT_CLASSES)))
+
+
 def build_bytes(size: int = DEFAULT_SIZE, num_classes: int = DEFAULT_CLASSES, seed: int = DEFAULT_SEED) -> bytes:
     return build_model(size, num_classes, seed).SerializeToString(deterministic=True)
 
