@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, shape_inference
 
 from loadgen.errors import UsageError
+from loadgen.roof import intensity
 
 
 class OnnxModelError(UsageError):
@@ -107,11 +108,6 @@ class ModelCost:
     @property
     def op_types(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(layer.op_type for layer in self.layers))
-
-
-def intensity(flops: float, bytes_moved: float) -> float:
-    """FLOPs per byte; 0.0 when nothing moves."""
-    return flops / bytes_moved if bytes_moved else 0.0
 
 
 # How each operator's FLOPs are counted, as the output states it. Per output element unless said.

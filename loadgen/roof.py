@@ -15,13 +15,11 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
-from loadgen.direct_timing import OrtThreads, session_options
 from loadgen.errors import RoofUnknown, UsageError
 from loadgen.machine_cache import default_cache_dir, read_entries, write_entries
 from loadgen.metrics import GPU_MEMORY_TOTAL, parse_metrics
@@ -40,6 +38,11 @@ CACHE_FILE = "cpu-roof.json"
 
 
 # --- The roofline arithmetic -------------------------------------------------------------------------
+
+
+def intensity(flops: float, bytes_moved: float) -> float:
+    """Arithmetic intensity, FLOPs per byte; 0.0 when nothing moves."""
+    return flops / bytes_moved if bytes_moved else 0.0
 
 
 def ridge_point(peak_flops_per_s: float, bandwidth_bytes_per_s: float) -> float:
@@ -271,6 +274,8 @@ def cpu_model_name() -> str:
 
 
 def _matmul_model(size: int) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper  # see measure_gemm_flops_per_s
+
     # B is a weight (an initializer), as a served model's are: ONNX Runtime prepacks it, which a second
     # input would not allow, and a roof below what the model's own layers reach would be no roof.
     b = np.random.default_rng(0).random((size, size), dtype=np.float32)
@@ -288,6 +293,11 @@ def measure_gemm_flops_per_s(threads: int, size: int = GEMM_SIZE, runs: int = GE
 
     The best run, not the mean: a peak is what the machine can reach, and a shared VM only ever slows a run down.
     """
+    # Imported here: ONNX Runtime takes ~0.2 s to import, and every report reads a Roof but few measure one.
+    import onnxruntime as ort
+
+    from loadgen.direct_timing import OrtThreads, session_options
+
     # The session options the served models run with (as centernet's), so the GEMM runs as theirs do.
     options = session_options(OrtThreads(threads, 1, "roof benchmark"))
     session = ort.InferenceSession(_matmul_model(size), options, providers=["CPUExecutionProvider"])
@@ -330,7 +340,7 @@ def _timed(call) -> float:
 def _cache_key(threads: int, gemm_size: int, gemm_runs: int, copy_bytes: int, copy_runs: int) -> str:
     # Everything that changes the figures: the machine, the threads, the libraries, the benchmark itself.
     return (
-        f"{cpu_model_name()}|{os.cpu_count()} logical cores|{threads} threads|onnxruntime {ort.__version__}"
+        f"{cpu_model_name()}|{os.cpu_count()} logical cores|{threads} threads|onnxruntime {version('onnxruntime')}"
         f"|numpy {np.__version__}|gemm {gemm_size} x{gemm_runs}|copy {copy_bytes} x{copy_runs}"
     )
 
@@ -382,7 +392,7 @@ def cpu_roof(
         peak_flops_per_s=float(entry["peak_flops_per_s"]),
         bandwidth_bytes_per_s=float(entry["bandwidth_bytes_per_s"]),
         flops_source=(
-            f"measured: ONNX Runtime {ort.__version__} MatMul {gemm_size}x{gemm_size} fp32, {threads} {plural}, "
+            f"measured: ONNX Runtime {version('onnxruntime')} MatMul {gemm_size}x{gemm_size} fp32, {threads} {plural}, "
             f"best of {gemm_runs} runs after a warm-up ({when})"
         ),
         bandwidth_source=(

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loadgen.measurement import LevelResult
-from loadgen.model_cost import intensity
-from loadgen.roof import Roof, share_of_roof
+from loadgen.roof import Roof, intensity, share_of_roof
 from loadgen.server_stats import ServerFigures
 
 # Where a level's compute time per inference came from (ComputePerInference.source).
