@@ -42,7 +42,7 @@ from loadgen.model_cost import input_shapes, load_onnx
 from loadgen.stats import percentile_of_sorted
 
 INPUT_SEED = 20240521
-# What InferenceSession raises for a model it cannot load: separate classes, with no common base but Exception.
+# What InferenceSession raises for a model it cannot load or run: separate classes, with no common base but Exception.
 ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.InvalidProtobuf,
                    ort_errors.NotImplemented, ort_errors.RuntimeException)  # fmt: skip
 # (intra-op, inter-op) parameter names: our Python-backend models' (centernet), then Triton's onnxruntime backend's.
@@ -194,7 +194,14 @@ def time_model(model: onnx.ModelProto | str | Path, *, batch_size: int = 1, shap
         session = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
     except ORT_LOAD_ERRORS as exc:
         raise UsageError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
-    run = session.run
+    try:
+        latencies_ms, wall_s = _timed_runs(session.run, feeds, warmup_ms, iterations, duration_s)
+    except ORT_LOAD_ERRORS as exc:  # a kernel that fails on these inputs: a model error, not loadgen's
+        raise UsageError(f"ONNX Runtime cannot run the model: {str(exc).splitlines()[0]}") from None
+    return DirectTiming(batch_size, threads, warmup_ms, latencies_ms, wall_s)
+
+
+def _timed_runs(run, feeds: dict[str, np.ndarray], warmup_ms: float, iterations: int, duration_s: float) -> tuple[tuple[float, ...], float]:
     warmup_end = time.perf_counter() + warmup_ms / 1e3
     while time.perf_counter() < warmup_end:
         run(None, feeds)
@@ -207,4 +214,4 @@ def time_model(model: onnx.ModelProto | str | Path, *, batch_size: int = 1, shap
         run(None, feeds)
         now = time.perf_counter()
         latencies_ms.append((now - before) * 1e3)
-    return DirectTiming(batch_size, threads, warmup_ms, tuple(latencies_ms), now - start)
+    return tuple(latencies_ms), now - start

@@ -228,3 +228,14 @@ def test_threads_from_model_dir(tmp_path):
     assert "intra_op_thread_count" in backend.source
     none = threads_from_model_dir(tmp_path)
     assert (none.intra_op, none.inter_op) == (None, None) and "defaults" in none.source
+
+
+def test_a_model_that_fails_when_run_is_a_usage_error():
+    """It loads, but no run succeeds: Reshape of 24 elements to the shape its second input gives (0s and 1s)."""
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UsageError, match="ONNX Runtime cannot run the model: .*Reshape"):
+        time_model(model, threads=OrtThreads(1, 1, "test"), warmup_ms=0, iterations=1, duration_s=0)
