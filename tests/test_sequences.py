@@ -123,6 +123,8 @@ def test_with_serial_a_request_takes_the_longest_free_sequence_or_waits():
 def test_streams_are_replayed_in_turn():
     cycle = StreamCycle([3, 1, 2])
     assert [cycle.take() for _ in range(4)] == [(0, 3), (3, 1), (4, 2), (0, 3)]
+    started = StreamCycle([3, 1, 2], start=4)  # past the last: around again, as the cycle goes
+    assert [started.take() for _ in range(3)] == [(3, 1), (4, 2), (0, 3)]
 
 
 @pytest.mark.parametrize("serial", [False, True])
@@ -209,6 +211,9 @@ def test_a_sequence_load_is_split_whole_among_workers():
     assert len({s.seed for s in closed}) == 3
     opened = split_schedule(OpenLoopSequenceSchedule(RateSchedule(300), 4, True, plan, 7, (2, 2)), 2)
     assert [(s.sequences, s.target_rate_per_s, s.serial, s.streams) for s in opened] == [(2, 150, True, (2, 2))] * 2
+    # Each worker's first sequences replay the streams one process's would have: not all the first.
+    assert [s.first_stream for s in opened] == [0, 2]
+    assert [s.first_stream for s in split_schedule(SequenceSchedule(5, plan, 7, (1, 1, 1)), 3)] == [0, 2, 4]
     with pytest.raises(UsageError, match="--num-of-sequences 1 cannot be split among 2 workers"):
         check_worker_split(1, 2)
 

@@ -45,12 +45,13 @@ class SequenceCounts:
 class StreamCycle:
     """perf_analyzer's sequence input data: each new sequence replays the next stream in turn, its
     length the stream's steps. `steps` is each stream's step count; a stream's steps are the
-    prepared requests from its first index on, the streams one after the other."""
+    prepared requests from its first index on, the streams one after the other. `start`: the stream
+    the first sequence replays (a worker's, so that workers do not all replay the same streams)."""
 
-    def __init__(self, steps: Sequence[int]) -> None:
+    def __init__(self, steps: Sequence[int], start: int = 0) -> None:
         self._firsts = [sum(steps[:k]) for k in range(len(steps))]
         self._steps = list(steps)
-        self._next = 0
+        self._next = start % len(self._steps)
 
     def take(self) -> tuple[int, int]:
         """(The first prepared request, the steps) of the next sequence's stream."""
@@ -71,7 +72,8 @@ class SequenceSchedule(Schedule, SequenceCounts):
 
     label = "Concurrency"
 
-    def __init__(self, concurrency: int, plan: SequencePlan, seed: int | None, streams: Sequence[int] | None = None) -> None:
+    def __init__(self, concurrency: int, plan: SequencePlan, seed: int | None, streams: Sequence[int] | None = None,
+                 first_stream: int = 0) -> None:  # fmt: skip
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, got {concurrency}: fix --concurrency-range")
         plan.check_concurrency(concurrency)
@@ -79,10 +81,10 @@ class SequenceSchedule(Schedule, SequenceCounts):
         self.concurrency = concurrency
         self.plan = plan
         self.seed = seed
-        self.streams = streams
+        self.streams, self.first_stream = streams, first_stream
         self._rng = random.Random(seed)
         self._ids = IdPool(plan)
-        self._cycle = StreamCycle(streams) if streams else None
+        self._cycle = StreamCycle(streams, first_stream) if streams else None
 
     @property
     def value(self) -> int:
@@ -159,12 +161,13 @@ class OpenLoopSequenceSchedule(OpenLoopSchedule, SequenceCounts):
     sequences, with perf_analyzer's --num-of-sequences and --serial-sequences."""
 
     def __init__(self, pacing: OpenLoopSchedule, sequences: int, serial: bool, plan: SequencePlan, seed: int | None,
-                 streams: Sequence[int] | None = None) -> None:  # fmt: skip
+                 streams: Sequence[int] | None = None, first_stream: int = 0) -> None:  # fmt: skip
         if sequences < 1:
             raise UsageError(f"--num-of-sequences must be at least 1, got {sequences}")
         plan.check_concurrency(sequences)
         SequenceCounts.__init__(self)
         self.pacing, self.sequences, self.serial, self.plan, self.seed, self.streams = pacing, sequences, serial, plan, seed, streams
+        self.first_stream = first_stream
 
     @property
     def target_rate_per_s(self) -> float:
@@ -176,7 +179,7 @@ class OpenLoopSequenceSchedule(OpenLoopSchedule, SequenceCounts):
     async def drive(self, fire: Fire, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed)
         ids = IdPool(self.plan)
-        cycle = StreamCycle(self.streams) if self.streams else None
+        cycle = StreamCycle(self.streams, self.first_stream) if self.streams else None
         picker = SlotPicker(self.sequences, self.serial, rng)
         slots: list[_Open | None] = [None] * self.sequences
 

@@ -50,21 +50,28 @@ def split_intervals(intervals_us: list[int], workers: int) -> list[tuple[int, li
     return shares
 
 
+def _firsts(shares: list[int]) -> list[int]:
+    """Each worker's first stream: the sequences dealt to the workers before it."""
+    return [sum(shares[:k]) for k in range(len(shares))]
+
+
 def split_schedule(schedule: Schedule, workers: int) -> list[Schedule | None]:
     """Each worker's schedule for a level; None for a worker the level has no load for
     (concurrency 2 over 3 workers). A sequence load's sequences are dealt among the workers, each
-    with a disjoint slice of the ids, so that a sequence never spans two."""
+    with a disjoint slice of the ids, so that a sequence never spans two; with streams of steps in the
+    input data, each worker's first sequences replay the streams one process's would have given them."""
     if isinstance(schedule, SequenceSchedule):
         shares = split_count(schedule.concurrency, [1] * workers)
         plans, seeds = split_ids(schedule.plan, shares), worker_seeds(schedule.seed, workers)
-        return [SequenceSchedule(share, plan, seed, schedule.streams) if share else None
-                for share, plan, seed in zip(shares, plans, seeds)]  # fmt: skip
+        return [SequenceSchedule(share, plan, seed, schedule.streams, first) if share else None
+                for share, plan, seed, first in zip(shares, plans, seeds, _firsts(shares))]  # fmt: skip
     if isinstance(schedule, OpenLoopSequenceSchedule):
         check_worker_split(schedule.sequences, workers)
         shares = split_count(schedule.sequences, [1] * workers)
         plans, seeds = split_ids(schedule.plan, shares), worker_seeds(schedule.seed, workers)
-        return [OpenLoopSequenceSchedule(pacing, share, schedule.serial, plan, seed, schedule.streams)
-                for pacing, share, plan, seed in zip(split_schedule(schedule.pacing, workers), shares, plans, seeds)]  # fmt: skip
+        pacings = split_schedule(schedule.pacing, workers)
+        return [OpenLoopSequenceSchedule(pacing, share, schedule.serial, plan, seed, schedule.streams, first)
+                for pacing, share, plan, seed, first in zip(pacings, shares, plans, seeds, _firsts(shares))]  # fmt: skip
     if isinstance(schedule, ConcurrencySchedule):
         return [ConcurrencySchedule(share) if share else None for share in split_count(schedule.concurrency, [1] * workers)]
     if isinstance(schedule, RateSchedule):
