@@ -24,6 +24,7 @@ class Progress(RunListener):
         self._max_trials = max_trials
         self._ticker: asyncio.Task | None = None
         self._status = ""
+        self._finite = False  # the level's schedule is a replay played once
 
     def _line(self, text: str, final: bool) -> None:
         if self._live:
@@ -32,8 +33,14 @@ class Progress(RunListener):
             self._stream.write(text + "\n")
         self._stream.flush()
 
+    def _window(self, schedule: Schedule, index: int) -> str:
+        """Which window: of at most --max-trials, or of a replay played once, which runs until it ends."""
+        of = "" if schedule.finite else f"/{self._max_trials}"
+        return f"{schedule.label.lower()} {schedule.value:g}: window {index}{of}"
+
     def level_started(self, schedule: Schedule, load: Load) -> None:
-        self._status = f"{schedule.label.lower()} {schedule.value:g}: window 1/{self._max_trials}"
+        self._status = self._window(schedule, 1)
+        self._finite = schedule.finite
         if self._live:
             self._ticker = asyncio.get_running_loop().create_task(self._tick(load))
 
@@ -51,9 +58,8 @@ class Progress(RunListener):
             seen = f"{figures.throughput_infer_per_s:,.1f} infer/s, latency {figures.latency_us:,.0f} us"
             if figures.error_count:
                 seen += f", {figures.error_count} error{'s' if figures.error_count != 1 else ''}"
-        text = f"{schedule.label.lower()} {schedule.value:g}: window {index}/{self._max_trials} {seen}"
-        self._line(text, final=True)
-        self._status = f"{schedule.label.lower()} {schedule.value:g}: window {index + 1}/{self._max_trials}"
+        self._line(f"{self._window(schedule, index)} {seen}", final=True)
+        self._status = self._window(schedule, index + 1)
 
     def _stop_ticking(self) -> None:
         if self._ticker is not None:
@@ -62,8 +68,11 @@ class Progress(RunListener):
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
         self._stop_ticking()
-        verdict = "stable" if level.stable else "NOT stable"
-        self._line(f"{level.label.lower()} {level.value:g}: {verdict} after {len(level.windows)} windows", final=True)
+        if self._finite:  # measured whole, not until stable
+            verdict = "replayed in"
+        else:
+            verdict = f"{'stable' if level.stable else 'NOT stable'} after"
+        self._line(f"{level.label.lower()} {level.value:g}: {verdict} {len(level.windows)} windows", final=True)
 
     def warning(self, message: str) -> None:
         self._line(f"warning: {message}", final=True)

@@ -71,6 +71,12 @@ def test_a_runs_export_replays_its_sends(nested_triton, tmp_path, capsys):
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert len(lines) == len(recorded_ns) > 60 and {(line["model"], line["batch_size"]) for line in lines} == {(MODEL, 2)}
     level, replayed_lines = replayed(nested_triton.http, trace, tmp_path)
+    out, err = capsys.readouterr()
+    # A replay played once is measured whole, window after window until it ends: not "until stable".
+    assert "  Measuring the whole replay, played once: no stabilization" in out and "Stabilizing using" not in out
+    progress = out + err
+    assert "replay speed 1: window 1 " in progress and "window 1/" not in progress
+    assert f"replay speed 1: replayed in {len(level['windows'])} windows" in progress
 
     assert level["client"]["request_count"] == level["server"]["success_count"] == len(recorded_ns)
     assert level["server"]["inference_count"] == 2 * len(recorded_ns)  # the file's batch size, 2

@@ -45,11 +45,11 @@ def settings_lines(config: RunConfig, mix: Sequence[RunConfig] = ()) -> list[str
     lines = ["*** Measurement Settings ***"]
     if not mix:
         lines.append(f"  Batch size: {config.inputs.batch_size}")
-    lines += [
-        "  Service Kind: TRITON",
-        f'  Using "{policy.mode}" mode for stabilization',
-        f"  Stabilizing using {latency} and throughput",
-    ]
+    lines.append("  Service Kind: TRITON")
+    if not mix and config.load.schedule_file is not None and not config.load.replay_loop:
+        lines.append("  Measuring the whole replay, played once: no stabilization")
+    else:
+        lines += [f'  Using "{policy.mode}" mode for stabilization', f"  Stabilizing using {latency} and throughput"]
     if policy.mode == COUNT_WINDOWS:
         lines.append(f"  Minimum number of samples in each window: {policy.request_count}")
     else:
