@@ -112,8 +112,8 @@ GPU_TABLE: tuple[GpuSpec, ...] = (
     GpuSpec("V100 PCIe", _names("V100 PCIE"), _peaks(14, None, 112, None, None), 900, "NVIDIA Tesla V100 datasheet"),
     # NVIDIA V100S datasheet: 16.4 FP32, 130 tensor, 1,134 GB/s.
     GpuSpec("V100S PCIe", _names("V100S"), _peaks(16.4, None, 130, None, None), 1134, "NVIDIA V100S datasheet"),
-    # NVIDIA T4 datasheet: 8.1 FP32, 65 FP16 mixed precision, 130 INT8 TOPS, 300 GB/s (GDDR6, 320 GB/s raw).
-    GpuSpec("T4", _names("T4"), _peaks(8.1, None, 65, None, 130), 300, "NVIDIA T4 datasheet"),
+    # NVIDIA T4 datasheet: 8.1 FP32, 65 FP16 mixed precision, 130 INT8 TOPS, "320+ GB/s" (GDDR6).
+    GpuSpec("T4", _names("T4"), _peaks(8.1, None, 65, None, 130), 320, "NVIDIA T4 datasheet"),
     # NVIDIA A100 datasheet (2021): 19.5 FP32, TF32 156, BF16/FP16 312, INT8 624 (dense);
     # 40GB 1,555 GB/s; 80GB PCIe 1,935 GB/s; 80GB SXM 2,039 GB/s.
     GpuSpec("A100 40GB SXM", _names("A100 SXM4 40GB"), _peaks(19.5, 156, 312, 312, 624), 1555, "NVIDIA A100 datasheet"),

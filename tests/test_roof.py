@@ -96,7 +96,7 @@ def test_measured_figures_are_plausible(tmp_path):
 @pytest.mark.parametrize(
     ("nvml_name", "row", "fp32_tflops", "bandwidth_gbs"),
     [
-        ("Tesla T4", "T4", 8.1, 300),
+        ("Tesla T4", "T4", 8.1, 320),
         ("Tesla V100-SXM2-32GB", "V100 SXM2", 15.7, 900),
         ("Tesla V100-PCIE-16GB", "V100 PCIe", 14, 900),
         ("Tesla V100S-PCIE-32GB", "V100S PCIe", 16.4, 1134),
