@@ -453,13 +453,18 @@ def _roofline_dict(result: RunResult) -> dict[str, Any] | None:
 
 def _model_roofline_dict(model: ModelRoofline) -> dict[str, Any]:
     direct, roof = model.direct, model.roof
-    data = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("direct", "roof")}
+    data = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("direct", "roof", "direct_batches")}
     return data | {
         "intensity": model.intensity,
-        "direct": _record(direct, per_inference_us=direct.per_inference_us) if direct is not None else None,
+        "direct": _direct_dict(direct) if direct is not None else None,
+        "direct_batches": [_direct_dict(timing) for timing in model.direct_batches],
         "roof": _record(roof, ridge_intensity=roof.ridge_intensity) if roof is not None else None,
         "attainable_flops_per_s": model.attainable_flops_per_s,
     }
+
+
+def _direct_dict(direct: DirectFigures) -> dict[str, Any]:
+    return _record(direct, per_inference_us=direct.per_inference_us)
 
 
 def _at_level_dict(figures: ModelAtLevel) -> dict[str, Any]:
@@ -471,7 +476,8 @@ def _at_level_dict(figures: ModelAtLevel) -> dict[str, Any]:
         "avg_batch_size": compute.avg_batch_size,
         "compute_infer_per_inference_us": compute.compute_infer_us,
         "compute_source": compute.source,
-        "direct_per_inference_us": figures.model.direct.per_inference_us if figures.model.direct is not None else None,
+        "direct_per_inference_us": figures.direct_per_inference_us,
+        "direct_batch_matched": figures.batch_matched,
         "serving_overhead_us": figures.serving_overhead_us,
         "achieved_flops_per_s": figures.achieved_flops_per_s,
         "share_of_roof": figures.share_of_roof,
@@ -483,6 +489,7 @@ def _roofline(data: dict[str, Any]) -> Roofline:
     models = tuple(
         _fields(ModelRoofline, model,
                 direct=_fields(DirectFigures, model["direct"]) if model["direct"] is not None else None,
+                direct_batches=tuple(_fields(DirectFigures, timing) for timing in model["direct_batches"]),
                 roof=_fields(Roof, model["roof"]) if model["roof"] is not None else None)
         for model in data["models"]
     )  # fmt: skip

@@ -9,11 +9,12 @@ summary.json alone. loadgen.roofline_run gathers the inputs after a sweep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loadgen.measurement import LevelResult
 from loadgen.roof import Roof, intensity, share_of_roof
-from loadgen.server_stats import ServerFigures
+from loadgen.server_stats import BatchCompute, ServerFigures
 
 # Where a level's compute time per inference came from (ComputePerInference.source).
 BATCH_STATS = "batch_stats"
@@ -51,6 +52,14 @@ class ModelRoofline:
     direct: DirectFigures | None  # None: not timed (no ONNX file, or a server on another machine)
     roof: Roof | None  # None: unknown, `roof_note` says why and how to give it
     roof_note: str | None = None
+    # The model alone at each other batch size the server ran it at (above 1, smallest first): a level's
+    # compute is set against the same batches. Empty: none ran, or the graph has no batch dimension.
+    direct_batches: tuple[DirectFigures, ...] = ()
+
+    def direct_at(self, batch_size: int) -> DirectFigures | None:
+        """The model's direct timing at `batch_size`; None when not timed at it."""
+        timings = (self.direct, *self.direct_batches) if self.direct is not None else self.direct_batches
+        return next((timing for timing in timings if timing.batch_size == batch_size), None)
 
     @property
     def intensity(self) -> float | None:
@@ -122,6 +131,22 @@ class ModelAtLevel:
 
     model: ModelRoofline
     compute: ComputePerInference
+    batches: tuple[BatchCompute, ...] | None = None  # the level's executions by batch size (Triton's batch_stats)
+
+    @property
+    def direct_per_inference_us(self) -> float | None:
+        """The model alone in ONNX Runtime per inference, for the batches the level ran: each batch size's
+        direct time weighted by its executions; at batch size 1 when the level's batches are not known
+        or one was not timed (`batch_matched` False). None without a direct timing."""
+        if self.batch_matched:
+            total_us = sum(batch.executions * self.model.direct_at(batch.batch_size).mean_ms * 1e3 for batch in self.batches)
+            return total_us / self.compute.inferences
+        return self.model.direct.per_inference_us if self.model.direct is not None else None
+
+    @property
+    def batch_matched(self) -> bool:
+        """Whether the direct time is for the level's own batches (every batch size it ran was timed)."""
+        return bool(self.batches) and all(self.model.direct_at(batch.batch_size) is not None for batch in self.batches)
 
     @property
     def achieved_flops_per_s(self) -> float:
@@ -135,9 +160,9 @@ class ModelAtLevel:
 
     @property
     def serving_overhead_us(self) -> float | None:
-        """Compute time per inference beyond the direct ONNX time: Triton's and the backend's share."""
-        direct = self.model.direct
-        return self.compute.compute_infer_us - direct.per_inference_us if direct is not None else None
+        """Compute time per inference beyond the direct ONNX time for the same batches: Triton's and the backend's share."""
+        direct_us = self.direct_per_inference_us
+        return self.compute.compute_infer_us - direct_us if direct_us is not None else None
 
 
 def computing_models(server: ServerFigures) -> list[ServerFigures]:
@@ -151,5 +176,12 @@ def level_figures(roofline: Roofline, level: LevelResult) -> tuple[ModelAtLevel,
     for figures in computing_models(level.server):
         model, compute = roofline.model(figures.name), compute_per_inference(figures)
         if model is not None and compute is not None:
-            found.append(ModelAtLevel(model, compute))
+            found.append(ModelAtLevel(model, compute, figures.batches if compute.source == BATCH_STATS else None))
     return tuple(found)
+
+
+def ran_batch_sizes(levels: Sequence[LevelResult], name: str) -> tuple[int, ...]:
+    """The batch sizes the server ran `name` at over the levels (Triton's batch_stats), smallest first."""
+    sizes = {batch.batch_size for level in levels for figures in computing_models(level.server)
+             if figures.name == name for batch in figures.batches or ()}  # fmt: skip
+    return tuple(sorted(sizes))

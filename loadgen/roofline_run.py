@@ -12,6 +12,7 @@ import importlib.util
 import os
 from dataclasses import replace
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from loadgen.direct_timing import (
 )
 from loadgen.errors import RoofUnknown, UsageError
 from loadgen.machine_cache import default_cache_dir, read_entries, write_entries
-from loadgen.model_cost import DynamicShapeError, load_onnx, model_cost
+from loadgen.model_cost import DynamicShapeError, OnnxModelError, load_onnx, model_cost
 from loadgen.result import RunResult
 from loadgen.roof import (
     Roof,
@@ -37,12 +38,13 @@ from loadgen.roof import (
     resolve_roof,
     server_gpu_name,
 )
-from loadgen.roofline import DirectFigures, ModelRoofline, Roofline, computing_models
+from loadgen.roofline import DirectFigures, ModelRoofline, Roofline, computing_models, ran_batch_sizes
 from loadgen.shared_memory import server_is_local
 
-# Short: the model's figures settle within a second or two at a few ms a call, and a run waits for it.
+# Short: the model's figures settle within a second at a few ms a call, and a run waits for it (once per
+# batch size the server ran, the first time).
 DIRECT_WARMUP_MS = 200.0
-DIRECT_DURATION_S = 2.0
+DIRECT_DURATION_S = 1.0
 DIRECT_CACHE_FILE = "direct-timing.json"
 # A model that writes its ONNX on first load (the shipped centernet) ships this builder, with a
 # build_from_parameters(config parameters) -> ModelProto.
@@ -77,7 +79,8 @@ def gather_roofline(result: RunResult, cache_dir: Path | None = None) -> tuple[R
     models, unknown = [], []
     for name, version in computing.items():
         try:
-            model = _model_roofline(config, name, version, result.model_configs.get(name) or {}, local, roofs, cache_dir)
+            model = _model_roofline(config, name, version, result.model_configs.get(name) or {}, local, roofs, cache_dir,
+                                    ran_batch_sizes(result.levels, name))  # fmt: skip
         except DynamicShapeError as exc:  # the run's requests fix them, and its own --shape is another model's
             notes.append(f"roofline: {name} left out: its input {exc.input_name} has dimensions [{exc.dims}] that only "
                          f"its requests fix; give its FLOPs per inference with --model-flops {name}=GFLOPS")  # fmt: skip
@@ -96,7 +99,8 @@ def gather_roofline(result: RunResult, cache_dir: Path | None = None) -> tuple[R
 
 
 def _model_roofline(config: RunConfig, name: str, version: str, model_config: dict[str, Any], local: bool,
-                    roofs: dict[tuple[int, bool], tuple[Roof | None, str | None]], cache_dir: Path | None) -> ModelRoofline | None:  # fmt: skip
+                    roofs: dict[tuple[int, bool], tuple[Roof | None, str | None]], cache_dir: Path | None,
+                    batch_sizes: Sequence[int] = ()) -> ModelRoofline | None:  # fmt: skip
     """One computing model's cost, direct timing (this machine's server only) and roof; None without its FLOPs."""
     repository = config.target.model_repository
     model_dir = Path(repository) / name if repository is not None else None
@@ -113,9 +117,10 @@ def _model_roofline(config: RunConfig, name: str, version: str, model_config: di
                 raise
     threads = threads_from_model_dir(model_dir) if model_dir is not None and model_dir.is_dir() else None
     on_gpu = any(group.get("kind") == "KIND_GPU" for group in model_config.get("instance_group") or ())
-    direct = None
+    direct, direct_batches = None, ()
     if cost is not None and local and threads is not None and not on_gpu:  # direct timing is on the CPU only
         direct = cached_direct_timing(found[0], threads, cache_dir)
+        direct_batches = _batched_timings(found[0], threads, batch_sizes, cache_dir)
     roof_threads = (threads.intra_op if threads is not None else None) or os.cpu_count() or 1
     key = (roof_threads, on_gpu)
     if key not in roofs:
@@ -130,7 +135,21 @@ def _model_roofline(config: RunConfig, name: str, version: str, model_config: di
         direct=direct,
         roof=roof,
         roof_note=note,
+        direct_batches=direct_batches,
     )
+
+
+def _batched_timings(model: onnx.ModelProto, threads: OrtThreads, batch_sizes: Sequence[int],
+                     cache_dir: Path | None) -> tuple[DirectFigures, ...]:  # fmt: skip
+    """The model alone at each batch size above 1 the server ran it at, so that a level's compute is set
+    against the same batches; none when its graph has no batch dimension to vary."""
+    if not any(size > 1 for size in batch_sizes):
+        return ()
+    try:
+        model_cost(model, batch_size=2)
+    except OnnxModelError:  # no dynamic first dimension (Triton batches a model whose ONNX does not)
+        return ()
+    return tuple(cached_direct_timing(model, threads, cache_dir, size) for size in sorted(set(batch_sizes)) if size > 1)
 
 
 def _roof(config: RunConfig, threads: int, local: bool, on_gpu: bool, cache_dir: Path | None) -> tuple[Roof | None, str | None]:
@@ -175,25 +194,26 @@ def _onnx(model_dir: Path, version: str, model_config: dict[str, Any]) -> tuple[
     return builder.build_from_parameters(parameters), f"built in memory by {builder_path} ({path} not found)"
 
 
-def _direct_cache_key(model: onnx.ModelProto, threads: OrtThreads) -> str:
-    # Everything that changes the timing: the graph's bytes, the threads, the runtime, the machine.
+def _direct_cache_key(model: onnx.ModelProto, threads: OrtThreads, batch_size: int) -> str:
+    # Everything that changes the timing: the graph's bytes, the batch, the threads, the runtime, the machine.
     digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    return (f"sha256 {digest}|batch 1|intra {threads.intra_op}|inter {threads.inter_op}|onnxruntime {ort.__version__}"
+    return (f"sha256 {digest}|batch {batch_size}|intra {threads.intra_op}|inter {threads.inter_op}|onnxruntime {ort.__version__}"
             f"|{cpu_model_name()}|{os.cpu_count()} logical cores|warm-up {DIRECT_WARMUP_MS:g} ms|{DIRECT_DURATION_S:g} s")  # fmt: skip
 
 
-def cached_direct_timing(model: onnx.ModelProto, threads: OrtThreads, cache_dir: Path | None = None) -> DirectFigures:
-    """The model timed alone at batch size 1: from the cache when this machine timed the same graph with
-    the same threads and runtime before, else timed now (DIRECT_WARMUP_MS, DIRECT_DURATION_S) and cached."""
+def cached_direct_timing(model: onnx.ModelProto, threads: OrtThreads, cache_dir: Path | None = None,
+                         batch_size: int = 1) -> DirectFigures:  # fmt: skip
+    """The model timed alone at `batch_size`: from the cache when this machine timed the same graph at that
+    batch with the same threads and runtime before, else timed now (DIRECT_WARMUP_MS, DIRECT_DURATION_S) and cached."""
     path = (cache_dir if cache_dir is not None else default_cache_dir()) / DIRECT_CACHE_FILE
-    key = _direct_cache_key(model, threads)
+    key = _direct_cache_key(model, threads, batch_size)
     entries = read_entries(path)
     entry = entries.get(key)
     if isinstance(entry, dict) and entry.get("latencies_ms") and isinstance(entry.get("measured_at"), str):
-        timing = DirectTiming(1, threads, DIRECT_WARMUP_MS, tuple(entry["latencies_ms"]), float(entry["wall_s"]))
+        timing = DirectTiming(batch_size, threads, DIRECT_WARMUP_MS, tuple(entry["latencies_ms"]), float(entry["wall_s"]))
         source = f"cached {path}, measured {entry['measured_at']}"
     else:
-        timing = time_model(model, batch_size=1, threads=threads, warmup_ms=DIRECT_WARMUP_MS, duration_s=DIRECT_DURATION_S)
+        timing = time_model(model, batch_size=batch_size, threads=threads, warmup_ms=DIRECT_WARMUP_MS, duration_s=DIRECT_DURATION_S)
         measured_at = datetime.now(UTC).isoformat(timespec="seconds")
         entries[key] = {"latencies_ms": list(timing.latencies_ms), "wall_s": timing.wall_s, "measured_at": measured_at}
         try:

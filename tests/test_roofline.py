@@ -32,6 +32,7 @@ from loadgen.roofline import (
     Roofline,
     compute_per_inference,
     level_figures,
+    ran_batch_sizes,
 )
 from loadgen.roofline_run import _onnx, cached_direct_timing, gather_roofline
 from loadgen.server_stats import (
@@ -90,6 +91,24 @@ def test_achieved_flops_share_of_the_roof_and_serving_overhead():
     assert flops_only.serving_overhead_us is None
     unknown_roof = replace(above_ridge, model=replace(above_ridge.model, roof=None, roof_note="pass --peak-tflops"))
     assert unknown_roof.share_of_roof is None and unknown_roof.achieved_flops_per_s == pytest.approx(75e9)
+
+
+def test_serving_overhead_is_set_against_the_same_batches_alone():
+    """Each batch size's direct time weighted by the level's executions of it: the overhead is then the
+    server's alone, not batching's gain as well."""
+    timed = {size: replace(DIRECT, batch_size=size, mean_ms=mean_ms) for size, mean_ms in ((2, 9.0), (3, 12.0), (4, 14.0))}
+    model = ModelRoofline("detector", 0.45e9, "ONNX", 54_100, 22_500_000, DIRECT, ROOF, direct_batches=tuple(timed.values()))
+    figures = detector(MIXED_BATCHES)
+    [at] = level_figures(Roofline((model,)), level(6, server_figures=figures))
+    assert at.batch_matched and at.model.direct_at(3) == timed[3] and at.model.direct_at(5) is None
+    # 414 runs of 1 at 5 ms, 4 of 2 at 9 ms, 129 of 3 at 12 ms, 2 of 4 at 14 ms, over 817 inferences.
+    alone_us = (414 * 5.0 + 4 * 9.0 + 129 * 12.0 + 2 * 14.0) * 1e3 / 817
+    assert at.direct_per_inference_us == pytest.approx(alone_us)
+    assert at.serving_overhead_us == pytest.approx(at.compute.compute_infer_us - alone_us)
+    # A batch size not timed: the whole level falls back to batch size 1, and says so.
+    partly = replace(at, model=replace(model, direct_batches=(timed[2], timed[3])))
+    assert not partly.batch_matched and partly.direct_per_inference_us == pytest.approx(5_000.0)
+    assert ran_batch_sizes([level(6, server_figures=figures), level(1, server_figures=detector(None))], "detector") == (1, 2, 3, 4)
 
 
 def test_snapshots_keep_the_batch_statistics_and_their_change():
@@ -184,6 +203,10 @@ def test_the_roofline_section_appears_for_the_shipped_ensemble(metrics_run, tmp_
         (figures,) = each["models"]
         assert figures["compute_source"] == BATCH_STATS and figures["achieved_flops_per_s"] > 0
         assert 0 < figures["share_of_roof"] <= 1.5
+        assert figures["direct_batch_matched"]  # timed alone at every batch size the server ran
+    ran = {batch["batch_size"] for level in data["levels"] for model in level["server"]["composing"]
+           if model["name"] == "centernet" for batch in model["batches"]}  # fmt: skip
+    assert [timing["batch_size"] for timing in centernet["direct_batches"]] == sorted(ran - {1})
     assert load_summary(report).to_dict() == data
     assert "<h2>Roofline</h2>" in (report / "report.html").read_text()
     with Image.open(report / "plots" / "roofline.png") as image:

@@ -442,11 +442,13 @@ def _roofline_lines(result: RunResult) -> list[str]:
                 if figures.model is not model:
                     continue
                 share = f", {figures.share_of_roof:.1%} of the roof" if figures.share_of_roof is not None else ""
-                overhead = figures.serving_overhead_us
+                overhead, alone_us = figures.serving_overhead_us, figures.direct_per_inference_us
+                batches = "its batches" if figures.batch_matched else "batch 1"
                 lines.append(f"  {level.label}: {_num(level.value)}, compute infer {figures.compute.compute_infer_us / 1e3:.2f} "
                              f"ms/inference (avg batch {figures.compute.avg_batch_size:.2f}), "
                              f"{figures.achieved_flops_per_s / 1e9:,.1f} GFLOP/s{share}"
-                             + (f", serving overhead {overhead / 1e3:.2f} ms" if overhead is not None else ""))  # fmt: skip
+                             + (f", alone at {batches} {alone_us / 1e3:.2f} ms, serving overhead {overhead / 1e3:.2f} ms"
+                                if overhead is not None else ""))  # fmt: skip
     return lines
 
 
