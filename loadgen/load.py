@@ -132,6 +132,11 @@ class Load(ABC):
         """The requests that completed in `window`, handed over once; None unless the load was
         opened to keep them (--profile-export-file)."""
 
+    def use_epoch_offset(self, offset_ns: int) -> None:
+        """Export this process's times on the wall clock by `offset_ns` (epoch_offset_ns) instead of
+        the one the load took: a mix's models share one, so a window's bounds export the same for each."""
+        self._epoch_offset_ns = offset_ns
+
     def request_records(self) -> RequestRecords | None:
         """The current level's requests by id number so far; None unless the load was prepared with
         request ids (tracing)."""
@@ -273,6 +278,11 @@ class LocalLoad(Load):
     def request_records(self) -> RequestRecords | None:
         log = self.engine.request_log
         return log.records() if log is not None else None
+
+    def use_epoch_offset(self, offset_ns: int) -> None:
+        super().use_epoch_offset(offset_ns)
+        if self._request_format is not None:
+            self._request_format = request_formatter(offset_ns)
 
     def window_requests(self, window: WindowSamples) -> WindowRequests | None:
         if window.requests is None:

@@ -34,7 +34,6 @@ REFUSED = {
     "trace-collector-port": "joins one model's requests to their traces",
     "export-metrics-port": "counts one model's requests",
     "filename": "is one model's CSV (each model's is results.MODEL.csv in the report folder)",
-    "profile-export-file": "exports one model's requests",
 }
 PREFIX = re.compile(r"(?P<model>[^:<>=!\s]+):(?P<rest>.+)")
 

@@ -9,6 +9,7 @@ from loadgen.errors import WorkerLost
 from loadgen.listener import RunListener
 from loadgen.measurement import measure_levels
 from loadgen.mix import MixConfig
+from loadgen.profile_export import epoch_offset_ns
 from loadgen.result import COMPLETE, RUNNING, RunResult
 from loadgen.sweep import Sweep, _now, environment
 from loadgen.transport.base import Transport
@@ -31,8 +32,10 @@ class MixSweep:
         self.warnings: list[str] = []
         self.started_at = _now()
         self.started_ns = monotonic_ns()
-        for sweep in self.sweeps:  # one clock: every model's times count from the run's start
+        offset_ns = epoch_offset_ns()
+        for sweep in self.sweeps:  # one clock: every model's times count from the run's start, exported by one offset
             sweep.started_at, sweep.started_ns = self.started_at, self.started_ns
+            sweep.load.use_epoch_offset(offset_ns)
 
     @classmethod
     async def open(cls, mix: MixConfig, transports: Sequence[Transport]) -> MixSweep:

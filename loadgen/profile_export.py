@@ -4,7 +4,8 @@
 Each request becomes its JSON object when it completes (`request_formatter`, on the engine's hot
 path, in whichever process sent it); the window that closes hands its requests over
 (samples.RequestLines) and `ProfileExport` appends them to the open experiment, so the file holds
-every request while memory holds at most a window's worth. Times are ns since the Unix epoch, as
+every request while memory holds at most a window's worth (a mix's models' windows wait in
+spools on disk until their level ends: ProfileExport). Times are ns since the Unix epoch, as
 perf_analyzer's (std::chrono::system_clock): each process turns its monotonic clock into that by
 one offset taken when its load is prepared.
 """
@@ -12,7 +13,10 @@ one offset taken when its load is prepared.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -80,27 +84,49 @@ def experiment(schedule: Schedule) -> dict[str, str | int | float]:
     return {"mode": "concurrency", "value": int(schedule.value)}
 
 
+@dataclass
+class _Experiment:
+    """An experiment being written: its opening text, its windows' bounds so far and its requests
+    so far, and, in a mix, the spool its requests wait in until the level ends (one model's go
+    straight to the export)."""
+
+    schedule: Schedule
+    opening: str
+    spool: IO[str] | None = None
+    boundaries_ns: list[int] = field(default_factory=list)
+    requests: int = 0
+
+
 class ProfileExport(RunListener):
     """Writes the export as the run goes: opened when the run starts, each level's experiment as its
     windows close, and closed whatever ended the run, so the file is whole JSON with every level
     that ran (a level cut short keeps the windows it closed). Nothing is kept but the level's
-    window boundaries."""
+    window boundaries.
 
-    def __init__(self, path: Path) -> None:
+    A mix (`models`, in the scenario's order) has one experiment per model per level, each naming
+    its model. Its models' windows close together, so their requests would interleave in one
+    array: each model's level goes to a spool beside the export, an unnamed temporary file the
+    system removes however the run ends, and is appended as its experiment when the level ends.
+    """
+
+    def __init__(self, path: Path, models: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        self.models = tuple(models)
         self._file: IO[str] | None = None
-        self._experiments = 0
-        self._boundaries: list[int] | None = None  # the open experiment's; None between levels
-        self._requests = 0  # written in the open experiment
+        self._experiments = 0  # opened in the file
+        self._level: list[_Experiment] = []  # the open level's, one per model in level_started's order
+        self._finished = 0  # the open level's models told level_finished
 
     def _failure(self, exc: OSError) -> LoadgenError:
         return LoadgenError(f"cannot write --profile-export-file {self.path}: {exc.strerror or exc}")
 
-    def _write(self, text: str, flush: bool = False) -> None:
+    def _write(self, text: str, flush: bool = False, to: IO[str] | None = None) -> None:
+        """`text` to the export, or to a spool `to`."""
+        file = self._file if to is None else to
         try:
-            self._file.write(text)
+            file.write(text)
             if flush:  # a window's worth at a time, so the file on disk follows the run
-                self._file.flush()
+                file.flush()
         except OSError as exc:
             raise self._failure(exc) from None
 
@@ -112,33 +138,69 @@ class ProfileExport(RunListener):
         self._write('{"experiments":[')
 
     def level_started(self, schedule: Schedule, load: Load) -> None:
-        separator = "," if self._experiments else ""
-        self._write(f'{separator}\n{{"experiment":{_compact(experiment(schedule))},"requests":[')
+        named = f'"model":{json.dumps(self.models[len(self._level)])},' if self.models else ""
+        opened = _Experiment(schedule, f'{{"experiment":{_compact(experiment(schedule))},{named}"requests":[')
+        if not self.models:
+            self._open(opened)
+        else:
+            try:  # no name in the folder (or unlinked at once where the system cannot): nothing to remove
+                opened.spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent, prefix=f".{self.path.name}.")
+            except OSError as exc:
+                raise self._failure(exc) from None
+        self._level.append(opened)
+
+    def _open(self, opened: _Experiment) -> None:
+        self._write(("," if self._experiments else "") + "\n" + opened.opening)
         self._experiments += 1
-        self._boundaries, self._requests = [], 0
 
     def window_requests(self, schedule: Schedule, requests: WindowRequests) -> None:
-        if not self._boundaries:
-            self._boundaries.append(requests.start_ns)
-        self._boundaries.append(requests.end_ns)
+        current = self._part(schedule)
+        if not current.boundaries_ns:
+            current.boundaries_ns.append(requests.start_ns)
+        current.boundaries_ns.append(requests.end_ns)
         if requests.count:
-            self._write(("," if self._requests else "") + "\n" + requests.json, flush=True)
-            self._requests += requests.count
+            self._write(("," if current.requests else "") + "\n" + requests.json, flush=current.spool is None, to=current.spool)
+            current.requests += requests.count
+
+    def _part(self, schedule: Schedule) -> _Experiment:
+        """The open experiment `schedule`'s requests go to: one model's only one; a mix's, its model's
+        (by identity: two models at the same value have equal schedules)."""
+        if not self.models:
+            return self._level[-1]
+        return next(opened for opened in self._level if opened.schedule is schedule)
 
     def level_finished(self, level: LevelResult, so_far: RunResult) -> None:
-        self._close_experiment()
+        self._finished += 1
+        if self._finished >= len(self._level):  # a mix's level ends with its last model's
+            self._close_level()
 
-    def _close_experiment(self) -> None:
-        if self._boundaries is None:
-            return
-        self._write(f'\n],"window_boundaries":{_compact(self._boundaries)}}}', flush=True)
-        self._boundaries = None
+    def _close_level(self) -> None:
+        """Each of the level's experiments written whole, a mix's from its spool; the spools closed."""
+        try:
+            for current in self._level:
+                if current.spool is not None:
+                    self._open(current)
+                    self._copy(current.spool)
+                self._write(f'\n],"window_boundaries":{_compact(current.boundaries_ns)}}}', flush=True)
+        finally:
+            for current in self._level:
+                if current.spool is not None:
+                    current.spool.close()
+            self._level, self._finished = [], 0
+
+    def _copy(self, spool: IO[str]) -> None:
+        try:
+            spool.seek(0)
+            while chunk := spool.read(WRITE_BUFFER_BYTES):
+                self._file.write(chunk)
+        except OSError as exc:
+            raise self._failure(exc) from None
 
     def run_finished(self, result: RunResult) -> None:
         if self._file is None:
             return
         try:
-            self._close_experiment()
+            self._close_level()
             self._write(f'\n],"version":{json.dumps(__version__)},"service_kind":"{SERVICE_KIND}","endpoint":"{ENDPOINT}"}}\n')
         finally:
             file, self._file = self._file, None

@@ -248,7 +248,7 @@ def run(config: RunConfig | MixConfig, listeners: Sequence[RunListener] = ()) ->
     if outputs.junit_file is not None:
         everyone.append(JunitReport(outputs.junit_file))
     if outputs.profile_export_file is not None:
-        everyone.append(ProfileExport(outputs.profile_export_file))
+        everyone.append(ProfileExport(outputs.profile_export_file, models if mix is not None else ()))
     everyone += listeners
     live = LiveMetrics(target.model_name) if outputs.export_metrics_port is not None else None
     if live is not None:

@@ -59,8 +59,6 @@ def test_a_model_with_one_level_holds_it_at_every_level():
     ({"latency-threshold": 5}, [{"model-name": "a", "concurrency-range": "1:0"}],
      "a: an open-ended --concurrency-range (end 0) does not step with the other models: give it an end"),
     ({}, [{"model-name": "a", "batch-size": 0}], "model a: batch size must be at least 1, got 0: fix -b"),
-    ({"profile-export-file": "e.json"}, [{"model-name": "a"}],
-     "--profile-export-file exports one model's requests: it does not apply to several models at once; drop it or drive one model"),
 ])  # fmt: skip
 def test_a_mix_that_cannot_run_is_one_line(top, models, message):
     with pytest.raises(UsageError) as raised:
@@ -177,3 +175,52 @@ def test_a_mix_replays_each_models_lines_on_one_clock(tmp_path):
     for (level,), count in ((ident, 120), (echo, 40)):  # every line to its model, the whole recording merged
         assert level["client"]["request_count"] == level["server"]["success_count"] == count
         assert level["merged_windows"] == len(level["windows"]) >= 2
+
+
+def test_a_mix_exports_each_models_requests_and_replays_them(echo_triton, tmp_path):
+    scenario = tmp_path / "mix.yaml"
+    scenario.write_text("measurement-mode: time_windows\nmeasurement-interval: 300\nmax-trials: 3\nstability-percentage: 100\n"
+                        "models:\n  - {model-name: ident, concurrency-range: '1:2'}\n"
+                        "  - {model-name: echo_bytes, request-rate-range: '40:60:20'}\n")  # fmt: skip
+    report, export = tmp_path / "report", tmp_path / "out" / "export.json"
+    export.parent.mkdir()
+    run = loadgen("--config", str(scenario), "-u", echo_triton.http, "--report-dir", str(report), "--profile-export-file", str(export))
+    assert run.returncode == 0, run.stderr
+    assert [path.name for path in export.parent.iterdir()] == ["export.json"]  # no spool left
+    experiments = json.loads(export.read_text())["experiments"]
+    parts = json.loads((report / "summary.json").read_text())["mix"]
+    names = [part["config"]["model_name"] for part in parts]
+    assert [experiment["model"] for experiment in experiments] == ["ident", "echo_bytes"] * 2  # level by level
+    assert [experiment["experiment"] for experiment in experiments] == [
+        {"mode": "concurrency", "value": 1}, {"mode": "request_rate", "value": 40.0},
+        {"mode": "concurrency", "value": 2}, {"mode": "request_rate", "value": 60.0}]  # fmt: skip
+    for index, experiment in enumerate(experiments):
+        level = parts[index % 2]["levels"][index // 2]
+        assert len(experiment["requests"]) == level["client"]["request_count"] + level["client"]["error_count"] > 0
+        assert len(experiment["window_boundaries"]) == len(level["windows"]) + 1 == level["merged_windows"] + 1
+    for ident, echo in (experiments[0:2], experiments[2:4]):  # one clock: the models' windows closed together
+        assert ident["window_boundaries"] == echo["window_boundaries"]
+    schedule = subprocess.run([sys.executable, "-m", "loadgen", "export-schedule", str(report)], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    assert schedule.returncode == 0, schedule.stderr
+    lines = [json.loads(line) for line in schedule.stdout.splitlines()]
+    for name in names:
+        assert sum(line["model"] == name for line in lines) == sum(len(e["requests"]) for e in experiments if e["model"] == name)
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(schedule.stdout)
+    scenario.write_text(f"schedule-file: {trace}\nmeasurement-interval: 500\nmodels:\n  - {{model-name: ident}}\n"
+                        "  - {model-name: echo_bytes}\n")  # fmt: skip
+    replayed, replayed_export = tmp_path / "replayed", tmp_path / "replayed.json"
+    run = loadgen("--config", str(scenario), "-u", echo_triton.http, "--report-dir", str(replayed),
+                  "--profile-export-file", str(replayed_export))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    for part in json.loads((replayed / "summary.json").read_text())["mix"]:
+        (level,) = part["levels"]
+        assert level["client"]["request_count"] == sum(line["model"] == part["config"]["model_name"] for line in lines)
+    # Each model's requests due at their recorded offsets, to the ns, from its load's start (the
+    # models' loads start one after the other, so not to the ns across models).
+    sent = [(e["model"], r["intended_timestamp"]) for e in json.loads(replayed_export.read_text())["experiments"] for r in e["requests"]]
+    for name in names:
+        intended_ns = sorted(at_ns for model, at_ns in sent if model == name)
+        recorded_ns = sorted(round(line["offset_ms"] * 1e6) for line in lines if line["model"] == name)
+        assert [at_ns - intended_ns[0] for at_ns in intended_ns] == [at_ns - recorded_ns[0] for at_ns in recorded_ns]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -243,6 +244,39 @@ def test_a_run_stopped_before_any_level_or_window(tmp_path):
     export.run_finished(None)
     (experiment,) = json.loads(path.read_text())["experiments"]
     assert experiment["requests"] == [] and experiment["window_boundaries"] == []
+
+
+def test_a_mixs_levels_wait_in_spools_and_none_is_left_when_the_run_fails_mid_level(tmp_path):
+    path = tmp_path / "export.json"
+    export = ProfileExport(path, ["a", "b"])
+    line = request_formatter(0)
+    open_fds = set(os.listdir("/proc/self/fd"))
+
+    def level(windows: int, *counts: int) -> tuple[ConcurrencySchedule, ConcurrencySchedule]:
+        a, b = ConcurrencySchedule(1), ConcurrencySchedule(1)  # equal, yet each its model's
+        export.level_started(a, None)
+        export.level_started(b, None)
+        for start_ns in range(100, 100 + 10 * windows, 10):
+            for schedule, count in zip((a, b), counts):
+                requests = ",\n".join(line(None, start_ns + 1, start_ns + 2, None) for _ in range(count))
+                export.window_requests(schedule, WindowRequests(start_ns, start_ns + 10, count, requests))
+        return a, b
+
+    export.run_started(build_config({}))
+    level(2, 1, 2)
+    assert len(set(os.listdir("/proc/self/fd")) - open_fds) == 3  # the export and a spool per model
+    export.level_finished(None, None)
+    export.level_finished(None, None)
+    assert len(set(os.listdir("/proc/self/fd")) - open_fds) == 1  # the spools closed with the level
+    a, _ = level(1, 3, 0)
+    export.window_requests(a, WindowRequests(110, 120, 1, line(None, 111, 112, None)))  # b never closed it: the run failed
+    export.run_finished(None)
+    assert set(os.listdir("/proc/self/fd")) == open_fds
+    assert [item.name for item in tmp_path.iterdir()] == ["export.json"]
+    experiments = json.loads(path.read_text())["experiments"]
+    assert [(e["model"], len(e["requests"]), e["window_boundaries"]) for e in experiments] == [
+        ("a", 2, [100, 110, 120]), ("b", 4, [100, 110, 120]), ("a", 4, [100, 110, 120]), ("b", 0, [100, 110])]  # fmt: skip
+    assert list(experiments[0]) == ["experiment", "model", "requests", "window_boundaries"]
 
 
 def test_a_file_that_cannot_be_written_is_one_line():

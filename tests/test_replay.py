@@ -310,9 +310,15 @@ def test_an_export_becomes_one_line_per_request_from_its_first_time():
             {"timestamp": 2_500_000_000},  # perf_analyzer's own: no intended time, nor in time order
         ]},
     ]}  # fmt: skip
-    lines = [json.loads(line) for line in schedule_lines(export, "e.json", "m", 2)]
+    lines = [json.loads(line) for line in schedule_lines(export, "e.json", {"m": 2})]
     assert lines == [{"offset_ms": ms, "model": "m", "batch_size": 2} for ms in (0.0, 100.0, 1500.0, 2000.000007)]
-    assert [json.loads(line) for line in schedule_lines(export, "e.json", None, 1)][1] == {"offset_ms": 100.0}
+    assert [json.loads(line) for line in schedule_lines(export, "e.json", {"m": 1})][1] == {"offset_ms": 100.0, "model": "m"}
+    assert [json.loads(line) for line in schedule_lines(export, "e.json")][1] == {"offset_ms": 100.0}
+    # A mix's export: each line names its experiment's model, with that model's batch size.
+    export["experiments"][0]["model"], export["experiments"][1]["model"] = "a", "b"
+    lines = [json.loads(line) for line in schedule_lines(export, "e.json", {"a": 1, "b": 4})]
+    assert lines == [{"offset_ms": 0.0, "model": "a"}, {"offset_ms": 100.0, "model": "a"},
+                     {"offset_ms": 1500.0, "model": "b", "batch_size": 4}, {"offset_ms": 2000.000007, "model": "b", "batch_size": 4}]  # fmt: skip
 
 
 @pytest.mark.parametrize(("export", "message"), [
@@ -320,6 +326,7 @@ def test_an_export_becomes_one_line_per_request_from_its_first_time():
     ({"experiments": [{"requests": 3}]}, 'e.json: experiment 0 has no "requests" list'),
     ({"experiments": [{"requests": [{"timestamp": "x"}]}]}, "a request of experiment 0 has no timestamp in ns"),
     ({"experiments": [{"requests": []}]}, "e.json holds no requests"),
+    ({"experiments": [{"model": 3, "requests": []}]}, "e.json: experiment 0's \"model\" is not a model's name"),
 ])  # fmt: skip
 def test_a_bad_export_is_one_line(export, message):
     with pytest.raises(UsageError, match=message):
@@ -338,5 +345,5 @@ def test_a_report_folder_gives_its_export_model_and_batch_size(tmp_path):
     copied = tmp_path / "run"
     shutil.copytree(folder, copied)
     (copied / "export.json").write_text("{}")  # a folder holding its export: found there
-    assert export_source(copied) == (copied / "export.json", "nested-outer", 1)
-    assert export_source(copied / "export.json") == (copied / "export.json", None, None)
+    assert export_source(copied) == (copied / "export.json", {"nested-outer": 1})
+    assert export_source(copied / "export.json") == (copied / "export.json", {})
