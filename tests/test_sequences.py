@@ -331,7 +331,7 @@ def test_streams_of_steps_are_replayed_as_sequences(sequence_triton, protocol, t
         assert 3.0 <= level["client"]["request_count"] / level["sequences"]["completed"] <= 4.0
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("protocol", ["http", pytest.param("grpc", marks=pytest.mark.slow)])  # 11 s each: CI budget
 def test_two_workers_drive_sequences_each_on_its_own_ids(sequence_triton, ray_cluster, protocol, tmp_path):
     """Each worker opens its sequences on its own slice of the ids (7:11 between two): were one id
     open on both, the model would see two sequences interleaved and fail their requests."""
