@@ -7,8 +7,25 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_key() -> str:
+    """What a measured figure depends on besides its own settings: the CPU, its cores, the runtime that ran it."""
+    return f"{cpu_model_name()}|{os.cpu_count()} logical cores|onnxruntime {version('onnxruntime')}"
 
 
 def default_cache_dir() -> Path:

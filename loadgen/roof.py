@@ -8,8 +8,6 @@ gives it; --peak-tflops and --peak-bandwidth-gbs override either figure. The roo
 from __future__ import annotations
 
 import itertools
-import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from loadgen.errors import RoofUnknown, UsageError
-from loadgen.machine_cache import default_cache_dir, read_entries, write_entries
+from loadgen.machine_cache import (
+    cpu_model_name,
+    default_cache_dir,
+    machine_key,
+    read_entries,
+    write_entries,
+)
 from loadgen.metrics import GPU_MEMORY_TOTAL, parse_metrics
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
@@ -263,16 +267,6 @@ def server_gpu_name(gpus: Sequence[ServerGpu]) -> str | None:
 # --- The CPU of this host, measured ----------------------------------------------------------------------
 
 
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def _matmul_model(size: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper  # see measure_gemm_flops_per_s
 
@@ -339,10 +333,8 @@ def _timed(call) -> float:
 
 def _cache_key(threads: int, gemm_size: int, gemm_runs: int, copy_bytes: int, copy_runs: int) -> str:
     # Everything that changes the figures: the machine, the threads, the libraries, the benchmark itself.
-    return (
-        f"{cpu_model_name()}|{os.cpu_count()} logical cores|{threads} threads|onnxruntime {version('onnxruntime')}"
-        f"|numpy {np.__version__}|gemm {gemm_size} x{gemm_runs}|copy {copy_bytes} x{copy_runs}"
-    )
+    return (f"{machine_key()}|{threads} threads|numpy {np.__version__}|gemm {gemm_size} x{gemm_runs}"
+            f"|copy {copy_bytes} x{copy_runs}")  # fmt: skip
 
 
 def _valid_entry(entry: object) -> bool:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
-import onnxruntime as ort
 
 from loadgen.config import RunConfig
 from loadgen.direct_timing import (
@@ -27,18 +26,34 @@ from loadgen.direct_timing import (
     time_model,
 )
 from loadgen.errors import RoofUnknown, UsageError
-from loadgen.machine_cache import default_cache_dir, read_entries, write_entries
-from loadgen.model_cost import DynamicShapeError, OnnxModelError, load_onnx, model_cost
+from loadgen.machine_cache import (
+    default_cache_dir,
+    machine_key,
+    read_entries,
+    write_entries,
+)
+from loadgen.model_cost import (
+    DynamicShapeError,
+    OnnxModelError,
+    input_shapes,
+    load_onnx,
+    model_cost,
+)
 from loadgen.result import RunResult
 from loadgen.roof import (
     Roof,
     ServerGpu,
-    cpu_model_name,
     nvml_devices,
     resolve_roof,
     server_gpu_name,
 )
-from loadgen.roofline import DirectFigures, ModelRoofline, Roofline, computing_models, ran_batch_sizes
+from loadgen.roofline import (
+    DirectFigures,
+    ModelRoofline,
+    Roofline,
+    computing_models,
+    ran_batch_sizes,
+)
 from loadgen.shared_memory import server_is_local
 
 # Short: the model's figures settle within a second at a few ms a call, and a run waits for it (once per
@@ -146,7 +161,7 @@ def _batched_timings(model: onnx.ModelProto, threads: OrtThreads, batch_sizes: S
     if not any(size > 1 for size in batch_sizes):
         return ()
     try:
-        model_cost(model, batch_size=2)
+        input_shapes(model, batch_size=2)
     except OnnxModelError:  # no dynamic first dimension (Triton batches a model whose ONNX does not)
         return ()
     return tuple(cached_direct_timing(model, threads, cache_dir, size) for size in sorted(set(batch_sizes)) if size > 1)
@@ -197,8 +212,8 @@ def _onnx(model_dir: Path, version: str, model_config: dict[str, Any]) -> tuple[
 def _direct_cache_key(model: onnx.ModelProto, threads: OrtThreads, batch_size: int) -> str:
     # Everything that changes the timing: the graph's bytes, the batch, the threads, the runtime, the machine.
     digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    return (f"sha256 {digest}|batch {batch_size}|intra {threads.intra_op}|inter {threads.inter_op}|onnxruntime {ort.__version__}"
-            f"|{cpu_model_name()}|{os.cpu_count()} logical cores|warm-up {DIRECT_WARMUP_MS:g} ms|{DIRECT_DURATION_S:g} s")  # fmt: skip
+    return (f"sha256 {digest}|batch {batch_size}|intra {threads.intra_op}|inter {threads.inter_op}|{machine_key()}"
+            f"|warm-up {DIRECT_WARMUP_MS:g} ms|{DIRECT_DURATION_S:g} s")  # fmt: skip
 
 
 def cached_direct_timing(model: onnx.ModelProto, threads: OrtThreads, cache_dir: Path | None = None,
