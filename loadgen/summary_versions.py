@@ -303,7 +303,6 @@ def v13_to_v14(old: Summary) -> Summary:
     it placed no model on a roofline and kept no batch statistics."""
     data = copy.deepcopy(old)
     data["schema_version"] = 14
-    data["roofline"] = None
     for run in [data, *(data["mix"] or ())]:  # a mix's models have their own options and levels
         run["config"].update(copy.deepcopy(ROOFLINE_OPTIONS))
         run["roofline"] = None
